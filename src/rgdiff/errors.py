@@ -1,0 +1,47 @@
+"""Errors that rgdiff raises for bad input.
+
+Every error a user can cause derives from `RgdiffError`. The command-line interface prints
+its message as one line on stderr and exits with code 2, so each message says what was wrong
+and how to fix it, in a single sentence.
+"""
+
+from __future__ import annotations
+
+
+class RgdiffError(ValueError):
+    """Base class: bad input that the user can fix. The message is shown as-is."""
+
+
+class InvalidLatticeError(RgdiffError):
+    """The lattice geometry is not allowed (dimension outside 1..3, N < 2, L <= 0, ...)."""
+
+
+class InvalidTheoryError(RgdiffError):
+    """The theory's parameters do not define a normalizable, finite distribution."""
+
+
+class InvalidSamplerSettingsError(RgdiffError):
+    """Sampler settings out of range (chains, samples, warm-up, ...)."""
+
+
+class ReadEnsembleError(RgdiffError):
+    """An ensemble file is missing, truncated, or not an rgdiff ensemble."""
+
+
+class InvalidSchemeError(RgdiffError):
+    """An RG scheme or its time grid is not allowed."""
+
+
+class WriteOutputError(RgdiffError):
+    """An output path cannot be written."""
+
+
+def require_finite(name: str, value: float) -> float:
+    """Return `value` as a float, or raise if it is NaN or infinite."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RgdiffError(f"{name} must be a number, got {value!r}") from None
+    if x != x or x in (float("inf"), float("-inf")):
+        raise RgdiffError(f"{name} must be finite, got {value!r}")
+    return x
