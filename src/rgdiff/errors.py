@@ -36,12 +36,12 @@ class WriteOutputError(RgdiffError):
     """An output path cannot be written."""
 
 
-def require_finite(name: str, value: float) -> float:
-    """Return `value` as a float, or raise if it is NaN or infinite."""
+def require_finite(name: str, value: float, error: type[RgdiffError] = RgdiffError) -> float:
+    """Return `value` as a float, or raise `error` if it is not a finite number."""
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise RgdiffError(f"{name} must be a number, got {value!r}") from None
+        raise error(f"{name} must be a number, got {value!r}") from None
     if x != x or x in (float("inf"), float("-inf")):
-        raise RgdiffError(f"{name} must be finite, got {value!r}")
+        raise error(f"{name} must be finite, got {value!r}")
     return x

@@ -59,7 +59,7 @@ class Lattice:
             raise InvalidLatticeError(
                 f"lattice {self.size}^{self.dim} has more than {MAX_SITES} sites; use a smaller N"
             )
-        length = require_finite("length L", self.length)
+        length = require_finite("length L", self.length, InvalidLatticeError)
         if length <= 0:
             raise InvalidLatticeError(f"length L must be > 0, got {self.length}")
         object.__setattr__(self, "dim", int(self.dim))

@@ -45,8 +45,8 @@ class Phi4:
     lam: float
 
     def __post_init__(self):
-        m2 = require_finite("m2", self.m2)
-        lam = require_finite("lam", self.lam)
+        m2 = require_finite("m2", self.m2, InvalidTheoryError)
+        lam = require_finite("lam", self.lam, InvalidTheoryError)
         if lam < 0:
             raise InvalidTheoryError(f"lam = {lam} < 0: the action is unbounded below; use lam >= 0")
         if lam == 0 and m2 <= 0:
@@ -150,9 +150,9 @@ def make_phi4(
     if units == "lattice":
         return Phi4(lattice, m2, lam)
     if units == "albergo":
-        return Phi4(lattice, require_finite("m2", m2), 6.0 * require_finite("lam", lam))
-    kappa = require_finite("kappa", kappa)
-    lambda_h = require_finite("lambda_h", lambda_h)
+        return Phi4(lattice, require_finite("m2", m2, InvalidTheoryError), 6.0 * require_finite("lam", lam, InvalidTheoryError))
+    kappa = require_finite("kappa", kappa, InvalidTheoryError)
+    lambda_h = require_finite("lambda_h", lambda_h, InvalidTheoryError)
     if kappa <= 0:
         raise InvalidTheoryError(f"kappa must be > 0, got {kappa}")
     return Phi4(lattice, (1.0 - 2.0 * lambda_h) / kappa - 2.0 * lattice.dim, 6.0 * lambda_h / kappa**2)

@@ -1,0 +1,163 @@
+"""The `rgdiff` command line.
+
+Every user error is one line on stderr and exit code 2; Ctrl-C exits with 130 and leaves no
+half-written file (all outputs are written to a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="rgdiff: renormalizing diffusion models for lattice field theory.",
+)
+
+
+def _setup_jax():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+@app.command()
+def sample(
+    dim: int = typer.Option(2, "--dim", help="lattice dimension d (1, 2 or 3)"),
+    size: int = typer.Option(..., "--size", help="sites per side N (>= 2)"),
+    length: Optional[float] = typer.Option(None, "--length", help="physical side length L (physical units; default 1)"),
+    m2: Optional[float] = typer.Option(None, "--m2", help="bare mass squared"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="bare quartic coupling (lam_A for --units albergo)"),
+    kappa: Optional[float] = typer.Option(None, "--kappa", help="hopping parameter (--units hopping)"),
+    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help="hopping-form quartic coupling (--units hopping)"),
+    units: str = typer.Option("physical", "--units", help="physical | lattice | albergo | hopping"),
+    samples: int = typer.Option(1000, "--samples", help="samples kept per chain"),
+    chains: int = typer.Option(4, "--chains", help="independent chains (run in parallel with vmap)"),
+    warmup: int = typer.Option(500, "--warmup", help="window-adaptation steps per chain"),
+    algorithm: str = typer.Option("nuts", "--algorithm", help="nuts | hmc"),
+    hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory"),
+    thin: int = typer.Option(1, "--thin", help="keep every THIN-th transition"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output ensemble file (.h5)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
+    from .ensemble import Ensemble, save_ensemble
+    from .errors import RgdiffError
+    from .progress import console, progress_bar
+    from .sampling import SamplerSettings
+    from .sampling import sample as run_sampler
+    from .theory import make_phi4
+
+    theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
+    settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin, hmc_steps=hmc_steps)
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    import jax
+
+    given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
+    with progress_bar(not quiet) as cb:
+        result = run_sampler(theory, settings, key=jax.random.key(seed), callback=cb)
+    ens = Ensemble(
+        theory=theory,
+        fields=result.fields,
+        markov=True,
+        seed=seed,
+        sampler=settings.describe(),
+        diagnostics=result.diagnostics,
+        units={k: v for k, v in given.items() if v is not None},
+    )
+    save_ensemble(out, ens)
+    if not quiet:
+        d = result.diagnostics
+        console.print(
+            f"wrote {out}: {chains} chains x {samples} samples, acceptance "
+            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}"
+        )
+
+
+@app.command()
+def measure(
+    file: Path = typer.Argument(..., help="ensemble file written by `rgdiff sample`"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """Measure the observables of an ensemble, with Gamma-method errors and tau_int."""
+    from .ensemble import load_ensemble
+    from .observables import measure as measure_fields
+    from .report import measurement_meta, print_measurement
+
+    ens = load_ensemble(file)
+    m = measure_fields(ens.fields, ens.lattice, markov=ens.markov)
+    meta = measurement_meta(ens, m, file)
+    if as_json:
+        print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
+    else:
+        print_measurement(m, meta)
+
+
+@app.command()
+def run(
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/run-<time>)"),
+    full: bool = typer.Option(False, "--full", help="the full paper-size run (longer chains)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """The main job: sample the paper's default theory, measure it, write tables, figures and a report."""
+    from .pipeline import run_main
+
+    _check_seed(seed)
+    _setup_jax()
+    run_main(out=out, full=full, seed=seed, quiet=quiet)
+
+
+def _check_seed(seed: int) -> None:
+    from .errors import RgdiffError
+
+    if not 0 <= seed < 2**63:
+        raise RgdiffError(f"seed must be an integer in [0, 2^63), got {seed}")
+
+
+def _check_out(out: Path, suffix: str) -> None:
+    from .errors import WriteOutputError
+
+    if out.exists() and out.is_dir():
+        raise WriteOutputError(f"--out {out} is a folder; give a file name ending in {suffix}")
+    if not out.parent.exists() and str(out.parent):
+        raise WriteOutputError(f"cannot write {out}: folder {out.parent} does not exist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one clear line and exit code 2 for any user error."""
+    from typer.exceptions import TyperException
+
+    from .errors import RgdiffError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    try:
+        # No command at all: show the help, which is what a user wants then.
+        command.main(args=args or ["--help"], prog_name="rgdiff", standalone_mode=False)
+    except RgdiffError as exc:
+        print(f"rgdiff: error: {exc}", file=sys.stderr)
+        return 2
+    except TyperException as exc:  # usage errors: unknown option, bad value, missing argument
+        print(f"rgdiff: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("rgdiff: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
