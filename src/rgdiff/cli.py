@@ -118,6 +118,93 @@ def run(
     run_main(out=out, full=full, seed=seed, quiet=quiet)
 
 
+@app.command()
+def flow(
+    file: Path = typer.Argument(..., help="UV ensemble file written by `rgdiff sample`"),
+    scheme: str = typer.Option(..., "--scheme", help="carosso | polchinski"),
+    M: float = typer.Option(0.0, "--M", help="IR mass of the M-modified scheme (>= 0)"),
+    times: Optional[str] = typer.Option(None, "--times", help="comma-separated RG times, e.g. 0,0.1,0.5"),
+    t_max: Optional[float] = typer.Option(None, "--t-max", help="largest RG time of an even grid from 0"),
+    n_times: Optional[int] = typer.Option(None, "--n-times", help="number of times on the grid [0, t-max]"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Polchinski cutoff profile: slow | exponential"),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Carosso noise-variance factor (0.5 = authors' code)"),
+    speed: Optional[float] = typer.Option(None, "--speed", help="Carosso time-speed factor s (t -> s t)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed for the kernel noise"),
+    out: Path = typer.Option(..., "--out", help="output FLOW.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the flows to this PNG"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """The true RG flow: push a UV ensemble through an exact RG kernel and measure along t."""
+    from ._io import package_versions, write_json
+    from .ensemble import load_ensemble
+    from .errors import InvalidSchemeError
+    from .flow import time_grid, true_flow
+    from .progress import progress_bar
+    from .rg import make_scheme
+
+    options = {k: v for k, v in (("profile", profile), ("noise", noise), ("speed", speed)) if v is not None}
+    sch = make_scheme(scheme, M=M, **options)
+    if times is not None:
+        try:
+            grid_in = [float(x) for x in times.split(",") if x.strip()]
+        except ValueError:
+            raise InvalidSchemeError(f"--times must be comma-separated numbers, got {times!r}") from None
+        if t_max is not None or n_times is not None:
+            raise InvalidSchemeError("give either --times or --t-max with --n-times, not both")
+        grid = time_grid(times=grid_in)
+    else:
+        if t_max is None or n_times is None:
+            raise InvalidSchemeError("give --times t1,t2,... or both --t-max and --n-times")
+        grid = time_grid(t_max=t_max, n_times=n_times)
+    _check_seed(seed)
+    _check_out(out, ".json")
+    if plot is not None:
+        _check_out(plot, ".png")
+    ens = load_ensemble(file)
+    _setup_jax()
+    import jax
+
+    with progress_bar(not quiet) as cb:
+        res, _ = true_flow(sch, ens.fields, ens.lattice, grid, key=jax.random.key(seed), markov=ens.markov, callback=cb)
+    data = res.as_json()
+    data["meta"].update(
+        {
+            "input": str(file),
+            "theory": ens.theory.describe(),
+            "uv_sampler": ens.sampler,
+            "uv_seed": ens.seed,
+            "seed": seed,
+            "versions": package_versions(),
+        }
+    )
+    write_json(out, data)
+    if plot is not None:
+        from . import plots
+
+        th = ens.theory
+        plots.flows(
+            [(f"{sch.describe().get('name')} M={M:g}", data)],
+            plot,
+            f"true RG flow, d={th.lattice.dim} N={th.lattice.size} L={th.lattice.length:g} m2={th.m2:g} lam={th.lam:g}",
+        )
+
+
+@app.command()
+def reproduce(
+    figure: str = typer.Argument(..., help="which figure: fig6"),
+    quick: bool = typer.Option(False, "--quick", help="smaller ensembles and grids (minutes on a laptop)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/<fig>-<time>)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
+    from .reproduce import reproduce as run_reproduce
+
+    _check_seed(seed)
+    _setup_jax()
+    run_reproduce(figure, quick=quick, out=out, seed=seed, quiet=quiet)
+
+
 def _check_seed(seed: int) -> None:
     from .errors import RgdiffError
 

@@ -7,41 +7,28 @@ so an interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from . import plots
-from ._io import package_versions, write_json, write_text
+from ._io import atomic_folder, package_versions, write_json, write_text
 from .ensemble import Ensemble, save_ensemble
-from .errors import WriteOutputError
+from .flow import true_flow
 from .observables import measure
+from .rg import make_scheme
 from .progress import console, progress_bar
+from .stats import format_value_error
 from .report import markdown_table, measurement_meta, print_measurement
 from .sampling import SamplerSettings, sample
 from .theory import paper_theory
 
+CAROSSO = make_scheme("carosso", M=1.0)
+FLOW_TIMES = np.concatenate([[0.0], np.geomspace(1e-3, 2.0, 12)])
 QUICK = SamplerSettings(algorithm="nuts", chains=4, samples=4000, warmup=1000)
 FULL = SamplerSettings(algorithm="nuts", chains=8, samples=20000, warmup=4000)
-
-
-@contextlib.contextmanager
-def atomic_folder(target: Path):
-    """Build a folder under a temporary name beside `target`; rename it into place on success."""
-    if target.exists():
-        raise WriteOutputError(f"output folder {target} already exists; choose another --out")
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
-    try:
-        yield tmp
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
@@ -76,14 +63,45 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
         plots.configurations(ens.fields, theory, work / "configurations.png")
         plots.magnetization(ens.fields, theory, work / "magnetization.png")
         plots.propagator(ens.fields, theory, work / "propagator.png")
-        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full))
+        with progress_bar(not quiet) as cb:
+            flow_res, frames = true_flow(
+                CAROSSO, ens.fields, theory.lattice, FLOW_TIMES, key=jax.random.key(seed + 1),
+                callback=cb, keep_configurations=1,
+            )
+        flow_json = flow_res.as_json()
+        flow_json["meta"].update({"theory": theory.describe(), "uv_sampler": settings.describe(), "seed": seed + 1})
+        write_json(work / "FLOW_carosso.json", flow_json)
+        plots.flows(
+            [("true Carosso flow, M=1", flow_json)],
+            work / "flow_carosso.png",
+            f"true Carosso RG flow (M=1) of d=2 N=20 L=1 m2=-2 lam=0.0017, {settings.chains}x{settings.samples} NUTS samples",
+            xscale="symlog",
+        )
+        plots.flow_rows(
+            [("Carosso M=1", FLOW_TIMES, frames[:, 0])], theory, work / "flow_samples.png",
+            "one configuration along the true Carosso flow",
+        )
+        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json))
         if not quiet:
             print_measurement(m, meta, console)
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
 
 
-def _report(theory, settings, seed, m, meta, full) -> str:
+def _flow_table(flow_json) -> str:
+    names = ("m_R", "Z", "lambda_R", "max_abs_phi")
+    lines = ["| t | r_t | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for i, t in enumerate(flow_json["t"]):
+        cells = []
+        for n in names:
+            o = flow_json["observables"][n]
+            v, e = o["value"][i], o["error"][i]
+            cells.append("null" if v is None else format_value_error(v, e))
+        lines.append(f"| {t:.4g} | {flow_json['r_t'][i]:.4g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report(theory, settings, seed, m, meta, full, flow_json) -> str:
     d = meta.get("sampler_summary", {})
     return f"""# rgdiff run
 
@@ -99,11 +117,19 @@ Errors: {meta['error_method']}; vacuum: {meta['vacuum']}.
 
 {markdown_table(m)}
 
+## True Carosso RG flow (M = 1)
+
+Each UV configuration pushed through the exact kernel (a_t, v_t) once per t; errors by the Gamma
+method; vacuum {flow_json['meta']['vacuum']}.
+
+{_flow_table(flow_json)}
+
 ## Figures
 
 - `configurations.png`: sample configurations
 - `magnetization.png`: Monte Carlo history and histogram of M
 - `propagator.png`: 1/G2(p) against |phat|^2
+- `flow_carosso.png`, `flow_samples.png`: the true Carosso flow of the couplings, and one configuration along it
 
 Versions: {json.dumps(package_versions())}
 """

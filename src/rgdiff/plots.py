@@ -98,3 +98,67 @@ def propagator(fields: np.ndarray, theory: Phi4, path) -> None:
     ax.set_title(f"inverse propagator: {_theory_label(theory)}", fontsize=9)
     ax.legend(fontsize=8)
     save(fig, path)
+
+
+FLOW_PANELS = (
+    ("m_R", "m_R (renormalized mass)"),
+    ("Z", "Z (wave-function renorm.)"),
+    ("lambda_R", "lambda_R = r_t^2 lambda_R_hat (d=2)"),
+    ("max_abs_phi", "<max_n |phi(n)|>"),
+    ("m_R_hat", "m_R_hat = m_R / r_t"),
+    ("lambda_R_hat", "lambda_R_hat = lambda_R / r_t^(4-d)"),
+)
+
+
+def _band(ax, t, values, errors, label, color=None):
+    t = np.asarray(t, dtype=float)
+    v = np.array([np.nan if x is None else x for x in values], dtype=float)
+    e = np.array([np.nan if x is None else x for x in errors], dtype=float)
+    line = ax.plot(t, v, "o-", ms=3, lw=1.2, label=label, color=color)[0]
+    ax.fill_between(t, v - e, v + e, alpha=0.25, color=line.get_color())
+
+
+def flows(flow_jsons: list[tuple[str, dict]], path, title: str, panels=FLOW_PANELS, xscale: str = "linear") -> None:
+    """Observables against RG time t, one line (with a 1-sigma band) per labelled FLOW.json."""
+    n = len(panels)
+    cols = 3 if n > 4 else n
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, ylabel) in zip(axes.flat, panels):
+        for label, fj in flow_jsons:
+            o = fj["observables"][name]
+            _band(ax, fj["t"], o["value"], o["error"], label)
+        ax.set_xlabel("RG time t")
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def flow_rows(rows: list[tuple[str, np.ndarray, np.ndarray]], theory: Phi4, path, title: str) -> None:
+    """Rows of one configuration along each flow: rows = [(label, times, configs (times, *lattice))]."""
+    ncol = max(len(t) for _, t, _ in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.6 * ncol, 1.8 * len(rows)), squeeze=False)
+    for r, (label, times, configs) in enumerate(rows):
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(times):
+                ax.axis("off")
+                continue
+            img = configs[c] if theory.lattice.dim == 2 else np.atleast_2d(configs[c].reshape(theory.lattice.size, -1))
+            # per-frame scale: the flow shrinks the field by orders of magnitude, and the
+            # fluctuations around the vacuum are what the eye should see
+            ax.imshow(img, cmap="viridis", vmin=float(np.min(img)), vmax=float(np.max(img)))
+            ax.set_title(f"t={times[c]:.3g}", fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(f"{title}\n{_theory_label(theory)} (colour: min..max of each frame)", fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
