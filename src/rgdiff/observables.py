@@ -177,41 +177,46 @@ def measure(
 
     mode_obs = [obs[f"{k}{i}"] for i in range(d) for k in ("re", "im", "p2_")]
     moment_obs = [obs["M"], obs["M2"], obs["M3"], obs["M4"]]
-    G0 = dobs(lambda x, **kw: g2_0(x), [obs["M"], obs["M2"]])
-    G1 = dobs(lambda x, **kw: g2_p1(x), mode_obs)
-    G4c = dobs(lambda x, **kw: Ld**3 * k4(x), moment_obs)
+    # pyerrors also evaluates each derived quantity on per-replica means, where e.g. the
+    # m_R ratio can dip below 1: those NaNs are harmless for the error, so are not warned about.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        G0 = dobs(lambda x, **kw: g2_0(x), [obs["M"], obs["M2"]])
+        G1 = dobs(lambda x, **kw: g2_p1(x), mode_obs)
+        G4c = dobs(lambda x, **kw: Ld**3 * k4(x), moment_obs)
 
-    def msq(x):
-        return p1 / (x[0] / x[1] - 1.0)
+        def msq(x):
+            return p1 / (x[0] / x[1] - 1.0)
 
-    out: dict[str, Estimate] = {}
-    out["abs_magnetization"] = evaluate(obs["absM"], markov=markov)
-    out["chi"] = derived(lambda o: V * o, [obs["M2"]], markov=markov)
-    out["chi_conn"] = derived(lambda a, b: V * (b - a * a), [obs["absM"], obs["M2"]], markov=markov)
-    out["binder"] = derived(
-        lambda m2_, m4: dobs(lambda x, **kw: 1.0 - x[1] / (3.0 * x[0] ** 2), [m2_, m4]),
-        [obs["M2"], obs["M4"]],
-        markov=markov,
-    )
-    out["G2_0"] = evaluate(G0, markov=markov)
-    out["G2_p1"] = evaluate(G1, markov=markov)
-    ok = _ratio_above_one([G0.value, G1.value])
-    if ok:
-        mR = dobs(lambda x, **kw: anp.sqrt(msq(x)), [G0, G1])
-        Z = dobs(lambda x, **kw: msq(x) * x[0], [G0, G1])
-        lamR = dobs(lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4, [G0, G1, G4c])
-        gR = dobs(
-            lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4 / msq(x) ** ((4 - d) / 2),
-            [G0, G1, G4c],
+        out: dict[str, Estimate] = {}
+        out["abs_magnetization"] = evaluate(obs["absM"], markov=markov)
+        out["chi"] = derived(lambda o: V * o, [obs["M2"]], markov=markov)
+        out["chi_conn"] = derived(lambda a, b: V * (b - a * a), [obs["absM"], obs["M2"]], markov=markov)
+        out["binder"] = derived(
+            lambda m2_, m4: dobs(lambda x, **kw: 1.0 - x[1] / (3.0 * x[0] ** 2), [m2_, m4]),
+            [obs["M2"], obs["M4"]],
+            markov=markov,
         )
-        out["m_R"] = evaluate(mR, markov=markov)
-        out["Z"] = evaluate(Z, markov=markov)
-        out["lambda_R"] = evaluate(lamR, markov=markov)
-        out["g_R"] = evaluate(gR, markov=markov)
-    else:
-        for k in ("m_R", "Z", "lambda_R", "g_R"):
-            out[k] = UNDEFINED
-    out["max_abs_phi"] = evaluate(obs["max_abs_phi"], markov=markov)
+        out["G2_0"] = evaluate(G0, markov=markov)
+        out["G2_p1"] = evaluate(G1, markov=markov)
+        ok = _ratio_above_one([G0.value, G1.value])
+        if ok:
+            mR = dobs(lambda x, **kw: anp.sqrt(msq(x)), [G0, G1])
+            Z = dobs(lambda x, **kw: msq(x) * x[0], [G0, G1])
+            lamR = dobs(lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4, [G0, G1, G4c])
+            gR = dobs(
+                lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4 / msq(x) ** ((4 - d) / 2),
+                [G0, G1, G4c],
+            )
+            out["m_R"] = evaluate(mR, markov=markov)
+            out["Z"] = evaluate(Z, markov=markov)
+            out["lambda_R"] = evaluate(lamR, markov=markov)
+            out["g_R"] = evaluate(gR, markov=markov)
+        else:
+            for k in ("m_R", "Z", "lambda_R", "g_R"):
+                out[k] = UNDEFINED
+        out["max_abs_phi"] = evaluate(obs["max_abs_phi"], markov=markov)
+
     chains, samples = fields.shape[:2]
     meta = {
         "vacuum": vacuum,

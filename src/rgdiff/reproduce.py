@@ -24,6 +24,8 @@ from .sampling import SamplerSettings, sample
 from .theory import paper_theory
 
 FIGURES = ("fig6",)
+FIG6_QUICK = SamplerSettings("nuts", chains=4, samples=4000, warmup=1000)
+FIG6_FULL = SamplerSettings("nuts", chains=8, samples=20000, warmup=4000)
 
 
 def flow_grid(t_max: float, n: int, t_min: float = 1e-3) -> np.ndarray:
@@ -47,11 +49,7 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
 
     theory = paper_theory(m2=-2.0)
     lat = theory.lattice
-    settings = (
-        SamplerSettings("nuts", chains=4, samples=2000, warmup=1000)
-        if quick
-        else SamplerSettings("nuts", chains=8, samples=20000, warmup=4000)
-    )
+    settings = FIG6_QUICK if quick else FIG6_FULL
     key = jax.random.key(seed)
     k_sample, k_c, k_p, k_s = jax.random.split(key, 4)
     n_times = 13 if quick else 31
