@@ -22,6 +22,7 @@ Facts used below (C is the position-space covariance, V = N^d, eps^d = L^d / V):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -32,6 +33,8 @@ from .errors import InvalidTheoryError, require_finite
 from .lattice import Lattice
 
 __all__ = [
+    "as_complex",
+    "colour_half_spectrum_noise",
     "free_field_spectrum",
     "gaussian_field_log_prob",
     "gaussian_field_score",
@@ -43,8 +46,9 @@ __all__ = [
 ]
 
 
-def _complex_dtype(dtype) -> jnp.dtype:
-    return jnp.result_type(jnp.dtype(dtype), jnp.complex64)
+def as_complex(multiplier, modes):
+    """A real Fourier multiplier cast to the complex dtype of `modes` (strict dtype promotion)."""
+    return jnp.asarray(multiplier).astype(jnp.asarray(modes).dtype)
 
 
 def _self_conjugate_last_axis(lattice: Lattice) -> np.ndarray:
@@ -78,7 +82,12 @@ def standard_half_spectrum_noise(key, lattice: Lattice, batch_shape=(), dtype=jn
 
     **Returns:** complex array of shape `batch_shape + lattice.shape[:-1] + (N//2 + 1,)`.
     """
-    half_shape = tuple(batch_shape) + lattice.shape[:-1] + (lattice.size // 2 + 1,)
+    return _standard_half_spectrum_noise(key, lattice, tuple(batch_shape), jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_shape", "dtype"))
+def _standard_half_spectrum_noise(key, lattice, batch_shape, dtype):
+    half_shape = batch_shape + lattice.shape[:-1] + (lattice.size // 2 + 1,)
     k_re, k_im = jax.random.split(key)
     scale = math.sqrt(0.5)
     z = jax.lax.complex(
@@ -91,9 +100,7 @@ def standard_half_spectrum_noise(key, lattice: Lattice, batch_shape=(), dtype=jn
     return jnp.where(jnp.asarray(_self_conjugate_last_axis(lattice)), symmetric, z)
 
 
-def sample_gaussian_field(
-    key, lattice: Lattice, spectrum_half, batch_shape=(), dtype=jnp.float64
-) -> jnp.ndarray:
+def sample_gaussian_field(key, lattice: Lattice, spectrum_half, batch_shape=(), dtype=jnp.float64) -> jnp.ndarray:
     """Exact samples of the zero-mean real Gaussian field with spectrum G(p) = L^d <|phi~(p)|^2>.
 
     Noise is drawn directly on the `rfftn` half grid (see `standard_half_spectrum_noise`),
@@ -109,18 +116,27 @@ def sample_gaussian_field(
 
     **Returns:** real array of shape `(*batch, *lattice.shape)`.
     """
-    spectrum_half = jnp.asarray(spectrum_half, dtype)
+    spectrum_half = jnp.asarray(spectrum_half)
     extra = spectrum_half.shape[: max(spectrum_half.ndim - lattice.dim, 0)]
     batch = jnp.broadcast_shapes(tuple(batch_shape), extra)
+    # the noise is compiled once per (lattice, batch, dtype) and shared by every spectrum and scheme
     z = standard_half_spectrum_noise(key, lattice, batch, dtype)
-    amplitude = jnp.sqrt(spectrum_half / lattice.volume)
-    return lattice.inverse_rfourier(amplitude * z).astype(dtype)
+    return colour_half_spectrum_noise(z, lattice, spectrum_half)
+
+
+@jax.jit
+def colour_half_spectrum_noise(z, lattice: Lattice, spectrum_half) -> jnp.ndarray:
+    """The real field F^-1[sqrt(G / L^d) z] from unit Hermitian half-spectrum noise z."""
+    dtype = jnp.real(z).dtype
+    amplitude = jnp.sqrt(jnp.asarray(spectrum_half).astype(dtype) / lattice.volume)
+    return lattice.inverse_rfourier(as_complex(amplitude, z) * z).astype(dtype)
 
 
 def _log_normalizer_weights(lattice: Lattice, dtype) -> jnp.ndarray:
     return jnp.asarray(lattice.half_multiplicity(), dtype)
 
 
+@jax.jit
 def gaussian_modes_log_prob(residual_half, lattice: Lattice, spectrum_half) -> jnp.ndarray:
     """log N(phi; mu, C) from the half-grid residual r~ = phi~ - mu~ (position-space density).
 
@@ -139,6 +155,7 @@ def gaussian_modes_log_prob(residual_half, lattice: Lattice, spectrum_half) -> j
     return -0.5 * jnp.sum(terms, axis=lattice.axes)
 
 
+@jax.jit
 def gaussian_modes_score(residual_half, lattice: Lattice, spectrum_half) -> jnp.ndarray:
     """grad_phi log N(phi; mu, C) = -C^-1 (phi - mu) from the half-grid residual r~ = phi~ - mu~.
 
@@ -149,13 +166,19 @@ def gaussian_modes_score(residual_half, lattice: Lattice, spectrum_half) -> jnp.
     dtype = jnp.real(residual_half).dtype
     spectrum_half = jnp.asarray(spectrum_half, dtype)
     eps_d = lattice.spacing**lattice.dim
-    return -lattice.inverse_rfourier(eps_d * residual_half / spectrum_half).astype(dtype)
+    return -lattice.inverse_rfourier(as_complex(eps_d / spectrum_half, residual_half) * residual_half).astype(dtype)
 
 
-def _residual_half(phi, lattice: Lattice, mean):
-    lattice.check_field(phi)
-    residual = phi if mean is None else phi - mean
-    return lattice.rfourier(residual)
+@jax.jit
+def _field_log_prob(phi, lattice, spectrum_half, mean):
+    residual = lattice.rfourier(phi if mean is None else phi - mean)
+    return gaussian_modes_log_prob(residual, lattice, spectrum_half)
+
+
+@jax.jit
+def _field_score(phi, lattice, spectrum_half, mean):
+    residual = lattice.rfourier(phi if mean is None else phi - mean)
+    return gaussian_modes_score(residual, lattice, spectrum_half)
 
 
 def gaussian_field_log_prob(phi, lattice: Lattice, spectrum_half, mean=None) -> jnp.ndarray:
@@ -170,8 +193,8 @@ def gaussian_field_log_prob(phi, lattice: Lattice, spectrum_half, mean=None) -> 
 
     **Returns:** array of shape `batch`.
     """
-    phi = jnp.asarray(phi)
-    return gaussian_modes_log_prob(_residual_half(phi, lattice, mean), lattice, spectrum_half)
+    lattice.check_field(phi)
+    return _field_log_prob(jnp.asarray(phi), lattice, jnp.asarray(spectrum_half), mean)
 
 
 def gaussian_field_score(phi, lattice: Lattice, spectrum_half, mean=None) -> jnp.ndarray:
@@ -179,8 +202,8 @@ def gaussian_field_score(phi, lattice: Lattice, spectrum_half, mean=None) -> jnp
 
     **Returns:** real array of the shape of `phi`.
     """
-    phi = jnp.asarray(phi)
-    return gaussian_modes_score(_residual_half(phi, lattice, mean), lattice, spectrum_half)
+    lattice.check_field(phi)
+    return _field_score(jnp.asarray(phi), lattice, jnp.asarray(spectrum_half), mean)
 
 
 def two_point_function(lattice: Lattice, spectrum_half) -> jnp.ndarray:

@@ -20,12 +20,15 @@ per-site noise sqrt(eps^-d) dW coloured by the Fourier multiplier sqrt(gamma).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InvalidSchemeError, RgdiffError, require_finite
 from ..gaussian import (
+    as_complex,
     gaussian_field_log_prob,
     gaussian_field_score,
     gaussian_modes_log_prob,
@@ -35,7 +38,6 @@ from ..gaussian import (
 )
 from ..lattice import Lattice
 from .quadrature import DEFAULT_NODES, DEFAULT_PANELS, transition_by_quadrature
-
 
 # validation ---------------------------------------------------------------------------------
 
@@ -72,9 +74,7 @@ def check_times(t, start=0.0) -> None:
         if not np.all(np.isfinite(arr)):
             raise InvalidSchemeError(f"{name} must be finite, got {value!r}")
         if np.any(arr < 0):
-            raise InvalidSchemeError(
-                f"{name} must be >= 0 (RG time runs forward from the UV at t = 0), got {value!r}"
-            )
+            raise InvalidSchemeError(f"{name} must be >= 0 (RG time runs forward from the UV at t = 0), got {value!r}")
         concrete.append(arr)
     if concrete[0] is not None and concrete[1] is not None and np.any(concrete[1] < concrete[0]):
         raise InvalidSchemeError(f"the flow runs forward only: need t >= start, got start={start!r}, t={t!r}")
@@ -148,9 +148,7 @@ class AbstractLinearScheme:
             def rates(times):
                 return self.mode_rates(expand_time(times, lattice), phat_sq, lattice)
 
-            return transition_by_quadrature(
-                rates, s, e, dtype, self.quadrature_nodes, self.quadrature_panels
-            )
+            return transition_by_quadrature(rates, s, e, dtype, self.quadrature_nodes, self.quadrature_panels)
 
         a, v = jax.vmap(one)(starts, ends)
         return a.reshape(shape + phat_sq.shape), v.reshape(shape + phat_sq.shape)
@@ -172,12 +170,7 @@ class AbstractLinearScheme:
         `broadcast(start, t).shape + grid`.
         """
         check_times(t, start)
-        start = jnp.asarray(start, dtype)
-        t = jnp.asarray(t, dtype)
-        phat_sq = mode_grid(lattice, dtype, half)
-        a, v = self.mode_transition(expand_time(start, lattice), expand_time(t, lattice), phat_sq, lattice)
-        shape = jnp.broadcast_shapes(start.shape, t.shape) + phat_sq.shape
-        return jnp.broadcast_to(a, shape), jnp.broadcast_to(v, shape)
+        return _transition(self, jnp.asarray(start), jnp.asarray(t), lattice, jnp.dtype(dtype), bool(half))
 
     def kernel(self, t, lattice: Lattice, dtype=jnp.float64, half: bool = True):
         """(a_t(p), v_t(p)) from t = 0: a_t = exp(-int_0^t beta), v_t = int_0^t e^{-2 int_s^t beta} gamma_s ds."""
@@ -199,36 +192,36 @@ class AbstractLinearScheme:
         """
         lattice.check_field(phi0)
         dtype = _field_dtype(phi0)
-        phi0 = jnp.asarray(phi0)
-        a, v = self.transition(start, t, lattice, dtype)
-        batch = jnp.broadcast_shapes(phi0.shape[: phi0.ndim - lattice.dim], a.shape[: a.ndim - lattice.dim])
+        check_times(t, start)
+        phi0, t, start = jnp.asarray(phi0), jnp.asarray(t), jnp.asarray(start)
+        batch = jnp.broadcast_shapes(phi0.shape[: phi0.ndim - lattice.dim], t.shape, start.shape)
+        # drawn outside the scheme's jitted body so the (costly to compile) PRNG is shared by all schemes
         z = standard_half_spectrum_noise(key, lattice, batch, dtype)
-        phi_t = a * lattice.rfourier(phi0) + jnp.sqrt(v / lattice.volume) * z
-        return lattice.inverse_rfourier(phi_t).astype(dtype)
-
-    def _residual(self, phi_t, phi0, t, lattice: Lattice, start):
-        lattice.check_field(phi_t, "phi_t")
-        lattice.check_field(phi0, "phi0")
-        dtype = _field_dtype(phi_t)
-        a, v = self.transition(start, t, lattice, dtype)
-        residual = lattice.rfourier(jnp.asarray(phi_t)) - a * lattice.rfourier(jnp.asarray(phi0, dtype))
-        return residual, v
+        return _push_forward(self, phi0, z, t, start, lattice)
 
     def log_transition_density(self, phi_t, phi0, t, lattice: Lattice, start=0.0) -> jnp.ndarray:
         """log p_{t|s}(phi_t | phi0), exact and normalized in position-space coordinates (t > start).
 
         **Returns:** array of the batch shape.
         """
-        residual, v = self._residual(phi_t, phi0, t, lattice, start)
-        return gaussian_modes_log_prob(residual, lattice, v)
+        args = self._checked(phi_t, phi0, t, lattice, start)
+        return _log_transition_density(self, *args, lattice)
 
     def conditional_score(self, phi_t, phi0, t, lattice: Lattice, start=0.0) -> jnp.ndarray:
         """grad_{phi_t} log p_{t|s}(phi_t | phi0) = -F^-1[eps^d (phi~_t - a phi~_0) / v], closed form.
 
         The regression target of denoising score matching [5.23]. **Returns:** shape of `phi_t`.
         """
-        residual, v = self._residual(phi_t, phi0, t, lattice, start)
-        return gaussian_modes_score(residual, lattice, v)
+        args = self._checked(phi_t, phi0, t, lattice, start)
+        return _conditional_score(self, *args, lattice)
+
+    @staticmethod
+    def _checked(phi_t, phi0, t, lattice: Lattice, start):
+        lattice.check_field(phi_t, "phi_t")
+        lattice.check_field(phi0, "phi0")
+        _field_dtype(phi_t)
+        check_times(t, start)
+        return jnp.asarray(phi_t), jnp.asarray(phi0), jnp.asarray(t), jnp.asarray(start)
 
     # the stationary law p_T, T -> infinity ----------------------------------------------
     has_prior: bool = False
@@ -279,3 +272,44 @@ class AbstractLinearScheme:
         """r_t = Lambda_t / Lambda_0 [7.4]: 1 at t = 0, 0 once the cutoff has closed."""
         cutoff = np.asarray(self.effective_cutoff(t, lattice)) / lattice.cutoff
         return float(cutoff) if cutoff.ndim == 0 else cutoff
+
+
+# jitted bodies: schemes and lattices are static pytrees, times are traced --------------------
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "half"))
+def _transition(scheme, start, t, lattice, dtype, half):
+    start = start.astype(dtype)
+    t = t.astype(dtype)
+    phat_sq = mode_grid(lattice, dtype, half)
+    a, v = scheme.mode_transition(expand_time(start, lattice), expand_time(t, lattice), phat_sq, lattice)
+    shape = jnp.broadcast_shapes(start.shape, t.shape) + phat_sq.shape
+    return jnp.broadcast_to(a, shape), jnp.broadcast_to(v, shape)
+
+
+@jax.jit
+def _push_forward(scheme, phi0, z, t, start, lattice):
+    dtype = phi0.dtype
+    a, v = _transition(scheme, start, t, lattice, dtype, True)
+    modes = lattice.rfourier(phi0)
+    phi_t = as_complex(a, modes) * modes + as_complex(jnp.sqrt(v / lattice.volume), z) * z
+    return lattice.inverse_rfourier(phi_t).astype(dtype)
+
+
+def _residual(scheme, phi_t, phi0, t, start, lattice):
+    a, v = _transition(scheme, start, t, lattice, phi_t.dtype, True)
+    modes0 = lattice.rfourier(phi0.astype(phi_t.dtype))
+    residual = lattice.rfourier(phi_t) - as_complex(a, modes0) * modes0
+    return residual, v
+
+
+@jax.jit
+def _log_transition_density(scheme, phi_t, phi0, t, start, lattice):
+    residual, v = _residual(scheme, phi_t, phi0, t, start, lattice)
+    return gaussian_modes_log_prob(residual, lattice, v)
+
+
+@jax.jit
+def _conditional_score(scheme, phi_t, phi0, t, start, lattice):
+    residual, v = _residual(scheme, phi_t, phi0, t, start, lattice)
+    return gaussian_modes_score(residual, lattice, v)

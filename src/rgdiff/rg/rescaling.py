@@ -65,7 +65,8 @@ def _check_scale(scale) -> None:
     if not callable(scale):
         raise InvalidSchemeError(f"the field scale must be a function c(t), got {scale!r}")
     try:
-        c0 = float(scale(jnp.zeros(())))
+        with jax.ensure_compile_time_eval():  # a scheme may be built inside a jitted function
+            c0 = float(scale(jnp.zeros(())))
     except Exception as err:  # the user's function could fail in any way; say which input
         raise InvalidSchemeError(f"the field scale c(t) failed at t = 0: {err}") from None
     if not np.isfinite(c0) or abs(c0 - 1.0) > 1e-12:
@@ -205,8 +206,8 @@ def comparison_constant(
     ratio = c_b / c_a
     if not isinstance(ratio, jax.core.Tracer) and not float(ratio) > 0:
         raise InvalidSchemeError(
-            f"the two-point functions at separation {index} have opposite signs or vanish ({float(c_a)}, {float(c_b)}); "
-            "no field rescaling relates them there: pick another separation"
+            f"the two-point functions at separation {index} have opposite signs or vanish "
+            f"({float(c_a)}, {float(c_b)}); no field rescaling relates them there: pick another separation"
         )
     return jnp.sqrt(ratio)
 

@@ -97,8 +97,9 @@ class Polchinski(AbstractLinearScheme):
       beta = 2 e^{2t} w / Lambda_0^2, gamma = 2 e^{2t} K_t / Lambda_0^2. Time-inhomogeneous:
       the kernel from s to t is not the kernel over t - s.
 
-    Either way the free theory of mass M (propagator 1/w) flows to propagator K_t / (K_0 w)
-    [5.40] (K_0 = 1 for "slow"), and every mode is driven to zero as t -> infinity: the flow
+    Either way the UV theory exp(-S_M / K_0) [5.38] (S_M the free action of mass M, propagator
+    K_0 / w; for "slow" K_0 = 1, the free field of mass M) flows to exp(-S_M / K_t), propagator
+    K_t / w [5.40], and every mode is driven to zero as t -> infinity: the flow
     compresses the support to phi = 0, so there is no stationary law to start a reverse flow from.
     At w = 0 (only for M = 0, p = 0) K_t = 1: the zero mode is undamped (a = 1) and its variance
     takes the w -> 0 limit v_{t|s} = log K_s - log K_t over w, i.e. t - s ("slow") or

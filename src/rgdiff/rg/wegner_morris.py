@@ -10,7 +10,7 @@ exp(-2 S_seed) [5.28]) and a cutoff function B_t(p) acting as a Fourier multipli
 Any pair of rates defines a scheme; two families are built in:
 
 - from a cutoff profile K_t(p) (Polchinski type [5.39]-[5.41]): beta = -d/dt log K_t,
-  gamma = -(d/dt K_t) / w, so the free theory with propagator 1/w flows to K_t / (K_0 w) [5.40];
+  gamma = -(d/dt K_t) / w, so the Gaussian theory with propagator K_0 / w flows to K_t / w [5.40];
 - from a Gaussian seed (B_t, sigma_t) as above. Carosso-M is B = 2, sigma = w / 2 [5.37].
 
 Rate functions are called as `fn(t, w, lattice)` with w = |phat|^2 + M^2 on the mode grid and `t`
