@@ -72,9 +72,11 @@ def check_times(t, start=0.0) -> None:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise InvalidSchemeError(f"{name} must be a real number, got {value!r}")
         if not np.all(np.isfinite(arr)):
-            raise InvalidSchemeError(f"{name} must be finite, got {value!r}")
+            bad = float(arr[~np.isfinite(arr)].flat[0])
+            raise InvalidSchemeError(f"{name} must be finite, got {bad}")
         if np.any(arr < 0):
-            raise InvalidSchemeError(f"{name} must be >= 0 (RG time runs forward from the UV at t = 0), got {value!r}")
+            bad = float(arr[arr < 0].flat[0])
+            raise InvalidSchemeError(f"{name} must be >= 0 (RG time runs forward from the UV at t = 0), got {bad}")
         concrete.append(arr)
     if concrete[0] is not None and concrete[1] is not None and np.any(concrete[1] < concrete[0]):
         raise InvalidSchemeError(f"the flow runs forward only: need t >= start, got start={start!r}, t={t!r}")
