@@ -1,0 +1,250 @@
+"""The model commands as library functions: train, generate, compare-flow (and bridge).
+
+Each writes its outputs atomically (a temporary name, then rename) and records provenance:
+the config, seed, package versions and the checksum of every input file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ._io import atomic_folder, package_versions, write_json
+from .ensemble import Ensemble, load_ensemble, save_ensemble
+from .errors import InvalidSchemeError, RgdiffError
+from .modeldir import (
+    CONFIG,
+    COUPLINGS,
+    METRICS,
+    PARAMS,
+    append_metrics,
+    couplings_table,
+    file_checksum,
+    load_model_dir,
+    write_config,
+    write_params,
+)
+from .objectives import TIME_SAMPLING, WEIGHTING
+from .progress import console, progress_bar
+from .training import TrainSettings, default_horizon, train
+
+
+def prior_couplings(scheme, lattice) -> tuple[float, float, float]:
+    """(f_1, f_2, f_3) of the score of the scheme's stationary law: a free field of mass M.
+
+    Carosso-M's p_inf has spectrum noise / (|phat|^2 + M^2), so its score is
+    (eps^d / noise) (Delta phi - M^2 phi): the model starts there, knowing nothing of the UV.
+    """
+    e = lattice.spacing**lattice.dim
+    noise = float(scheme.describe().get("noise", 1.0))
+    return (e / noise, -e * scheme.mass**2 / noise, 0.0)
+
+
+def initial_model(kind: str, lattice, scheme, fields: np.ndarray, horizon: float, *, key):
+    from .models import ConvScore, EFTScore, InvalidModelError
+
+    sigma = float(np.sqrt(np.mean(np.asarray(fields) ** 2)))
+    prior = prior_couplings(scheme, lattice)
+    if kind == "eft-score":
+        return EFTScore(lattice, time_scale=horizon, field_scale=sigma, coupling_init=prior, key=key)
+    if kind == "score":
+        return ConvScore(lattice, time_scale=horizon, field_scale=sigma, prior=prior, key=key)
+    raise InvalidModelError(f"unknown score model {kind!r}; choose one of score, eft-score")
+
+
+def train_job(
+    *,
+    kind: str,
+    data: Path,
+    scheme,
+    settings: TrainSettings | None,
+    seed: int,
+    out: Path,
+    quiet: bool = False,
+    train_kwargs: dict | None = None,
+) -> Path:
+    """Train a score model on a UV ensemble and write the model directory (see `rgdiff.modeldir`)."""
+    ens = load_ensemble(data)
+    lattice = ens.lattice
+    if not scheme.has_prior:
+        raise InvalidSchemeError(
+            f"training needs a scheme with a stationary law to generate from (p_T); "
+            f"{scheme.describe().get('name')} with M = {scheme.mass:g} has none: use carosso with M > 0"
+        )
+    horizon = default_horizon(scheme, ens.fields, lattice)
+    kwargs = dict(train_kwargs or {})
+    if kwargs.get("horizon") is None:
+        kwargs["horizon"] = horizon
+    settings = settings or TrainSettings(**kwargs)
+    key = jax.random.key(seed)
+    k_init, k_train = jax.random.split(key)
+    model = initial_model(kind, lattice, scheme, ens.fields, settings.horizon, key=k_init)
+    config = {
+        "model": model.describe(),
+        "scheme": scheme.describe(),
+        "theory": ens.theory.describe(),
+        "data": {
+            "file": str(data),
+            "sha256": file_checksum(data),
+            "chains": int(ens.fields.shape[0]),
+            "samples_per_chain": int(ens.fields.shape[1]),
+            "uv_seed": ens.seed,
+            "augmentation": "random phi -> -phi per draw (Z2)",
+        },
+        "training": {
+            **settings.describe(),
+            "seed": seed,
+            "objective": "denoising score matching on the exact kernel [5.23]",
+            "weighting": WEIGHTING,
+            "time_sampling": TIME_SAMPLING,
+            "horizon_rule": "smallest T with a_T(p)^2 <P0(p)> <= 1e-4 v_T(p) for all p (prior p_T = p_inf)",
+            "initialization": "score of the scheme's stationary law (free field of mass M)",
+        },
+        "versions": package_versions(),
+    }
+    with atomic_folder(out) as work:
+        write_config(work / CONFIG, config)
+        (work / METRICS).touch()
+
+        def on_log(record, current):
+            if hasattr(current, "couplings"):
+                f = current.couplings(jax.numpy.zeros((), jax.numpy.dtype(settings.dtype)))
+                record = {**record, "couplings_t0": [float(x) for x in f]}
+            append_metrics(work / METRICS, record)
+
+        with progress_bar(not quiet) as cb:
+            model = train(model, scheme, lattice, ens.fields, settings, key=k_train, callback=cb, on_log=on_log)
+        write_params(work / PARAMS, model)
+        if hasattr(model, "couplings"):
+            from . import plots
+
+            table = couplings_table(model, settings.horizon)
+            write_json(work / COUPLINGS, table)
+            plots.couplings(table, ens.theory, scheme, work / "couplings.png")
+    if not quiet:
+        _print_training_summary(out)
+    console.print(f"model written to [bold]{out}[/]")
+    return out
+
+
+def _print_training_summary(out: Path) -> None:
+    lines = (out / METRICS).read_text().strip().splitlines()
+    if lines:
+        last = json.loads(lines[-1])
+        console.print(f"final loss {last['loss']:.4g} after {last['step']} steps ({last['seconds']:.0f} s)")
+    if (out / COUPLINGS).exists():
+        c = json.loads((out / COUPLINGS).read_text())
+        f1, f2, f3 = c["kinetic"][0], c["mass"][0], c["quartic"][0]
+        console.print(f"learned couplings at t = 0: m2 = -f2/f1 = {-f2 / f1:.4g}, lam = -6 f3/f1 = {-6 * f3 / f1:.4g}, f1 = {f1:.4g}")
+
+
+def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps: int | None, seed: int,
+                 out: Path, quiet: bool = False) -> Path:
+    """Sample p_t^theta with the probability-flow ODE or the reverse SDE and write an ensemble."""
+    from .generative import sample_ode, sample_reverse_sde
+
+    loaded = load_model_dir(model_dir)
+    if isinstance(samples, bool) or samples < 2:
+        raise RgdiffError(f"--samples must be an integer >= 2, got {samples}")
+    if not (0.0 <= t < loaded.horizon):
+        raise InvalidSchemeError(f"--t must lie in [0, T) with the model's horizon T = {loaded.horizon:.4g}, got {t}")
+    if solver not in ("ode", "sde"):
+        raise RgdiffError(f"--solver must be ode or sde, got {solver!r}")
+    key = jax.random.key(seed)
+    chunk = 256
+    fields, log_q = [], []
+    with progress_bar(not quiet) as cb:
+        cb("generate", 0, samples)
+        for start in range(0, samples, chunk):
+            n = min(chunk, samples - start)
+            k = jax.random.fold_in(key, start)
+            if solver == "ode":
+                phi, lq = sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 64,
+                                     log_prob=loaded.model.has_exact_divergence and loaded.scheme.describe().get("name") == "carosso")
+                if lq is not None:
+                    log_q.append(np.asarray(lq)[:n])
+            else:
+                phi = sample_reverse_sde(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 512)
+            fields.append(np.asarray(phi)[:n])
+            cb("generate", start + n, samples)
+    fields = np.concatenate(fields)
+    if not np.all(np.isfinite(fields)):
+        raise FloatingPointError("the model generated non-finite fields; it may be untrained or unstable")
+    extra = {
+        "model": str(model_dir),
+        "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
+        "model_params_sha256": file_checksum(Path(model_dir) / PARAMS),
+        "t": t,
+        "solver": solver,
+        "steps": steps or (64 if solver == "ode" else 512),
+        "note": "independent samples of the model's p_t^theta; the theory attribute is the UV theory it was trained on",
+    }
+    if log_q:
+        lq = np.concatenate(log_q)
+        extra["log_q_mean"] = float(np.mean(lq))
+    ens = Ensemble(theory=loaded.theory, fields=fields[None], markov=False, seed=seed, sampler={"algorithm": f"model-{solver}"}, extra=extra)
+    save_ensemble(out, ens)
+    console.print(f"wrote {out}: {samples} samples of p_t at t = {t:g} ({solver})")
+    return out
+
+
+def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int, solver: str, seed: int, out: Path,
+                quiet: bool = False, plot: Path | None = None) -> dict:
+    from .compare import compare_flow
+
+    loaded = load_model_dir(model_dir)
+    ens = load_ensemble(data)
+    loaded.check_compatible(ens.theory, f"data {data}")
+    with progress_bar(not quiet) as cb:
+        cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov, solver=solver, callback=cb)
+    cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions()})
+    write_json(out, cmp)
+    if plot is not None:
+        from . import plots
+
+        plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], plot,
+                    f"learned vs true flow: {model_dir}", xscale="symlog")
+    return cmp
+
+
+def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, warmup: int, ode_steps: int, seed: int,
+               out: Path, quiet: bool = False) -> Path:
+    """Exact sampling of the UV theory with the bridge sampler driven by a trained model."""
+    from .bridge import BridgeSettings, run_bridge
+    from .training import cast_model
+
+    loaded = load_model_dir(model_dir)
+    settings = BridgeSettings(chains=chains, samples=samples, hmc_steps_between=hmc_steps, warmup=warmup, ode_steps=ode_steps)
+    model = cast_model(loaded.model, jax.numpy.float64)  # the Metropolis step compares log-densities: float64
+    with progress_bar(not quiet) as cb:
+        result = run_bridge(model, loaded.scheme, loaded.theory, settings, key=jax.random.key(seed), T=loaded.horizon, callback=cb)
+    ens = Ensemble(
+        theory=loaded.theory,
+        fields=result.fields,
+        markov=True,
+        seed=seed,
+        sampler={**dataclasses_asdict(settings), "algorithm": "rg-bridge", "local_algorithm": settings.algorithm},
+        diagnostics=result.diagnostics,
+        extra={
+            "model": str(model_dir),
+            "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
+            "model_params_sha256": file_checksum(Path(model_dir) / PARAMS),
+            "T": loaded.horizon,
+        },
+    )
+    save_ensemble(out, ens)
+    d = result.diagnostics
+    console.print(
+        f"wrote {out}: {chains} chains x {samples} samples; independence-Metropolis acceptance "
+        f"{d.get('imh_acceptance', float('nan')):.3f}, tau_int(|M|) {d.get('tau_int_abs_M', float('nan')):.2f}"
+    )
+    return out
+
+
+def dataclasses_asdict(x) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(x)

@@ -1,0 +1,52 @@
+"""The interface every score model of rgdiff implements.
+
+A score model approximates grad_phi log p_t(phi) of the RG-flowed theory p_t (paper [5.23]). Like
+Equinox layers it acts on ONE configuration: `model(phi, t)` with `phi` of shape
+`lattice.shape` and a scalar RG time `t`; use `jax.vmap` for batches (batch axes stay explicit,
+so data parallelism is a sharding of that axis).
+
+Models whose divergence div_phi s_theta(phi, t) = sum_n d s(n) / d phi(n) is exact and cheap
+(O(V x features)) set `has_exact_divergence = True`; only those give exact likelihoods through the
+probability-flow ODE [6.14], and only those may drive the bridge sampler's Metropolis step.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+
+from ..lattice import Lattice
+
+
+class AbstractScoreModel(eqx.Module):
+    """s_theta(phi, t) ~ grad log p_t(phi), for one configuration.
+
+    **Attributes:**
+
+    - `lattice`: the `Lattice` (a static field in concrete classes).
+    - `has_exact_divergence`: class-level flag, see module docstring.
+
+    **Methods to implement:**
+
+    - `__call__(phi, t) -> Array` of shape `lattice.shape` (same dtype as `phi`).
+    - `divergence(phi, t) -> scalar`: the exact divergence (raise `NotImplementedError` where
+      `has_exact_divergence` is False).
+    - `describe() -> dict`: JSON-serializable hyperparameters sufficient to rebuild the model's
+      skeleton (`rgdiff.models.build_model(describe(), lattice, key=...)` then loads weights).
+    """
+
+    lattice: eqx.AbstractVar[Lattice]
+    has_exact_divergence: ClassVar[bool] = False
+
+    def __call__(self, phi: jax.Array, t: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def divergence(self, phi: jax.Array, t: jax.Array) -> jax.Array:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no exact divergence; its likelihood is unavailable"
+        )
+
+    def describe(self) -> dict:
+        raise NotImplementedError

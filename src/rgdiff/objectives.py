@@ -1,0 +1,50 @@
+"""Denoising score matching on the exact RG kernel (paper [5.23]).
+
+    L(theta) = E_t E_{phi_0 ~ p_0} E_{phi_t ~ p_{t|0}} || s_theta(phi_t, t) - grad log p_{t|0}(phi_t | phi_0) ||^2_{lambda}
+
+The conditional score is exact (the kernel is Gaussian per Fourier mode). Weighting: per mode,
+
+    lambda_t(p) = L^d v_t(p) / eps^{2d},
+
+i.e. the norm is taken in Fourier space with each mode whitened by the conditional score's own
+standard deviation (the "noise-prediction" weighting of Song et al., per mode). Any weighting
+that is a fixed positive operator at each t keeps the minimizer at the true score of p_t; this one
+makes every (t, p) contribute O(1), so a zero model has loss ~ 1.
+
+Time sampling: t = t_min + (T - t_min) u^4 with u stratified-uniform on [0, 1) per batch
+(low discrepancy), dense at small t where the couplings run fastest.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .lattice import Lattice
+
+WEIGHTING = "lambda_t(p) = L^d v_t(p) / eps^(2d) per Fourier mode (whitened conditional score)"
+TIME_SAMPLING = "t = t_min + (T - t_min) u^4, u stratified uniform in [0, 1)"
+
+
+def sample_times(key, batch: int, horizon: float, t_min: float, dtype) -> jax.Array:
+    u = (jnp.arange(batch, dtype=dtype) + jax.random.uniform(key, (), dtype)) / batch
+    return t_min + (horizon - t_min) * u**4
+
+
+def whitened_mode_error(lattice: Lattice, residual: jax.Array, v: jax.Array) -> jax.Array:
+    """sum_p lambda_t(p) |residual~(p)|^2 / V over the full grid; residual (B, *lattice)."""
+    modes = lattice.rfourier(residual)
+    weight = jnp.asarray(lattice.half_multiplicity(), v.dtype) * lattice.volume * v / lattice.spacing ** (2 * lattice.dim)
+    return jnp.sum(weight * jnp.abs(modes) ** 2, axis=lattice.axes) / lattice.sites
+
+
+def dsm_loss(model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float) -> jax.Array:
+    """The weighted denoising score-matching loss [5.23] on a batch of UV fields (B, *lattice)."""
+    dtype = phi0.dtype
+    k_t, k_noise = jax.random.split(key)
+    t = sample_times(k_t, phi0.shape[0], horizon, t_min, dtype)
+    phi_t = jax.lax.stop_gradient(scheme.push_forward(k_noise, phi0, t, lattice))
+    target = jax.lax.stop_gradient(scheme.conditional_score(phi_t, phi0, t, lattice))
+    _, v = scheme.kernel(t, lattice, dtype)
+    pred = jax.vmap(model)(phi_t, t)
+    return jnp.mean(whitened_mode_error(lattice, pred - target, jax.lax.stop_gradient(v)))

@@ -1,0 +1,177 @@
+"""Training a score model on UV data with Optax (denoising score matching, `rgdiff.objectives`).
+
+The step is one `eqx.filter_jit`-compiled function of (model, optimizer state, batch, key), so it
+compiles once; batches are drawn on the host from the UV ensemble with random Z2 flips
+phi -> -phi (an exact symmetry of the theory and of every linear scheme, so the model learns both
+vacua even when the chains never tunnel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .errors import RgdiffError
+from .lattice import Lattice
+from .objectives import dsm_loss
+
+
+class NonFiniteLossError(RgdiffError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Optimization settings.
+
+    - `steps`: gradient steps; `batch`: UV configurations per step.
+    - `learning_rate`, decayed exponentially by `decay_rate` every `decay_steps` (Optax).
+    - `b1`, `b2`: Adam moments.
+    - `horizon`: T, the largest RG time trained on (the prior p_T is used beyond it).
+    - `t_min`: smallest time sampled, as a fraction of T.
+    - `dtype`: "float32" (fast) or "float64".
+    - `log_every`: steps between metric records.
+    """
+
+    steps: int = 2000
+    batch: int = 64
+    learning_rate: float = 3e-3
+    decay_rate: float = 0.1
+    decay_steps: int = 4000
+    b1: float = 0.9
+    b2: float = 0.999
+    horizon: float = 1.0
+    t_min: float = 1e-4
+    dtype: str = "float32"
+    log_every: int = 50
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "decay_steps", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise RgdiffError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("learning_rate", "horizon"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise RgdiffError(f"{name} must be a finite number > 0, got {v!r}")
+        if not 0 < self.t_min < 1:
+            raise RgdiffError(f"t_min is a fraction of T in (0, 1), got {self.t_min}")
+        if self.dtype not in ("float32", "float64"):
+            raise RgdiffError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
+        return optax.adam(schedule, b1=self.b1, b2=self.b2)
+
+
+def cast_model(model, dtype):
+    """The model with every floating-point array cast to `dtype`."""
+    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+
+
+def train(
+    model,
+    scheme,
+    lattice: Lattice,
+    fields: np.ndarray,
+    settings: TrainSettings,
+    *,
+    key,
+    callback: Callable[[str, int, int], None] | None = None,
+    on_log: Callable[[dict], None] | None = None,
+):
+    """Train `model` by denoising score matching; returns the trained model.
+
+    **Arguments:**
+
+    - `fields`: UV configurations, shape (n, *lattice) or (chains, samples, *lattice).
+    - `on_log(record, model)`: called every `settings.log_every` steps with
+      {"step", "loss", "learning_rate", "seconds"} (the loss averaged since the last record)
+      and the current model.
+    """
+    dtype = jnp.dtype(settings.dtype)
+    data = np.asarray(fields, dtype=dtype).reshape(-1, *lattice.shape)
+    if data.shape[0] < 2:
+        raise RgdiffError(f"need at least 2 UV configurations to train, got {data.shape[0]}")
+    model = cast_model(model, dtype)
+    opt = settings.optimizer()
+    opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+    schedule = optax.exponential_decay(settings.learning_rate, settings.decay_steps, settings.decay_rate)
+    horizon, t_min = settings.horizon, settings.t_min * settings.horizon
+
+    @eqx.filter_jit
+    def step(model, opt_state, data, key):
+        k_idx, k_flip, k_loss = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (settings.batch,), 0, data.shape[0])
+        flips = jnp.where(jax.random.bernoulli(k_flip, 0.5, (settings.batch,)), 1.0, -1.0).astype(data.dtype)
+        batch = data[idx] * flips.reshape(-1, *([1] * lattice.dim))
+        loss, grads = eqx.filter_value_and_grad(dsm_loss)(model, scheme, lattice, batch, k_loss, horizon, t_min)
+        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    data = jnp.asarray(data)
+    callback = callback or (lambda *a: None)
+    t0 = time.perf_counter()
+    running, count = 0.0, 0
+    for i in range(settings.steps):
+        model, opt_state, loss = step(model, opt_state, data, jax.random.fold_in(key, i))
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"the training loss became {loss} at step {i}; lower the learning rate")
+        running += loss
+        count += 1
+        if (i + 1) % settings.log_every == 0 or i + 1 == settings.steps:
+            record = {
+                "step": i + 1,
+                "loss": running / count,
+                "learning_rate": float(schedule(i)),
+                "seconds": time.perf_counter() - t0,
+            }
+            running, count = 0.0, 0
+            if on_log is not None:
+                on_log(record, model)
+        callback("training", i + 1, settings.steps)
+    return model
+
+
+def default_horizon(scheme, fields: np.ndarray, lattice: Lattice, tol: float = 1e-2) -> float:
+    """The RG time T at which p_T is indistinguishable from the scheme's stationary law.
+
+    The memory of the UV in mode p is a_T(p) phi~_0(p); we ask that its rms be below `tol` times
+    the kernel noise sqrt(v_T(p) / L^d) in every mode, using the data's power per mode. Bisection
+    in log T. Needs a scheme with a stationary law (e.g. Carosso with M > 0).
+    """
+    from .errors import InvalidSchemeError
+
+    if not getattr(scheme, "has_prior", False):
+        raise InvalidSchemeError(
+            f"the scheme {scheme.describe().get('name')!r} has no stationary law to start generation from; "
+            "use carosso with M > 0"
+        )
+    flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
+    power = lattice.volume * np.mean(np.abs(np.fft.rfftn(flat, axes=lattice.axes) / lattice.sites) ** 2, axis=0)
+
+    def ok(t):
+        a, v = (np.asarray(x) for x in scheme.kernel(t, lattice))
+        return bool(np.all(a**2 * power <= tol**2 * v))
+
+    lo, hi = 1e-6, 1.0
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            raise InvalidSchemeError("no horizon T up to 1e6 forgets the UV; is M > 0?")
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return float(hi)
