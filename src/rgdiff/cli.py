@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 app = typer.Typer(
@@ -203,6 +204,136 @@ def reproduce(
     _check_seed(seed)
     _setup_jax()
     run_reproduce(figure, quick=quick, out=out, seed=seed, quiet=quiet)
+
+
+@app.command()
+def train(
+    model: str = typer.Option("eft-score", "--model", help="score | eft-score"),
+    data: Path = typer.Option(..., "--data", help="UV ensemble (.h5) from `rgdiff sample`"),
+    scheme: str = typer.Option("carosso", "--scheme", help="RG scheme of the forward process (needs a stationary law: carosso, M > 0)"),
+    M: float = typer.Option(1.0, "--M", help="IR mass of the M-modified scheme"),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Carosso noise-variance factor"),
+    steps: int = typer.Option(2000, "--steps", help="gradient steps"),
+    batch: int = typer.Option(64, "--batch", help="configurations per step"),
+    lr: float = typer.Option(3e-3, "--lr", help="initial Adam learning rate"),
+    horizon: Optional[float] = typer.Option(None, "--horizon", help="largest RG time T (default: when p_T forgets the UV)"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="model directory to create"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Train a renormalizing diffusion model (score matching on the exact RG kernel)."""
+    from .jobs import train_job
+    from .models import MODEL_NAMES, InvalidModelError
+    from .rg import make_scheme
+    from .training import TrainSettings
+
+    if model not in MODEL_NAMES:
+        raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)} (cnf comes with the flow issue)")
+    options = {"noise": noise} if noise is not None else {}
+    sch = make_scheme(scheme, M=M, **options)
+    TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype)  # validate early
+    _check_seed(seed)
+    _setup_jax()
+    train_job(
+        kind=model, data=data, scheme=sch, settings=None, seed=seed, out=out, quiet=quiet,
+        train_kwargs={"steps": steps, "batch": batch, "learning_rate": lr, "horizon": horizon, "dtype": dtype},
+    )
+
+
+@app.command()
+def generate(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train`"),
+    samples: int = typer.Option(..., "--samples", help="number of configurations"),
+    t: float = typer.Option(0.0, "--t", help="RG time of the samples (0 = the UV theory)"),
+    solver: str = typer.Option("ode", "--solver", help="ode (probability flow [6.14]) | sde (reverse SDE [5.25])"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="integration steps (default 64 ode, 512 sde)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output ensemble (.h5), readable by `rgdiff measure`"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Generate configurations of the learned theory p_t^theta from the IR prior p_T."""
+    from .jobs import generate_job
+
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    generate_job(model_dir=model_dir, samples=samples, t=t, solver=solver, steps=steps, seed=seed, out=out, quiet=quiet)
+
+
+@app.command("compare-flow")
+def compare_flow(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train`"),
+    data: Path = typer.Option(..., "--data", help="UV ensemble (.h5) for the true flow"),
+    times: Optional[str] = typer.Option(None, "--times", help="comma-separated RG times (must include 0)"),
+    t_max: Optional[float] = typer.Option(None, "--t-max", help="largest time of a geometric grid (default: min(T, 2))"),
+    n_times: int = typer.Option(9, "--n-times", help="points of the default grid"),
+    samples: int = typer.Option(2000, "--samples", help="model samples per time"),
+    solver: str = typer.Option("ode", "--solver", help="ode | sde"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output CMP.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw learned vs true flows to this PNG"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Compare the model's flow p_t^theta with the true RG flow of the data (m_R, Z, lam_R, max|phi|)."""
+    from .errors import InvalidSchemeError
+    from .flow import time_grid
+    from .jobs import compare_job
+    from .modeldir import load_model_dir
+    from .reproduce import flow_grid
+
+    _check_seed(seed)
+    _check_out(out, ".json")
+    if solver not in ("ode", "sde"):
+        raise InvalidSchemeError(f"--solver must be ode or sde, got {solver!r}")
+    if samples < 2:
+        raise InvalidSchemeError(f"--samples must be >= 2, got {samples}")
+    loaded = load_model_dir(model_dir)
+    if times is not None:
+        try:
+            grid = time_grid(times=[float(x) for x in times.split(",") if x.strip()])
+        except ValueError:
+            raise InvalidSchemeError(f"--times must be comma-separated numbers, got {times!r}") from None
+        grid = np.unique(grid)
+        if grid[0] != 0.0:
+            raise InvalidSchemeError("--times must include t = 0 (the learned flow is mapped to vacua at its UV end)")
+    else:
+        top = min(loaded.horizon, 2.0) if t_max is None else t_max
+        if not 0 < top < loaded.horizon:
+            raise InvalidSchemeError(f"--t-max must lie in (0, T) with the model's T = {loaded.horizon:.4g}")
+        grid = flow_grid(top, n_times, t_min=top * 1e-3)
+    if grid[-1] >= loaded.horizon:
+        raise InvalidSchemeError(f"times must stay below the model's horizon T = {loaded.horizon:.4g}")
+    _setup_jax()
+    cmp = compare_job(model_dir=model_dir, data=data, times=grid, samples=samples, solver=solver, seed=seed,
+                      out=out, quiet=quiet, plot=plot)
+    if not quiet:
+        from .progress import console
+
+        console.print("mean |learned - true| / error over t: " + ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in cmp["discrepancy"].items()))
+
+
+@app.command()
+def bridge(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train` (eft-score)"),
+    samples: int = typer.Option(..., "--samples", help="samples kept per chain"),
+    chains: int = typer.Option(4, "--chains", help="independent chains"),
+    hmc_steps: int = typer.Option(1, "--hmc-steps", help="HMC steps on the UV action between model proposals"),
+    warmup: int = typer.Option(200, "--warmup", help="HMC window-adaptation steps"),
+    ode_steps: int = typer.Option(32, "--ode-steps", help="probability-flow ODE steps per proposal"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output ensemble (.h5)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Sample the UV theory exactly: model proposals (independence Metropolis) interleaved with HMC."""
+    from .jobs import bridge_job
+
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
+               ode_steps=ode_steps, seed=seed, out=out, quiet=quiet)
 
 
 def _check_seed(seed: int) -> None:

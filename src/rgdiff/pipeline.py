@@ -81,11 +81,71 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
             [("Carosso M=1", FLOW_TIMES, frames[:, 0])], theory, work / "flow_samples.png",
             "one configuration along the true Carosso flow",
         )
-        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json))
+        model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet)
+        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json) + model_summary)
         if not quiet:
             print_measurement(m, meta, console)
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
+
+
+TRAIN_QUICK = {"steps": 1500, "batch": 64}
+TRAIN_FULL = {"steps": 10000, "batch": 64}
+COMPARE_SAMPLES = {False: 1000, True: 4000}
+
+
+def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool) -> str:
+    """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth."""
+    import jax
+
+    from .compare import compare_flow
+    from .jobs import train_job
+    from .modeldir import load_model_dir
+
+    kwargs = dict(TRAIN_FULL if full else TRAIN_QUICK)
+    kwargs["decay_steps"] = kwargs["steps"]
+    train_job(kind="eft-score", data=work / "ensemble.h5", scheme=CAROSSO, settings=None, seed=seed + 2,
+              out=work / "model", quiet=quiet, train_kwargs=kwargs)
+    loaded = load_model_dir(work / "model")
+    from .ensemble import load_ensemble
+
+    ens = load_ensemble(work / "ensemble.h5")
+    times = FLOW_TIMES[FLOW_TIMES < loaded.horizon]
+    with progress_bar(not quiet) as cb:
+        cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=COMPARE_SAMPLES[full], callback=cb)
+    cmp["meta"].update({"data": "ensemble.h5", "seed": seed + 3})
+    write_json(work / "CMP.json", cmp)
+    plots.flows([("true Carosso flow", cmp["true"]), ("learned (EFT score, ODE)", cmp["learned"])],
+                work / "learned_vs_true.png", "learned vs true Carosso flow (M=1), d=2 N=20 L=1 m2=-2 lam=0.0017",
+                xscale="symlog")
+    c = json.loads((work / "model" / "COUPLINGS.json").read_text())
+    f1, f2, f3 = c["kinetic"][0], c["mass"][0], c["quartic"][0]
+    e = 0.05**2
+    lines = [
+        "",
+        "## A renormalizing diffusion model (EFT-structured score [5.26])",
+        "",
+        f"Trained by denoising score matching on the exact Carosso kernel (M = 1), {kwargs['steps']} steps, batch {kwargs['batch']};",
+        f"horizon T = {loaded.horizon:.4g}; model in `model/` (config.toml, params.eqx, metrics.jsonl, COUPLINGS.json, couplings.png).",
+        "",
+        "Learned couplings at t = 0 against the bare ones (the score there is eps^d Z (Delta phi - m2 phi - lam/6 phi^3)):",
+        "",
+        "| | learned | bare |",
+        "|---|---|---|",
+        f"| Z = f_1/eps^d | {f1 / e:.4g} | 1 |",
+        f"| m2 = -f_2/f_1 | {-f2 / f1:.4g} | -2 |",
+        f"| lam = -6 f_3/f_1 | {-6 * f3 / f1:.4g} | 0.0017 |",
+        "",
+        f"Learned vs true flow ({COMPARE_SAMPLES[full]} model samples per t, probability-flow ODE): mean over t of",
+        "|learned - true| / combined error:",
+        "",
+        "| observable | discrepancy |",
+        "|---|---|",
+    ]
+    for k, v in cmp["discrepancy"].items():
+        lines.append(f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |")
+    lines += ["", "Figures: `learned_vs_true.png`, `model/couplings.png`; data: `CMP.json`.", ""]
+    return "\n".join(lines)
 
 
 def _flow_table(flow_json) -> str:
