@@ -237,9 +237,13 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
     )
     save_ensemble(out, ens)
     d = result.diagnostics
+
+    def fmt(x, spec):
+        return "n/a" if x is None else format(x, spec)
+
     console.print(
         f"wrote {out}: {chains} chains x {samples} samples; independence-Metropolis acceptance "
-        f"{d.get('imh_acceptance', float('nan')):.3f}, tau_int(|M|) {d.get('tau_int_abs_M', float('nan')):.2f}"
+        f"{fmt(d.get('imh_acceptance'), '.3f')}, tau_int(|M|) {fmt(d.get('tau_int_abs_M'), '.2f')}"
     )
     return out
 

@@ -38,13 +38,21 @@ def whitened_mode_error(lattice: Lattice, residual: jax.Array, v: jax.Array) -> 
     return jnp.sum(weight * jnp.abs(modes) ** 2, axis=lattice.axes) / lattice.sites
 
 
-def dsm_loss(model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float) -> jax.Array:
-    """The weighted denoising score-matching loss [5.23] on a batch of UV fields (B, *lattice)."""
-    dtype = phi0.dtype
-    k_t, k_noise = jax.random.split(key)
-    t = sample_times(k_t, phi0.shape[0], horizon, t_min, dtype)
-    phi_t = jax.lax.stop_gradient(scheme.push_forward(k_noise, phi0, t, lattice))
+def dsm_loss_at(model, scheme, lattice: Lattice, phi0: jax.Array, t: jax.Array, key) -> jax.Array:
+    """The weighted DSM loss [5.23] at given per-configuration times t (B,); phi0 (B, *lattice).
+
+    For the exact score of p_t its expectation is mean_p (1 - v_t(p) / G_t(p)) over the full grid,
+    G_t the spectrum of p_t (the part of the conditional score that no function of phi_t explains).
+    """
+    phi_t = jax.lax.stop_gradient(scheme.push_forward(key, phi0, t, lattice))
     target = jax.lax.stop_gradient(scheme.conditional_score(phi_t, phi0, t, lattice))
-    _, v = scheme.kernel(t, lattice, dtype)
+    _, v = scheme.kernel(t, lattice, phi0.dtype)
     pred = jax.vmap(model)(phi_t, t)
     return jnp.mean(whitened_mode_error(lattice, pred - target, jax.lax.stop_gradient(v)))
+
+
+def dsm_loss(model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float) -> jax.Array:
+    """The weighted denoising score-matching loss [5.23] with t drawn by `sample_times`."""
+    k_t, k_noise = jax.random.split(key)
+    t = sample_times(k_t, phi0.shape[0], horizon, t_min, phi0.dtype)
+    return dsm_loss_at(model, scheme, lattice, phi0, t, k_noise)

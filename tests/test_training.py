@@ -1,0 +1,91 @@
+"""Score matching on the exact RG kernel: the loss against its closed form, and a free field learned."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rgdiff.gaussian import free_field_spectrum, sample_gaussian_field
+from rgdiff.jobs import initial_model, prior_couplings
+from rgdiff.lattice import Lattice
+from rgdiff.models.gaussian_score import GaussianFlowScore
+from rgdiff.objectives import dsm_loss_at
+from rgdiff.rg import make_scheme
+from rgdiff.training import TrainSettings, cast_model, default_horizon, train
+
+LAT = Lattice.lattice_units(2, 8)
+M2 = 0.5
+SCHEME = make_scheme("carosso", M=1.0)
+
+
+@pytest.fixture(scope="module")
+def free_data():
+    return np.asarray(sample_gaussian_field(jax.random.key(3), LAT, free_field_spectrum(LAT, M2), (20000,)))
+
+
+@pytest.mark.parametrize("t", [0.01, 0.3, 2.0])
+def test_dsm_loss_of_exact_score_has_closed_form(free_data, t):
+    """E[loss] at the exact score = mean_p a_t^2 G_0 / G_t (the unexplained part of the target)."""
+    exact = GaussianFlowScore.free_field(LAT, SCHEME, M2)
+    phi0 = jnp.asarray(free_data[:4000])
+    times = jnp.full((phi0.shape[0],), t)
+    per_batch = [float(dsm_loss_at(exact, SCHEME, LAT, phi0[i::8], times[i::8], jax.random.key(i))) for i in range(8)]
+    a, v = (np.asarray(x) for x in SCHEME.kernel(t, LAT, half=False))
+    g0 = 1.0 / (np.asarray(LAT.phat_sq()) + M2)
+    expected = np.mean(a**2 * g0 / (a**2 * g0 + v))
+    mean, err = np.mean(per_batch), np.std(per_batch, ddof=1) / np.sqrt(len(per_batch))
+    assert abs(mean - expected) < 4 * err + 1e-9, (mean, err, expected)
+    if t > 1.0:
+        return  # p_t has forgotten G_0 there; a wrong G_0 is invisible
+    # and any other score does worse (paired: same fields, same noise)
+    wrong = GaussianFlowScore.free_field(LAT, SCHEME, M2, scale=1.3)
+    diff = [float(dsm_loss_at(wrong, SCHEME, LAT, phi0[i::8], times[i::8], jax.random.key(i))) - per_batch[i] for i in range(8)]
+    assert np.mean(diff) > 4 * np.std(diff, ddof=1) / np.sqrt(len(diff))
+
+
+def test_horizon_forgets_the_uv(free_data):
+    T = default_horizon(SCHEME, free_data, LAT)
+    a, v = (np.asarray(x) for x in SCHEME.kernel(T, LAT, half=False))
+    g0 = 1.0 / (np.asarray(LAT.phat_sq()) + M2)
+    assert np.all(a**2 * g0 <= 1.0001e-4 * v)
+    a, v = (np.asarray(x) for x in SCHEME.kernel(0.9 * T, LAT, half=False))
+    assert not np.all(a**2 * g0 <= 1e-4 * v)
+
+
+def _trained(free_data, steps, batch):
+    T = default_horizon(SCHEME, free_data, LAT)
+    model = initial_model("eft-score", LAT, SCHEME, free_data, T, key=jax.random.key(0))
+    settings = TrainSettings(steps=steps, batch=batch, decay_steps=steps, horizon=T, log_every=steps)
+    return cast_model(train(model, SCHEME, LAT, free_data, settings, key=jax.random.key(1)), jnp.float64)
+
+
+def _score_errors(model, n=512):
+    exact = GaussianFlowScore.free_field(LAT, SCHEME, M2)
+    phi0 = sample_gaussian_field(jax.random.key(99), LAT, free_field_spectrum(LAT, M2), (n,))  # held out
+    errors = {}
+    for t in (0.0, 0.05, 0.5, 2.0):
+        phi_t = SCHEME.push_forward(jax.random.key(7), phi0, t, LAT) if t > 0 else phi0
+        tt = jnp.full((n,), t)
+        s_m, s_e = jax.vmap(model)(phi_t, tt), jax.vmap(exact)(phi_t, tt)
+        errors[t] = float(jnp.sqrt(jnp.sum((s_m - s_e) ** 2) / jnp.sum(s_e**2)))
+    f1, f2, _ = (float(x) for x in model.couplings(jnp.asarray(0.0)))
+    return errors, -f2 / f1
+
+
+def test_free_field_score_is_learned(free_data):
+    """Relative L2 error of the learned score < 5% at every t on held-out fields; m2 from f_i(0)."""
+    model = _trained(free_data, steps=3000, batch=64)
+    errors, m2 = _score_errors(model)
+    assert all(e < 0.05 for e in errors.values()), errors
+    # short training: m2 within 15% (the 5% goal needs longer training: see the slow test)
+    assert abs(m2 - M2) / M2 < 0.15, m2
+    # the model started at the stationary law's score, which knows nothing of m2
+    assert prior_couplings(SCHEME, LAT)[1] == -1.0
+
+
+@pytest.mark.slow
+def test_free_field_couplings_recover_m2_within_5_percent(free_data):
+    model = _trained(free_data, steps=8000, batch=128)
+    errors, m2 = _score_errors(model)
+    assert all(e < 0.05 for e in errors.values()), errors
+    assert abs(m2 - M2) / M2 < 0.05, m2
