@@ -440,3 +440,137 @@ def test_time_embedding():
     assert TimeEmbedding(1.0, 3).warped_time(0.25) == 0.25
     with pytest.raises(InvalidModelError):
         TimeEmbedding(1.0, 1)
+
+
+# --- a field scale that follows the RG flow -------------------------------------------------------
+
+FLOW = [[2.0, 1.5], [-0.3, 7.0], [0.1, 0.0]]  # sigma(t)^2 = 1.5^2 + 2 (e^{-3t} - 1) - 0.3 (e^{-14t} - 1)
+
+
+def sigma_reference(t, field_scale=1.5, flow=FLOW):
+    return np.sqrt(field_scale**2 + sum(c * np.expm1(-2.0 * r * t) for c, r in flow))
+
+
+@numpy_jit
+def sigma_values(model, ts):
+    return jax.vmap(model.sigma)(ts)
+
+
+@pytest.mark.parametrize("lattice", LATTICES, ids=str)
+def test_eft_flowing_field_scale_divergence_equals_jacobian_trace(lattice, rng):
+    """With sigma(t) the residual sees phi / sigma(t); the divergence stays exact and the
+    couplings' scales follow (sigma(0) / sigma(t))^k."""
+    model = random_model("eft", lattice, rng, field_scale_flow=FLOW)
+    ts = np.array([0.0, 0.07, 0.5])
+    np.testing.assert_allclose(sigma_values(model, ts), sigma_reference(ts), rtol=1e-13)
+    np.testing.assert_allclose(model.field_scale_ir, np.sqrt(1.5**2 - 2.0 + 0.3), rtol=1e-13)
+    for t in ts:
+        phi = normal(rng, lattice.shape, 1.3)
+        score, (score2, div), trace, f, residual = divergence_check(model, phi, times(t))
+        np.testing.assert_allclose(score2, score, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(div, trace, rtol=1e-10)
+        assert abs(trace - eft_divergence(lattice, phi, f)) > 1e-3 * abs(trace)
+
+
+def test_flowing_field_scale_residual_and_couplings(rng):
+    """r_perp is evaluated at x = phi / sigma(t) (compare a constant-scale twin with the same
+    weights), and f_i(t) - f_init_i scales as (sigma(0) / sigma(t))^k_i."""
+    base = random_model("eft", LAT2, rng)
+
+    def with_weights_of_base(**changes):
+        desc = {k: v for k, v in base.describe().items() if k not in ("model", "lattice")}
+        skeleton = EFTScore(LAT2, **{**desc, **changes}, key=KEY)
+        return jax.tree.unflatten(jax.tree.structure(skeleton), jax.tree.leaves(base))
+
+    flowing = with_weights_of_base(field_scale_flow=FLOW)
+    phi = normal(rng, LAT2.shape, 1.3)
+    for t in (0.0, 0.2, 0.6):
+        twin = with_weights_of_base(field_scale=float(sigma_reference(t)))
+        res = divergence_check(flowing, phi, times(t))[4]
+        np.testing.assert_allclose(res, divergence_check(twin, phi, times(t))[4], rtol=1e-11, atol=1e-12)
+        f_flow = divergence_check(flowing, phi, times(t))[3]
+        f_base = divergence_check(base, phi, times(t))[3]
+        init = np.asarray(base.coupling_init)
+        ratio = (1.5 / sigma_reference(t)) ** np.array([0.0, 0.0, 2.0])
+        np.testing.assert_allclose(f_flow - init, (f_base - init) * ratio, rtol=1e-11, atol=1e-15)
+
+
+def test_flowing_field_scale_keeps_symmetries_init_and_float32(rng):
+    lattice = LAT2
+    fresh = eft(lattice, field_scale_flow=FLOW)
+    phi, t = normal(rng, lattice.shape), times(0.3)
+    score, (_, div), trace, f, residual = divergence_check(fresh, phi, t)
+    np.testing.assert_array_equal(residual, 0.0)  # exact initialization: zero residual
+    np.testing.assert_allclose(score, eft_terms(lattice, phi, fresh.coupling_init), rtol=1e-13, atol=1e-13)
+    model = perturb(fresh, rng)
+    score = divergence_check(model, phi, t)[0]
+    np.testing.assert_allclose(divergence_check(model, -phi, t)[0], -score, rtol=1e-12, atol=1e-13)
+    for name, g in symmetry_maps(lattice):
+        moved = divergence_check(model, np.ascontiguousarray(g(phi)), t)[0]
+        np.testing.assert_allclose(moved, g(score), rtol=1e-10, atol=1e-11, err_msg=name)
+    model32 = cast(model, np.float32)
+    with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
+        s32, d32 = numpy_jit(lambda m, p, t: m.score_and_divergence(p, t))(model32, phi.astype(np.float32), t.astype(np.float32))
+    assert s32.dtype == d32.dtype == np.float32
+    _, (s64, d64), *_ = divergence_check(model, phi, t)
+    np.testing.assert_allclose(d32, d64, rtol=1e-4)
+    np.testing.assert_allclose(s32, s64, rtol=0, atol=1e-4 * np.max(np.abs(s64)))
+    conv_model = random_model("conv", lattice, rng, field_scale=1.5, field_scale_flow=FLOW, z2_odd=True)
+    np.testing.assert_allclose(sigma_values(conv_model, np.array([0.0, 0.4])), sigma_reference(np.array([0.0, 0.4])), rtol=1e-13)
+    c = score_fn(conv_model, phi, t)
+    np.testing.assert_allclose(score_fn(conv_model, -phi, t), -c, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_flowing_field_scale_describe_build_round_trip(name, rng):
+    kind = "eft" if name == "eft-score" else "conv"
+    extra = {"coupling_scale_powers": (0.0, 1.0, 2.0)} if kind == "eft" else {"field_scale": 1.5}
+    model = random_model(kind, LAT2, rng, field_scale_flow=FLOW, **extra)
+    desc = json.loads(json.dumps(model.describe()))
+    assert desc["field_scale_flow"] == FLOW
+    skeleton = build_model(desc, LAT2, key=jax.random.key(1))
+    assert skeleton.describe() == model.describe()
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, model)
+    buffer.seek(0)
+    loaded = eqx.tree_deserialise_leaves(buffer, skeleton)
+    phi, t = normal(rng, LAT2.shape), times(0.2)
+    fn = divergence_check if model.has_exact_divergence else score_fn
+    for x, y in zip(jax.tree.leaves(fn(loaded, phi, t)), jax.tree.leaves(fn(model, phi, t))):
+        np.testing.assert_array_equal(x, y)
+    # descriptions written before field_scale_flow existed still build (constant scale)
+    old = {k: v for k, v in desc.items() if k not in ("field_scale_flow", "coupling_scale_powers")}
+    assert build_model(old, LAT2, key=KEY).field_scale_flow == ()
+
+
+def test_flowing_field_scale_rejects_bad_terms():
+    for flow in ([[1.0, -1.0]], [[float("nan"), 1.0]], [[3.0, 1.0]], [[1.0]], "abc", [[-5.0, 0.01], [4.0, 0.5]]):
+        with pytest.raises(InvalidModelError):
+            eft(LAT2, field_scale=1.5, field_scale_flow=flow)
+    with pytest.raises(InvalidModelError):
+        conv(LAT2, field_scale=1.0, field_scale_flow=[[2.0, 1.0]])  # sigma(inf)^2 = -1
+
+
+def test_field_scale_flow_terms_is_the_exact_variance_of_p_t(rng):
+    """For Carosso-M, sigma(t)^2 from `field_scale_flow_terms` equals L^-d sum_p (a_t^2 P0 + v_t)."""
+    from rgdiff.models.scales import field_scale_flow_terms
+    from rgdiff.rg.schemes import Carosso
+
+    lattice = Lattice(2, 4, 1.0)
+    scheme = Carosso(M=1.0, noise=0.7, speed=1.3)
+    power = np.abs(normal(rng, lattice.shape, 0.05)) + 0.01
+    power[0, 0] = 40.0  # a large zero mode, as in the broken phase
+    prior = np.asarray(scheme.prior_spectrum(lattice, half=False))
+    rates = scheme.speed * (np.asarray(lattice.phat_sq()) + scheme.M**2)
+    sigma0, terms = field_scale_flow_terms(lattice, power, prior, rates, max_terms=100)
+    model = eft(lattice, field_scale=sigma0, field_scale_flow=terms)
+    ts = np.array([0.0, 1e-3, 0.05, 0.4, 2.0, 9.0])
+    exact = []
+    for t in ts:
+        a, v = (np.asarray(x) for x in scheme.kernel(float(t), lattice, half=False))
+        exact.append(np.sqrt(np.sum(a**2 * power + v) / lattice.volume))
+    np.testing.assert_allclose(sigma_values(model, ts), exact, rtol=1e-12)
+    sigma0_few, few = field_scale_flow_terms(lattice, power, prior, rates, max_terms=3)
+    assert len(few) <= 3 and sigma0_few == sigma0
+    approx = eft(lattice, field_scale=sigma0, field_scale_flow=few)
+    np.testing.assert_allclose(sigma_values(approx, ts), exact, rtol=0.05)

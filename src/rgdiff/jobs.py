@@ -44,14 +44,45 @@ def prior_couplings(scheme, lattice) -> tuple[float, float, float]:
 
 
 def initial_model(kind: str, lattice, scheme, fields: np.ndarray, horizon: float, *, key):
-    from .models import ConvScore, EFTScore, InvalidModelError
+    """A fresh score model for training on UV `fields` under `scheme`, starting at the score of the
+    scheme's stationary law.
 
-    sigma = float(np.sqrt(np.mean(np.asarray(fields) ** 2)))
-    prior = prior_couplings(scheme, lattice)
+    The model's field scale follows the flow: sigma(t)^2 is the exact per-site variance of p_t,
+    L^-d sum_p [a_t(p)^2 P0(p) + v_t(p)] with P0 the data's power spectrum, written as a few
+    exponentials (`models.scales.field_scale_flow_terms`; exact for an Ornstein-Uhlenbeck scheme
+    such as Carosso-M, where v_t = G_inf (1 - a_t^2) and a_t = exp(-r t)). Otherwise (no such
+    form) the scale is the constant rms of the data.
+    """
+    from .models import ConvScore, EFTScore, InvalidModelError
+    from .models.scales import field_scale_flow_terms
+
+    flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
+    sigma = float(np.sqrt(np.mean(flat**2)))
+    flow = []
+    if getattr(scheme, "has_prior", False):
+        axes = tuple(range(1, lattice.dim + 1))
+        power = lattice.volume * np.mean(np.abs(np.fft.fftn(flat, axes=axes) / lattice.sites) ** 2, axis=0)
+        prior = np.asarray(scheme.prior_spectrum(lattice, half=False))
+        probe = 1e-2 / lattice.cutoff**2
+        a_probe, _ = scheme.kernel(probe, lattice, half=False)
+        rates = -np.log(np.asarray(a_probe)) / probe
+        sigma0, terms = field_scale_flow_terms(lattice, power, prior, rates)
+
+        def exact(t):
+            a, v = (np.asarray(x) for x in scheme.kernel(t, lattice, half=False))
+            return float(np.sum(a**2 * power + v)) / lattice.volume
+
+        def approx(t):
+            return sigma0**2 + sum(c * np.expm1(-2.0 * r * t) for c, r in terms)
+
+        checks = [0.0, probe, 1.0 / max(scheme.mass, 1e-12) ** 2, horizon]
+        if np.all(rates > 0) and all(abs(approx(t) - exact(t)) <= 0.05 * exact(t) for t in checks):
+            sigma, flow = sigma0, terms
+    prior_f = prior_couplings(scheme, lattice)
     if kind == "eft-score":
-        return EFTScore(lattice, time_scale=horizon, field_scale=sigma, coupling_init=prior, key=key)
+        return EFTScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, coupling_init=prior_f, key=key)
     if kind == "score":
-        return ConvScore(lattice, time_scale=horizon, field_scale=sigma, prior=prior, key=key)
+        return ConvScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, prior=prior_f, key=key)
     raise InvalidModelError(f"unknown score model {kind!r}; choose one of score, eft-score")
 
 

@@ -1,6 +1,9 @@
 """A generic periodic convolutional score network (no exact divergence).
 
-    s_theta(phi, t) = c_1 Delta phi + c_2 phi + c_3 phi^3 + rho * net(phi / sigma, t)
+    s_theta(phi, t) = c_1 Delta phi + c_2 phi + c_3 phi^3 + rho * net(phi / sigma(t), t)
+
+- sigma(t): constant (`field_scale`) or following the RG flow (`field_scale_flow`, as in
+  `EFTScore`): sigma(t)^2 = sigma(0)^2 + sum_k c_k (exp(-2 r_k t) - 1).
 
 - The optional fixed prior c = (c_1, c_2, c_3) (not trained; default 0) lets the network learn only
   a correction, e.g. to the UV score with c = `scales.phi4_couplings(theory)`.
@@ -38,7 +41,7 @@ from ._layers import MLP, numpy_rng, to_array
 from ._symmetry import stencil_orbits
 from .base import AbstractScoreModel
 from .embedding import TimeEmbedding
-from .scales import phi4_couplings, phi4_field_scale
+from .scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
 from .scales import score_scale as _default_score_scale
 
 _DIMENSION_NUMBERS = {
@@ -55,8 +58,10 @@ class ConvScore(AbstractScoreModel):
 
     - `lattice`: the `Lattice` (d = 1, 2 or 3).
     - `time_scale`: T > 0, the end of the RG time interval (sets the time embedding).
-    - `field_scale`: sigma > 0; the network sees x = phi / sigma, which should be O(1)
+    - `field_scale`: sigma(0) > 0; the network sees x = phi / sigma(t), which should be O(1)
       (`scales.phi4_field_scale(theory)`, or the rms of the training data).
+    - `field_scale_flow`: [(c_k, r_k), ...], r_k >= 0: sigma(t)^2 = sigma(0)^2 +
+      sum_k c_k (exp(-2 r_k t) - 1); default () keeps sigma constant (see `EFTScore`).
     - `score_scale`: rho > 0, the network's output scale; default `scales.score_scale(lattice)`
       = eps^(d/2-1).
     - `prior`: fixed couplings (c_1, c_2, c_3) of the untrained term c_1 Delta phi + c_2 phi +
@@ -77,6 +82,8 @@ class ConvScore(AbstractScoreModel):
     lattice: Lattice = eqx.field(static=True)
     time_scale: float = eqx.field(static=True)
     field_scale: float = eqx.field(static=True)
+    field_scale_flow: tuple[tuple[float, float], ...] = eqx.field(static=True)
+    field_scale_floor: float = eqx.field(static=True)
     score_scale: float = eqx.field(static=True)
     prior: tuple[float, float, float] = eqx.field(static=True)
     channels: int = eqx.field(static=True)
@@ -99,6 +106,7 @@ class ConvScore(AbstractScoreModel):
         *,
         time_scale: float,
         field_scale: float = 1.0,
+        field_scale_flow=(),
         score_scale: float | None = None,
         prior: tuple[float, float, float] = (0.0, 0.0, 0.0),
         channels: int = 32,
@@ -119,6 +127,7 @@ class ConvScore(AbstractScoreModel):
         self.lattice = lattice
         self.time_scale = positive("time_scale", time_scale)
         self.field_scale = positive("field_scale", field_scale)
+        self.field_scale_flow, self.field_scale_floor = check_field_scale_flow(self.field_scale, field_scale_flow)
         self.score_scale = positive(
             "score_scale", _default_score_scale(lattice) if score_scale is None else score_scale
         )
@@ -176,6 +185,10 @@ class ConvScore(AbstractScoreModel):
         """The parameter dtype."""
         return self.time_proj.dtype
 
+    def sigma(self, t: jax.Array) -> jax.Array:
+        """The network's field scale sigma(t) (a scalar of t's dtype)."""
+        return field_scale_at(t, self.field_scale, self.field_scale_flow, self.field_scale_floor)
+
     def _conv(self, h: jax.Array, weights: jax.Array) -> jax.Array:
         """Periodic convolution of h (B, *lattice, C_in) with the symmetric stencil -> (B, *lattice, C_out)."""
         d = self.lattice.dim
@@ -219,7 +232,7 @@ class ConvScore(AbstractScoreModel):
         phi = check_inputs(self.lattice, phi, t, "ConvScore")
         p = phi.astype(self.dtype)
         t = jnp.asarray(t).astype(self.dtype)
-        x = p / self.field_scale
+        x = p / self.sigma(t)
         if self.z2_odd:
             both = self._net(jnp.stack([x, -x]), t)
             net = 0.5 * (both[0] - both[1])
@@ -242,6 +255,7 @@ class ConvScore(AbstractScoreModel):
             "lattice": self.lattice.describe(),
             "time_scale": self.time_scale,
             "field_scale": self.field_scale,
+            "field_scale_flow": [list(term) for term in self.field_scale_flow],
             "score_scale": self.score_scale,
             "prior": list(self.prior),
             "channels": self.channels,

@@ -1,11 +1,17 @@
 """The EFT-structured score model of paper [5.26], with an exact divergence.
 
-    s_theta(phi, t) = f_1(t) Delta phi + f_2(t) phi + f_3(t) phi^3 + rho * r_perp(phi / sigma, t)
+    s_theta(phi, t) = f_1(t) Delta phi + f_2(t) phi + f_3(t) phi^3 + rho * r_perp(phi / sigma(t), t)
 
 - g = (g_1, g_2, g_3) = (Delta phi, phi, phi^3): the phi-gradients of the kinetic, mass and quartic
   terms of the effective action (Delta the lattice Laplacian in physical units, eps^-2).
-- f_i(t) = f_init_i + s_i * MLP(h(t))_i: the learned running couplings, with h(t) the
-  `TimeEmbedding`. At t = 0 the exact UV score eps^d (Delta phi - m2 phi - lam/6 phi^3) has
+- sigma(t): the field scale the residual normalizes by; constant (`field_scale`) or following
+  the RG flow, sigma(t)^2 = sigma(0)^2 + sum_k c_k (exp(-2 r_k t) - 1) (`field_scale_flow`; e.g.
+  the exact per-site variance of p_t, see `scales.field_scale_flow_terms`), so x stays O(1) while
+  the flow shrinks the field by orders of magnitude (the broken phase's zero mode).
+- f_i(t) = f_init_i + s_i(t) * MLP(h(t))_i: the learned running couplings, with h(t) the
+  `TimeEmbedding` and s_i(t) = s_i (sigma(0) / sigma(t))^k_i (`coupling_scale_powers` k, default
+  (0, 0, 2): a change of f_3 of size s_3(t) moves the score at the field scale sigma(t) as much as
+  a change s_2 of the mass term, at every t). At t = 0 the exact UV score eps^d (Delta phi - m2 phi - lam/6 phi^3) has
   f = (eps^d, -eps^d m2, -eps^d lam/6) (`scales.phi4_couplings`), so f_i(0) estimate the bare
   couplings, and `effective_parameters(t)` reads them as (Z_t, m2_t, lam_t).
 - r: a "kernel-on-features" layer (as in Gerdes et al., continuous-flow-lft). With x = phi/sigma
@@ -32,10 +38,11 @@
 
 Exact divergence in O(V x features) (`divergence`):
 
-    div s = -2d V / eps^2 f_1 + V f_2 + 3 f_3 sum_n phi(n)^2 + (rho / sigma) div_x r_perp,
+    div s = -2d V / eps^2 f_1 + V f_2 + 3 f_3 sum_n phi(n)^2 + (rho / sigma(t)) div_x r_perp,
     div_x r_perp = sum_n sum_k K_{t,k}(0) F_k'(x(n)) - sum_i [ c_i div_x ghat_i + ghat_i . grad_x c_i ],
 
-with div_x ghat = (-2d V, V, 3 sum x^2); only the kernel's centre K(0) touches the diagonal, and
+with div_x ghat = (-2d V, V, 3 sum x^2) (sigma(t) is one scalar per evaluation, so the chain
+rule through x = phi / sigma(t) only contributes the factor 1 / sigma(t)); only the kernel's centre K(0) touches the diagonal, and
 each ghat_i . grad c_i is one forward-mode jvp of the scalar function c_i along ghat_i (three
 in one vmap): no Hutchinson estimator and no Jacobian.
 
@@ -61,8 +68,8 @@ from ._layers import MLP, numpy_rng, to_array
 from ._symmetry import lattice_orbits
 from .base import AbstractScoreModel
 from .embedding import TimeEmbedding
+from .scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
 from .scales import coupling_scale as _default_coupling_scale
-from .scales import phi4_couplings, phi4_field_scale
 from .scales import score_scale as _default_score_scale
 
 
@@ -108,13 +115,18 @@ class EFTScore(AbstractScoreModel):
 
     - `lattice`: the `Lattice`.
     - `time_scale`: T > 0, the end of the RG time interval (sets the time embedding).
-    - `field_scale`: sigma > 0; the residual sees x = phi / sigma, which should be O(1)
+    - `field_scale`: sigma(0) > 0; the residual sees x = phi / sigma(t), which should be O(1)
       (`scales.phi4_field_scale(theory)`, or the rms of the training data).
+    - `field_scale_flow`: [(c_k, r_k), ...] with r_k >= 0: sigma(t)^2 = sigma(0)^2 +
+      sum_k c_k (exp(-2 r_k t) - 1) (must stay > 0); default () keeps sigma constant.
+      `scales.field_scale_flow_terms` gives the exact per-site variance of p_t under Carosso-M.
     - `coupling_init`: f_init = (f_1, f_2, f_3), the couplings at initialization (all t);
       default (eps^d, 0, 0), the massless free score. Use `scales.phi4_couplings(theory)` to start
       at the exact UV score.
     - `coupling_scale`: (s_1, s_2, s_3) > 0, f_i = f_init_i + s_i * MLP output_i; default
-      `scales.coupling_scale(lattice, coupling_init, field_scale)`.
+      `scales.coupling_scale(lattice, coupling_init, field_scale)`; these are the t = 0 values.
+    - `coupling_scale_powers`: (k_1, k_2, k_3): s_i(t) = s_i (sigma(0) / sigma(t))^k_i; default
+      (0, 0, 2) (only matters with a `field_scale_flow`).
     - `residual_scale`: rho >= 0, the residual's output scale (0 gives the pure EFT ansatz);
       default `scales.score_scale(lattice)` = eps^(d/2-1).
     - `num_time_basis`: K, the number of time basis functions of the `TimeEmbedding`.
@@ -134,6 +146,9 @@ class EFTScore(AbstractScoreModel):
     lattice: Lattice = eqx.field(static=True)
     time_scale: float = eqx.field(static=True)
     field_scale: float = eqx.field(static=True)
+    field_scale_flow: tuple[tuple[float, float], ...] = eqx.field(static=True)
+    field_scale_floor: float = eqx.field(static=True)
+    coupling_scale_powers: tuple[float, float, float] = eqx.field(static=True)
     coupling_init: tuple[float, float, float] = eqx.field(static=True)
     coupling_scale: tuple[float, float, float] = eqx.field(static=True)
     residual_scale: float = eqx.field(static=True)
@@ -155,8 +170,10 @@ class EFTScore(AbstractScoreModel):
         *,
         time_scale: float,
         field_scale: float = 1.0,
+        field_scale_flow=(),
         coupling_init: tuple[float, float, float] | None = None,
         coupling_scale: tuple[float, float, float] | None = None,
+        coupling_scale_powers: tuple[float, float, float] = (0.0, 0.0, 2.0),
         residual_scale: float | None = None,
         num_time_basis: int = 16,
         time_warp: float | None = None,
@@ -174,6 +191,8 @@ class EFTScore(AbstractScoreModel):
         self.lattice = lattice
         self.time_scale = positive("time_scale", time_scale)
         self.field_scale = positive("field_scale", field_scale)
+        self.field_scale_flow, self.field_scale_floor = check_field_scale_flow(self.field_scale, field_scale_flow)
+        self.coupling_scale_powers = triple("coupling_scale_powers", coupling_scale_powers)
         eps_d = lattice.spacing**lattice.dim
         self.coupling_init = triple("coupling_init", (eps_d, 0.0, 0.0) if coupling_init is None else coupling_init)
         if coupling_scale is None:
@@ -226,10 +245,22 @@ class EFTScore(AbstractScoreModel):
         """Per-site features: x, num_sin sines, num_tanh tanh's."""
         return 1 + self.num_sin + self.num_tanh
 
+    def sigma(self, t: jax.Array) -> jax.Array:
+        """The residual's field scale sigma(t) (a scalar of t's dtype; see `field_scale_flow`)."""
+        return field_scale_at(t, self.field_scale, self.field_scale_flow, self.field_scale_floor)
+
+    @property
+    def field_scale_ir(self) -> float:
+        """sigma(t -> infinity)."""
+        return math.sqrt(self.field_scale**2 - sum(c for c, r in self.field_scale_flow if r > 0))
+
     def _couplings(self, t: jax.Array) -> jax.Array:
         out = self.coupling_mlp(self.embedding(t))
         init = jnp.asarray(self.coupling_init, self.dtype)
         scale = jnp.asarray(self.coupling_scale, self.dtype)
+        if self.field_scale_flow and any(k != 0.0 for k in self.coupling_scale_powers):
+            ratio = jnp.asarray(self.field_scale, self.dtype) / self.sigma(t)
+            scale = scale * ratio ** jnp.asarray(self.coupling_scale_powers, self.dtype)
         return init + scale * out
 
     def _features(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -341,7 +372,7 @@ class EFTScore(AbstractScoreModel):
         out = self._eft_part(p, f)
         if self.residual_scale != 0.0:
             h = self.embedding(t)
-            out = out + self.residual_scale * self._residual_x(p / self.field_scale, h)
+            out = out + self.residual_scale * self._residual_x(p / self.sigma(t), h)
         return out.astype(phi.dtype)
 
     def divergence(self, phi: jax.Array, t: jax.Array) -> jax.Array:
@@ -356,9 +387,10 @@ class EFTScore(AbstractScoreModel):
         div = self._eft_divergence(p, f)
         if self.residual_scale != 0.0:
             h = self.embedding(t)
-            r, div_r = self._residual_and_divergence_x(p / self.field_scale, h)
+            sigma = self.sigma(t)
+            r, div_r = self._residual_and_divergence_x(p / sigma, h)
             score = score + self.residual_scale * r
-            div = div + (self.residual_scale / self.field_scale) * div_r
+            div = div + (self.residual_scale / sigma) * div_r
         return score.astype(phi.dtype), div.astype(phi.dtype)
 
     def residual(self, phi: jax.Array, t: jax.Array) -> jax.Array:
@@ -366,7 +398,7 @@ class EFTScore(AbstractScoreModel):
         phi^3; shape `lattice.shape`, dtype of `phi`."""
         phi, p, t = self._prepare(phi, t)
         h = self.embedding(t)
-        return (self.residual_scale * self._residual_x(p / self.field_scale, h)).astype(phi.dtype)
+        return (self.residual_scale * self._residual_x(p / self.sigma(t), h)).astype(phi.dtype)
 
     def couplings(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The learned running couplings (f_1(t), f_2(t), f_3(t)) of [5.26].
@@ -403,8 +435,10 @@ class EFTScore(AbstractScoreModel):
             "lattice": self.lattice.describe(),
             "time_scale": self.time_scale,
             "field_scale": self.field_scale,
+            "field_scale_flow": [list(term) for term in self.field_scale_flow],
             "coupling_init": list(self.coupling_init),
             "coupling_scale": list(self.coupling_scale),
+            "coupling_scale_powers": list(self.coupling_scale_powers),
             "residual_scale": self.residual_scale,
             "num_time_basis": self.embedding.num_basis,
             "time_warp": self.embedding.warp,

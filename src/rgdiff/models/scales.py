@@ -100,3 +100,124 @@ def phi4_field_scale(theory: Phi4) -> float:
         weight = np.exp(-(u(x) - u_min))
         zero = float(np.sum(x**2 * weight) / np.sum(weight))
     return math.sqrt(nonzero + zero)
+
+
+# --- a field scale that follows the RG flow ---------------------------------------------------
+#
+# Along a linear scheme the per-site variance of p_t changes by orders of magnitude (Carosso-M in
+# the broken phase: the zero mode shrinks from the vacuum, ~84 at the paper's point, to the prior's
+# O(1) as exp(-M^2 t)), so a residual that sees phi / sigma with one constant sigma sees a vanishing
+# input at the times where p_t is most non-Gaussian. The models therefore accept a time-dependent
+# scale written as a short sum of exponentials,
+#
+#     sigma(t)^2 = sigma(0)^2 + sum_k c_k (exp(-2 r_k t) - 1),      r_k >= 0,
+#
+# so sigma(0) is the UV field scale and sigma(inf)^2 = sigma(0)^2 - sum_{r_k > 0} c_k. For a
+# time-homogeneous Ornstein-Uhlenbeck scheme with a stationary law (Carosso-M), a_t(p) = exp(-r(p) t)
+# and v_t(p) = G_inf(p) (1 - a_t(p)^2), so the exact per-site variance of p_t given the data's
+# power spectrum P0(p) = L^d <|phi~_0(p)|^2> is
+#
+#     sigma(t)^2 = L^-d sum_p [a_t(p)^2 P0(p) + v_t(p)] = sigma_inf^2 + L^-d sum_p (P0 - G_inf) e^{-2 r(p) t},
+#
+# of that form with one term per distinct rate; `field_scale_flow_terms` builds it and merges rates
+# into a few terms.
+
+
+def check_field_scale_flow(field_scale: float, flow) -> tuple[tuple[tuple[float, float], ...], float]:
+    """Validate `flow` = [(c_k, r_k), ...] for `field_scale` sigma(0).
+
+    **Returns:** the terms as a tuple of float pairs and a floor for sigma(t)^2 (a quarter of its
+    smallest value on a dense time grid; evaluations are clipped there so round-off never gives a
+    non-positive scale). Raises `InvalidModelError` unless every r_k >= 0, every c_k is finite and
+    sigma(t)^2 > 0 for all t >= 0 (checked at t = 0, t = inf and on the grid).
+    """
+    from ._errors import InvalidModelError
+
+    try:
+        terms = tuple((float(c), float(r)) for c, r in flow)
+    except (TypeError, ValueError):
+        raise InvalidModelError(
+            f"field_scale_flow must be a list of (coefficient, rate) pairs, got {flow!r}"
+        ) from None
+    for c, r in terms:
+        if not (math.isfinite(c) and math.isfinite(r) and r >= 0.0):
+            raise InvalidModelError(f"field_scale_flow needs finite coefficients and rates >= 0, got {(c, r)}")
+    sigma0_sq = float(field_scale) ** 2
+    if not terms:
+        return terms, 0.25 * sigma0_sq
+    rates = np.array([r for _, r in terms])
+    coefs = np.array([c for c, _ in terms])
+    positive_rates = rates[rates > 0]
+    grid = np.array([0.0])
+    if positive_rates.size:
+        grid = np.concatenate([grid, np.geomspace(1e-3 / positive_rates.max(), 30.0 / positive_rates.min(), 2001)])
+    values = sigma0_sq + np.sum(coefs[:, None] * np.expm1(-2.0 * rates[:, None] * grid[None, :]), axis=0)
+    limit = sigma0_sq - float(np.sum(coefs[rates > 0]))
+    smallest = min(float(np.min(values)), limit)
+    if not smallest > 0.0:
+        raise InvalidModelError(
+            f"field_scale_flow {list(terms)} with field_scale {field_scale} gives sigma(t)^2 <= 0 "
+            f"(minimum {smallest:.4g}); sigma(t)^2 = field_scale^2 + sum_k c_k (exp(-2 r_k t) - 1) must stay > 0"
+        )
+    return terms, 0.25 * smallest
+
+
+def field_scale_at(t, field_scale: float, flow: tuple[tuple[float, float], ...], floor_sq: float):
+    """sigma(t) (a JAX scalar of t's dtype) for validated `flow` terms; see `check_field_scale_flow`."""
+    import jax.numpy as jnp
+
+    t = jnp.asarray(t)
+    if not flow:
+        return jnp.asarray(field_scale, t.dtype)
+    var = jnp.asarray(float(field_scale) ** 2, t.dtype)
+    for c, r in flow:
+        if r > 0.0 and c != 0.0:
+            var = var + c * jnp.expm1(-2.0 * r * t)
+    return jnp.sqrt(jnp.maximum(var, floor_sq))
+
+
+def field_scale_flow_terms(
+    lattice: Lattice, power, prior, rates, *, max_terms: int = 6
+) -> tuple[float, list[list[float]]]:
+    """(sigma(0), flow terms) for an Ornstein-Uhlenbeck scheme, from spectra on the full FFT grid.
+
+    **Arguments:**
+
+    - `power`: P0(p) = L^d <|phi~_0(p)|^2>, the data's power spectrum (zero-mode mean included).
+    - `prior`: G_inf(p), the stationary spectrum (`scheme.prior_spectrum(lattice, half=False)`).
+    - `rates`: r(p) with a_t(p) = exp(-r(p) t) (e.g. `-log a_1(p)`; Carosso-M: speed (|phat|^2 + M^2)).
+    - `max_terms`: modes are grouped by rate into at most this many terms: the slowest rate (the
+      zero mode for Carosso-M) exactly, the others in log-spaced rate bins, each bin's rate the
+      |c|-weighted geometric mean of its members.
+
+    **Returns:** sigma(0) = sqrt(L^-d sum_p P0) and [[c_k, r_k], ...] (JSON-ready) such that
+    sigma(t)^2 = sigma(0)^2 + sum_k c_k (exp(-2 r_k t) - 1) is the exact per-site variance of p_t
+    when each bin holds one rate (and a close approximation otherwise).
+    """
+    power = np.asarray(power, np.float64).reshape(-1)
+    prior = np.asarray(prior, np.float64).reshape(-1)
+    rates = np.asarray(rates, np.float64).reshape(-1)
+    if not (power.shape == prior.shape == rates.shape):
+        raise ValueError("power, prior and rates must be given on the same (full) grid")
+    if not (np.all(np.isfinite(power)) and np.all(np.isfinite(prior)) and np.all(rates > 0)):
+        raise ValueError("field_scale_flow_terms needs finite spectra and positive rates")
+    vol = lattice.volume
+    sigma0 = math.sqrt(float(np.sum(power)) / vol)
+    coef = (power - prior) / vol
+    slowest = rates.min()
+    is_slow = np.isclose(rates, slowest, rtol=1e-9, atol=0.0)
+    terms = [[float(np.sum(coef[is_slow])), float(slowest)]]
+    rest_r, rest_c = rates[~is_slow], coef[~is_slow]
+    if rest_r.size:
+        bins = max(int(max_terms) - 1, 1)
+        edges = np.geomspace(rest_r.min(), rest_r.max() * (1 + 1e-12), bins + 1)
+        which = np.clip(np.searchsorted(edges, rest_r, side="right") - 1, 0, bins - 1)
+        for b in range(bins):
+            sel = which == b
+            if not np.any(sel):
+                continue
+            c, r = rest_c[sel], rest_r[sel]
+            weight = np.abs(c)
+            log_r = np.sum(weight * np.log(r)) / np.sum(weight) if np.sum(weight) > 0 else float(np.mean(np.log(r)))
+            terms.append([float(np.sum(c)), float(np.exp(log_r))])
+    return sigma0, terms
