@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from rgdiff import pipeline, reproduce
@@ -14,6 +16,9 @@ TINY = SamplerSettings("nuts", chains=2, samples=60, warmup=40)
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setattr(pipeline, "QUICK", TINY)
+    monkeypatch.setattr(pipeline, "TRAIN_QUICK", {"steps": 2, "batch": 16})
+    monkeypatch.setattr(pipeline, "COMPARE_SAMPLES", {False: 8, True: 8})
+    monkeypatch.setattr(pipeline, "FLOW_TIMES", np.array([0.0, 0.01, 0.5]))
     monkeypatch.setattr(reproduce, "FIG6_QUICK", TINY)
 
 
@@ -21,7 +26,15 @@ def test_run_writes_its_folder(tmp_path, tiny, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--quiet"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"report.md", "observables.json", "FLOW_carosso.json", "ensemble.h5", "configurations.png", "flow_carosso.png"} <= names
+    assert {"report.md", "observables.json", "FLOW_carosso.json", "ensemble.h5", "configurations.png", "flow_carosso.png",
+            "model"} <= names
+    assert (out / "model" / "COUPLINGS.json").exists()
+    # a 2-step model on 2 x 60 samples may be too poor to integrate: then the report says so
+    report = (out / "report.md").read_text()
+    if "CMP.json" in names:
+        assert "learned_vs_true.png" in names and "Learned vs true flow" in report
+    else:
+        assert "learned flow is unavailable" in report
     obs = json.loads((out / "observables.json").read_text())
     assert obs["meta"]["theory"] == {"theory": "phi4", "dim": 2, "size": 20, "length": 1.0, "m2": -2.0, "lam": 0.0017}
     flow = json.loads((out / "FLOW_carosso.json").read_text())

@@ -50,11 +50,10 @@ def sample(
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ):
     """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
-    from .ensemble import Ensemble, save_ensemble
-    from .errors import RgdiffError
-    from .progress import console, progress_bar
+    from .ensemble import save_ensemble
+    from .jobs import sample_ensemble
+    from .progress import console
     from .sampling import SamplerSettings
-    from .sampling import sample as run_sampler
     from .theory import make_phi4
 
     theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
@@ -62,23 +61,11 @@ def sample(
     _check_seed(seed)
     _check_out(out, ".h5")
     _setup_jax()
-    import jax
-
     given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
-    with progress_bar(not quiet) as cb:
-        result = run_sampler(theory, settings, key=jax.random.key(seed), callback=cb)
-    ens = Ensemble(
-        theory=theory,
-        fields=result.fields,
-        markov=True,
-        seed=seed,
-        sampler=settings.describe(),
-        diagnostics=result.diagnostics,
-        units={k: v for k, v in given.items() if v is not None},
-    )
+    ens = sample_ensemble(theory, settings, seed=seed, units=given, quiet=quiet)
     save_ensemble(out, ens)
     if not quiet:
-        d = result.diagnostics
+        d = ens.diagnostics
         console.print(
             f"wrote {out}: {chains} chains x {samples} samples, acceptance "
             f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}"

@@ -12,15 +12,28 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .flow import FLOW_OBSERVABLES, FlowResult, true_flow
 from .observables import OBSERVABLES, magnetization, measure
+from .errors import RgdiffError
 from .stats import UNDEFINED, Estimate
 
 COMPARED = ("m_R", "Z", "lambda_R", "max_abs_phi")
+
+
+class GenerationFailedError(RgdiffError):
+    """The model's sampler did not converge (a stiff learned vector field, usually undertraining)."""
+
+
+def solver_failure(exc: Exception, what: str) -> GenerationFailedError:
+    return GenerationFailedError(
+        f"{what} failed: the ODE solver hit its step limit (the learned vector field is stiff; the model "
+        "is likely undertrained): train longer, or use --solver sde"
+    )
 
 
 ODE_RTOL = 1e-4  # adaptive steps: a PF-ODE on a fine lattice is stiff where the score is inexact
@@ -50,8 +63,11 @@ def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horiz
     for j in range(len(grid) - 2, -1, -1):
         t_end = float(grid[j])
         if solver == "ode":
-            phi, _ = decode(model, scheme, phi, T=float(current_t), t_end=t_end, steps=steps, rtol=ODE_RTOL,
-                            max_steps=4096, log_prob=False)
+            try:
+                phi, _ = decode(model, scheme, phi, T=float(current_t), t_end=t_end, steps=steps, rtol=ODE_RTOL,
+                                max_steps=4096, log_prob=False)
+            except eqx.EquinoxRuntimeError as exc:
+                raise solver_failure(exc, f"generating from t = {current_t:.4g} to {t_end:.4g}") from None
         else:
             phi = reverse_sde(model, scheme, jax.random.fold_in(k_sde, j), phi, T=float(current_t), t_end=t_end, steps=steps * 4)
         current_t = t_end

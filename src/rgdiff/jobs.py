@@ -32,6 +32,24 @@ from .progress import console, progress_bar
 from .training import TrainSettings, default_horizon, train
 
 
+def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False) -> Ensemble:
+    """Run the UV sampler with a progress display and wrap the chains with their provenance."""
+    from .sampling import sample
+
+    with progress_bar(not quiet) as cb:
+        result = sample(theory, settings, key=jax.random.key(seed), callback=cb)
+    return Ensemble(
+        theory=theory,
+        fields=result.fields,
+        markov=True,
+        seed=seed,
+        sampler=settings.describe(),
+        diagnostics=result.diagnostics,
+        units={k: v for k, v in units.items() if v is not None},
+        extra=extra or {},
+    )
+
+
 def prior_couplings(scheme, lattice) -> tuple[float, float, float]:
     """(f_1, f_2, f_3) of the score of the scheme's stationary law: a free field of mass M.
 
@@ -96,6 +114,7 @@ def train_job(
     out: Path,
     quiet: bool = False,
     train_kwargs: dict | None = None,
+    announce: bool = True,
 ) -> Path:
     """Train a score model on a UV ensemble and write the model directory (see `rgdiff.modeldir`)."""
     ens = load_ensemble(data)
@@ -157,7 +176,8 @@ def train_job(
             plots.couplings(table, ens.theory, scheme, work / "couplings.png")
     if not quiet:
         _print_training_summary(out)
-    console.print(f"model written to [bold]{out}[/]")
+    if announce:
+        console.print(f"model written to [bold]{out}[/]")
     return out
 
 
@@ -172,10 +192,23 @@ def _print_training_summary(out: Path) -> None:
         console.print(f"learned couplings at t = 0: m2 = -f2/f1 = {-f2 / f1:.4g}, lam = -6 f3/f1 = {-6 * f3 / f1:.4g}, f1 = {f1:.4g}")
 
 
+def _checked_sample_ode(*args, **kwargs):
+    """`sample_ode`, with a solver that hits its step limit reported as one clear error."""
+    import equinox as eqx
+
+    from .compare import solver_failure
+    from .generative import sample_ode
+
+    try:
+        return sample_ode(*args, **kwargs)
+    except eqx.EquinoxRuntimeError as exc:
+        raise solver_failure(exc, "sampling with the probability-flow ODE") from None
+
+
 def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps: int | None, seed: int,
                  out: Path, quiet: bool = False) -> Path:
     """Sample p_t^theta with the probability-flow ODE or the reverse SDE and write an ensemble."""
-    from .generative import sample_ode, sample_reverse_sde
+    from .generative import sample_reverse_sde
 
     loaded = load_model_dir(model_dir)
     if isinstance(samples, bool) or samples < 2:
@@ -193,7 +226,7 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
             n = min(chunk, samples - start)
             k = jax.random.fold_in(key, start)
             if solver == "ode":
-                phi, lq = sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 64,
+                phi, lq = _checked_sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 64,
                                      log_prob=loaded.model.has_exact_divergence and loaded.scheme.describe().get("name") == "carosso")
                 if lq is not None:
                     log_q.append(np.asarray(lq)[:n])
