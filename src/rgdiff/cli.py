@@ -126,20 +126,16 @@ def flow(
     from ._io import package_versions, write_json
     from .ensemble import load_ensemble
     from .errors import InvalidSchemeError
-    from .flow import time_grid, true_flow
+    from .flow import parse_times, time_grid, true_flow
     from .progress import progress_bar
     from .rg import make_scheme
 
     options = {k: v for k, v in (("profile", profile), ("noise", noise), ("speed", speed)) if v is not None}
     sch = make_scheme(scheme, M=M, **options)
     if times is not None:
-        try:
-            grid_in = [float(x) for x in times.split(",") if x.strip()]
-        except ValueError:
-            raise InvalidSchemeError(f"--times must be comma-separated numbers, got {times!r}") from None
         if t_max is not None or n_times is not None:
             raise InvalidSchemeError("give either --times or --t-max with --n-times, not both")
-        grid = time_grid(times=grid_in)
+        grid = parse_times(times)
     else:
         if t_max is None or n_times is None:
             raise InvalidSchemeError("give --times t1,t2,... or both --t-max and --n-times")
@@ -264,7 +260,7 @@ def compare_flow(
 ):
     """Compare the model's flow p_t^theta with the true RG flow of the data (m_R, Z, lam_R, max|phi|)."""
     from .errors import InvalidSchemeError
-    from .flow import time_grid
+    from .flow import parse_times
     from .jobs import compare_job
     from .modeldir import load_model_dir
     from .reproduce import flow_grid
@@ -277,11 +273,7 @@ def compare_flow(
         raise InvalidSchemeError(f"--samples must be >= 2, got {samples}")
     loaded = load_model_dir(model_dir)
     if times is not None:
-        try:
-            grid = time_grid(times=[float(x) for x in times.split(",") if x.strip()])
-        except ValueError:
-            raise InvalidSchemeError(f"--times must be comma-separated numbers, got {times!r}") from None
-        grid = np.unique(grid)
+        grid = np.unique(parse_times(times))
         if grid[0] != 0.0:
             raise InvalidSchemeError("--times must include t = 0 (the learned flow is mapped to vacua at its UV end)")
     else:

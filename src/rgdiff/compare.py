@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .flow import FLOW_OBSERVABLES, FlowResult, true_flow
+from .flow import FLOW_OBSERVABLES, FlowResult, rescale, true_flow
 from .observables import OBSERVABLES, magnetization, measure
 from .errors import RgdiffError
-from .stats import UNDEFINED, Estimate
+from .stats import Estimate
 
 COMPARED = ("m_R", "Z", "lambda_R", "max_abs_phi")
 
@@ -95,9 +95,7 @@ def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped
             series[name].append(m.observables[name])
         for name, base, power in (("m_R_hat", "m_R", 1), ("lambda_R_hat", "lambda_R", 4 - lattice.dim)):
             est = m.observables[base]
-            series[name].append(
-                UNDEFINED if (not est.defined or r_t[i] <= 0) else Estimate(est.value / r_t[i] ** power, est.error / r_t[i] ** power, est.tau_int)
-            )
+            series[name].append(rescale(est, r_t[i], power))
     meta = {
         "vacuum": "mapped" if uv_mapped else "raw",
         "vacuum_rule": "each generated trajectory mapped with the sign of its own t = 0 end" if uv_mapped else "no mapping",

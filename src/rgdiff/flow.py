@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InvalidSchemeError
 from .lattice import Lattice
-from .observables import OBSERVABLES, magnetization, measure, tunnels
+from .observables import OBSERVABLES, magnetization, maps_vacuum, measure
 from .rg import AbstractLinearScheme, check_times
 from .stats import UNDEFINED, Estimate
 
@@ -54,6 +54,15 @@ class FlowResult:
             },
             "meta": {"scheme": d, **self.meta},
         }
+
+
+def parse_times(text: str) -> np.ndarray:
+    """A comma-separated list of RG times from the command line, validated by `time_grid`."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidSchemeError(f"--times must be comma-separated numbers, got {text!r}") from None
+    return time_grid(times=values)
 
 
 def time_grid(times: list[float] | None = None, t_max: float | None = None, n_times: int | None = None) -> np.ndarray:
@@ -125,7 +134,7 @@ def true_flow(
     times = np.asarray(times, dtype=np.float64)
     check_times(times)
     m0 = magnetization(fields, lattice)
-    mapped = not (tunnels(m0) if markov else np.any(np.sign(m0) != np.sign(m0.flat[0])))
+    mapped = maps_vacuum(m0, markov=markov)
     signs = np.where(m0 >= 0, 1.0, -1.0) if mapped else None
     r_t = np.atleast_1d(np.asarray(scheme.r(times, lattice), dtype=np.float64))
     d = lattice.dim
@@ -138,8 +147,8 @@ def true_flow(
         m = measure(flowed, lattice, markov=markov, vacuum="mapped" if mapped else "raw", signs=signs)
         for name in OBSERVABLES:
             series[name].append(m.observables[name])
-        series["m_R_hat"].append(_rescale(m.observables["m_R"], r_t[i], 1))
-        series["lambda_R_hat"].append(_rescale(m.observables["lambda_R"], r_t[i], 4 - d))
+        series["m_R_hat"].append(rescale(m.observables["m_R"], r_t[i], 1))
+        series["lambda_R_hat"].append(rescale(m.observables["lambda_R"], r_t[i], 4 - d))
         if kept is not None:
             flat = flowed.reshape(-1, *lattice.shape)
             idx = np.linspace(0, len(flat) - 1, keep_configurations).astype(int)
@@ -157,7 +166,7 @@ def true_flow(
     return FlowResult(scheme, times, r_t, series, meta), (np.stack(kept) if kept is not None else None)
 
 
-def _rescale(est: Estimate, r: float, power: int) -> Estimate:
+def rescale(est: Estimate, r: float, power: int) -> Estimate:
     if not est.defined or r <= 0:
         return UNDEFINED
     f = r**power

@@ -95,6 +95,17 @@ def tunnels(m: np.ndarray) -> bool:
     return bool(np.any(s != s[:, :1]))
 
 
+def maps_vacuum(m: np.ndarray, *, markov: bool) -> bool:
+    """The conventions page's rule: map to one vacuum when M never changes sign.
+
+    Markov chains (rows of m) are mapped when no chain tunnels; independent samples when all
+    share one sign.
+    """
+    if markov:
+        return not tunnels(m)
+    return not bool(np.any(np.sign(m) != np.sign(m.flat[0])))
+
+
 def configuration_series(fields: np.ndarray, lattice: Lattice, *, signs: np.ndarray | None = None) -> dict:
     """Per-configuration series, each of shape (chains, samples).
 
@@ -149,7 +160,7 @@ def measure(
         raise ValueError(f"fields must have shape (chains, samples, *lattice), got {fields.shape}")
     m = magnetization(fields, lattice)
     if vacuum == "auto":
-        vacuum = "raw" if (tunnels(m) if markov else bool(np.any(np.sign(m) != np.sign(m.flat[0])))) else "mapped"
+        vacuum = "mapped" if maps_vacuum(m, markov=markov) else "raw"
     if vacuum == "mapped" and signs is None:
         signs = np.where(m >= 0, 1.0, -1.0)
     if vacuum == "raw":

@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .lattice import Lattice  # noqa: E402
 from .theory import Phi4  # noqa: E402
 
 
