@@ -1,0 +1,20 @@
+"""Variational ground states of lattice phi^4 with a renormalizing-flow ansatz (paper section 6).
+
+- `hamiltonian`: the Hamiltonian [6.3], [6.9] (potential V, kinetic prefactor, momenta).
+- `exact`: free-field E0, Gaussian (Hartree) states in closed form, exact diagonalization.
+- `ansatz`: Psi = sqrt(p_theta), p_theta a neural-ODE push-forward of a free ground state of mass M.
+- `energy`: score form and local-energy form of [6.13]; the pathwise variational gradient.
+- `train`: the Optax loop; `job`: one `rgdiff ground-state` run with its outputs.
+"""
+
+from .ansatz import FlowAnsatz as FlowAnsatz
+from .energy import estimate_energy as estimate_energy
+from .exact import (
+    best_gaussian as best_gaussian,
+    converged_ground_energy as converged_ground_energy,
+    exact_diagonalization as exact_diagonalization,
+    free_ground_energy as free_ground_energy,
+    gaussian_state as gaussian_state,
+)
+from .hamiltonian import Hamiltonian as Hamiltonian
+from .train import GroundStateSettings as GroundStateSettings, train as train
