@@ -1,0 +1,225 @@
+"""A continuous normalizing flow whose time is the RG time t (paper [5.8], section 7; Gerdes et al. [4]).
+
+The flow is the neural ODE d phi / dt = v_theta(phi, t), run from the scheme's exact prior p_T
+(t = T) down to any t >= 0, with the exact log-density of p_t^theta along the way ::
+
+    log p_t^theta(phi_t) = log p_T(phi_T) + int_t^T div v_theta(phi_r, r) dr.
+
+Log-time. Near t = 0 the RG flow moves the UV modes at rates |phat|^2 + M^2 up to Lambda_0^2,
+and at t ~ 1 only the IR modes move: uniform steps in t are either unstable or wasteful. The
+network therefore lives in the log-time ::
+
+    s(t) = log(1 + t / t0) / log(1 + T / t0) in [0, 1],   t0 = 1 / Lambda_0^2,
+
+and defines g_theta(phi, s) = d phi / ds; v_theta = g_theta ds/dt is the same ODE written in t
+(the reparametrization is exact, p_t^theta is the law at RG time t).
+
+Vector field (Gerdes et al.): per-site features F_0(u) = u and F_k(u) = sin(omega_k u), k = 1..K,
+of u = phi / sigma(s) (sigma a fixed, data-derived field scale; odd features keep phi -> -phi
+equivariance), convolved over the whole periodic lattice with a kernel that depends only on the
+class of the displacement under the hypercubic group (translations, reflections, axis
+permutations) and on time through Gaussian bumps c_b(s) ::
+
+    g_theta(phi, s)(x) = sigma(s) sum_k sum_y K_{s,k}(x - y) F_k(u(y)),
+    K_{s,k}(r) = sum_b c_b(s) W[b, k, class(r)] / (n_class(r) sqrt(C)),
+
+with n_c the size of class c and C the number of classes (`class_normalization`).
+
+The convolution is one rfftn per feature and one irfftn. Only K_{s,k}(0) touches the diagonal of
+the Jacobian, so the divergence is exact and costs O(V x K) ::
+
+    div_phi g = sum_x sum_k K_{s,k}(0) F_k'(u(x)).
+
+W starts at zero: the flow is the identity at initialization (p_t^theta = p_T for all t).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..lattice import Lattice
+from ._errors import InvalidModelError
+
+
+def displacement_classes(lattice: Lattice) -> tuple[np.ndarray, int]:
+    """Class index of every displacement r (array of `lattice.shape`) under the hypercubic group.
+
+    Two displacements share a class when their sorted periodic distances min(|r_i|, N - |r_i|)
+    agree; class 0 is r = 0.
+    """
+    n = lattice.size
+    dist = np.minimum(np.arange(n), n - np.arange(n))
+    keys = {}
+    out = np.zeros(lattice.shape, dtype=np.int32)
+    for idx in itertools.product(range(n), repeat=lattice.dim):
+        key = tuple(sorted(int(dist[i]) for i in idx))
+        if key not in keys:
+            keys[key] = len(keys)
+        out[idx] = keys[key]
+    return out, len(keys)
+
+
+@functools.lru_cache(maxsize=16)
+def class_normalization(lattice: Lattice) -> np.ndarray:
+    """1 / (n_c sqrt(C)) per class c (n_c displacements in the class, C classes).
+
+    The kernel is K(r) = W[class(r)] / (n_c sqrt(C)): a weight moves the kernel's spectrum by at
+    most its own change / sqrt(C) however large the class, so one optimizer step of size lr
+    changes the flow's rates by O(lr sqrt(C)) on any lattice (raw class weights would move the
+    zero mode's rate by lr V).
+    """
+    classes, n = displacement_classes(lattice)
+    counts = np.bincount(classes.reshape(-1), minlength=n).astype(np.float64)
+    return 1.0 / (counts * math.sqrt(n))
+
+
+@functools.lru_cache(maxsize=16)
+def class_spectra(lattice: Lattice) -> np.ndarray:
+    """rfftn of the normalized indicator of each displacement class, shape (classes, *half grid); real.
+
+    Each class is closed under r -> -r, so its transform is real; the kernel with weights W_c has
+    spectrum sum_c W_c class_spectra[c] (no FFT of the kernel at run time).
+    """
+    classes, n = displacement_classes(lattice)
+    onehot = (classes[None] == np.arange(n).reshape((-1,) + (1,) * lattice.dim)).astype(np.float64)
+    onehot *= class_normalization(lattice).reshape((-1,) + (1,) * lattice.dim)
+    return np.ascontiguousarray(np.fft.rfftn(onehot, axes=tuple(range(1, lattice.dim + 1))).real)
+
+
+class ContinuousFlow(eqx.Module):
+    """The equivariant CNF vector field g_theta(phi, s) = d phi / ds, for ONE configuration.
+
+    **Arguments:**
+
+    - `lattice`: the `Lattice`.
+    - `horizon`: T > 0, the RG time where the flow starts from the scheme's prior.
+    - `frequencies`: K, the number of sine features (besides phi itself), >= 0.
+    - `time_bumps`: B >= 1, the number of Gaussian time bumps c_b(s).
+    - `time_floor`: t0 > 0 of the log-time (default 1 / Lambda_0^2).
+    - `field_scale`: sigma(s) as a tuple of values on `len(field_scale)` equally spaced nodes of
+      s in [0, 1] (linear interpolation; one value = constant). Default (1.0,).
+    - `key`: a JAX PRNG key (keyword-only; the weights start at zero, the key is unused but kept
+      for the models' common signature).
+
+    **Methods:** `velocity(phi, s)` -> shape `lattice.shape`; `divergence(phi, s)` -> scalar;
+    `t_of_s`, `s_of_t`; `describe()`.
+    """
+
+    lattice: Lattice = eqx.field(static=True)
+    horizon: float = eqx.field(static=True)
+    time_floor: float = eqx.field(static=True)
+    field_scale: tuple = eqx.field(static=True)
+    frequencies: jax.Array
+    weights: jax.Array
+
+    is_flow: ClassVar[bool] = True
+    has_exact_divergence: ClassVar[bool] = True
+
+    def __init__(self, lattice: Lattice, horizon: float, frequencies: int = 6, time_bumps: int = 8,
+                 time_floor: float | None = None, field_scale=(1.0,), *, key: jax.Array | None = None):
+        if not isinstance(lattice, Lattice):
+            raise InvalidModelError(f"lattice must be a Lattice, got {type(lattice).__name__}")
+        horizon = float(horizon)
+        if not math.isfinite(horizon) or horizon <= 0:
+            raise InvalidModelError(f"the flow's horizon T must be a finite time > 0, got {horizon}")
+        if isinstance(frequencies, bool) or int(frequencies) != frequencies or frequencies < 0:
+            raise InvalidModelError(f"frequencies must be an integer >= 0, got {frequencies!r}")
+        if isinstance(time_bumps, bool) or int(time_bumps) != time_bumps or time_bumps < 1:
+            raise InvalidModelError(f"time_bumps must be an integer >= 1, got {time_bumps!r}")
+        t0 = 1.0 / lattice.cutoff**2 if time_floor is None else float(time_floor)
+        if not math.isfinite(t0) or t0 <= 0:
+            raise InvalidModelError(f"time_floor must be > 0, got {time_floor}")
+        scale = tuple(float(x) for x in np.atleast_1d(np.asarray(field_scale, dtype=np.float64)))
+        if not scale or not all(math.isfinite(x) and x > 0 for x in scale):
+            raise InvalidModelError(f"field_scale must be positive finite numbers, got {field_scale!r}")
+        self.lattice = lattice
+        self.horizon = horizon
+        self.time_floor = t0
+        self.field_scale = scale
+        k = int(frequencies)
+        # spread over the scale of u = phi / sigma ~ 1; learned
+        self.frequencies = jnp.linspace(0.5, 3.0, k) if k else jnp.zeros((0,))
+        _, n_classes = displacement_classes(lattice)
+        self.weights = jnp.zeros((int(time_bumps), k + 1, n_classes))
+
+    # description ----------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {
+            "model": "cnf",
+            "lattice": self.lattice.describe(),
+            "horizon": self.horizon,
+            "frequencies": int(self.frequencies.shape[0]),
+            "time_bumps": int(self.weights.shape[0]),
+            "time_floor": self.time_floor,
+            "field_scale": list(self.field_scale),
+        }
+
+    # time --------------------------------------------------------------------------------------
+    @property
+    def log_span(self) -> float:
+        """Lambda = log(1 + T / t0): s = log(1 + t / t0) / Lambda."""
+        return math.log1p(self.horizon / self.time_floor)
+
+    def s_of_t(self, t):
+        return jnp.log1p(jnp.asarray(t) / self.time_floor) / self.log_span
+
+    def t_of_s(self, s):
+        return self.time_floor * jnp.expm1(jnp.asarray(s) * self.log_span)
+
+    def time_basis(self, s) -> jax.Array:
+        """c_b(s): B Gaussian bumps centred on an even grid of [0, 1], width the grid spacing."""
+        b = self.weights.shape[0]
+        if b == 1:
+            return jnp.ones((1,), dtype=jnp.result_type(s, self.weights.dtype))
+        centres = jnp.linspace(0.0, 1.0, b, dtype=self.weights.dtype)
+        width = 1.0 / (b - 1)
+        return jnp.exp(-0.5 * ((s - centres) / width) ** 2)
+
+    def scale(self, s) -> jax.Array:
+        values = jnp.asarray(self.field_scale, dtype=self.weights.dtype)
+        if values.shape[0] == 1:
+            return values[0]
+        nodes = jnp.linspace(0.0, 1.0, values.shape[0], dtype=self.weights.dtype)
+        return jnp.interp(s, nodes, values)
+
+    # the vector field ---------------------------------------------------------------------------
+    def _features(self, u):
+        arg = self.frequencies.reshape((-1,) + (1,) * self.lattice.dim) * u
+        return jnp.concatenate([u[None], jnp.sin(arg)]), jnp.concatenate(
+            [jnp.ones_like(u)[None], self.frequencies.reshape((-1,) + (1,) * self.lattice.dim) * jnp.cos(arg)]
+        )
+
+    def kernels(self, s) -> jax.Array:
+        """K_{s,k}(r) in position space, shape (K + 1, *lattice.shape)."""
+        classes, _ = displacement_classes(self.lattice)
+        w = jnp.tensordot(self.time_basis(s), self.weights, axes=1)  # (K + 1, classes)
+        return (w * jnp.asarray(class_normalization(self.lattice), w.dtype))[:, classes]
+
+    def velocity(self, phi: jax.Array, s: jax.Array) -> jax.Array:
+        """g_theta(phi, s) = d phi / ds, shape `lattice.shape`."""
+        axes = self.lattice.axes
+        sigma = self.scale(s)
+        feats, _ = self._features(phi / sigma)
+        w = jnp.tensordot(self.time_basis(s), self.weights, axes=1)  # (K + 1, classes)
+        khat = jnp.tensordot(w, jnp.asarray(class_spectra(self.lattice), w.dtype), axes=1)
+        fhat = jnp.fft.rfftn(feats, axes=axes)
+        out = jnp.fft.irfftn(jnp.sum(khat * fhat, axis=0), s=self.lattice.shape, axes=axes)
+        return (sigma * out).astype(phi.dtype)
+
+    def divergence(self, phi: jax.Array, s: jax.Array) -> jax.Array:
+        """div_phi g_theta(phi, s) = sum_x sum_k K_{s,k}(0) F_k'(u(x)) (exact, O(V x K))."""
+        sigma = self.scale(s)
+        _, dfeats = self._features(phi / sigma)
+        centre = jnp.tensordot(self.time_basis(s), self.weights[:, :, 0], axes=1) * class_normalization(self.lattice)[0]
+        return jnp.sum(centre.reshape((-1,) + (1,) * self.lattice.dim) * dfeats).astype(phi.dtype)
+
+    def __call__(self, phi: jax.Array, s: jax.Array) -> jax.Array:
+        return self.velocity(phi, s)
