@@ -1,0 +1,14 @@
+"""`rgdiff bench`: performance and scale, measured side by side in one run.
+
+- `kernel`: exact RG kernel push-forward throughput vs a bare FFT round trip (and the proposed
+  cheaper push-forward, `fast_kernel.push_forward_fused`);
+- `training`: gradient steps/s, samples/s and peak memory of the score models (and the CNF);
+- `samplers`: ESS/s and tau_int of NUTS, HMC, the RG bridge and the flow on the benchmark line,
+  with the dynamic exponent z.
+
+`runner.run_bench` runs them and writes the JSON (see the README for the `ratios` names).
+"""
+
+from .runner import BENCHMARKS as BENCHMARKS
+from .runner import REQUIRED_RATIOS as REQUIRED_RATIOS
+from .runner import run_bench as run_bench

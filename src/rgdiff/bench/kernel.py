@@ -1,0 +1,142 @@
+"""Benchmark (kernel): exact RG kernel push-forward throughput against a bare FFT round trip.
+
+The push-forward phi_0 -> phi_t of a linear scheme is rfftn, a diagonal multiply, Gaussian noise
+on the half grid, and irfftn (`AbstractLinearScheme.push_forward`), so the bare round trip
+irfftn(rfftn(phi)) of the same arrays, timed in the same run, is its practical limit. Three
+timings per (N, dtype), interleaved repeat by repeat so machine noise hits all alike:
+
+- `bare_fft`: jit(irfftn(rfftn(phi))), no noise;
+- `push_forward`: the library call as users make it (Carosso M = 1, t = 0.1, noise included);
+- `push_forward_fused`: the proposed cheaper version (`rgdiff.bench.fast_kernel`).
+
+Figures are configurations per second (median of repeats, spread half the min-max range); the
+ratios are per-repeat throughput ratios to the bare round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..lattice import Lattice
+from ..rg import make_scheme
+from ._timing import Figure, compiled, ratio_of
+from .fast_kernel import push_forward_fused
+
+NAME = "kernel"
+T_FLOW = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSettings:
+    sizes: tuple[int, ...] = (20, 64, 128)
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    sites_per_batch: int = 2**20  # batch = sites_per_batch / N^2, clipped to [8, 1024]
+    repeats: int = 7
+
+    def batch(self, n: int) -> int:
+        return int(min(1024, max(8, self.sites_per_batch // n**2)))
+
+
+QUICK = KernelSettings(sites_per_batch=2**18, repeats=5)
+TINY = KernelSettings(sizes=(8,), dtypes=("float32",), sites_per_batch=512, repeats=2)
+
+
+def _time_once(fn, *args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+def run(settings: KernelSettings, callback=None) -> dict:
+    scheme = make_scheme("carosso", M=1.0)
+    rows = []
+    total = len(settings.sizes) * len(settings.dtypes)
+    for n in settings.sizes:
+        lattice = Lattice.lattice_units(2, n)
+        batch = settings.batch(n)
+        for dtype_name in settings.dtypes:
+            dtype = jnp.dtype(dtype_name)
+            phi = jax.random.normal(jax.random.key(0), (batch, n, n), dtype)
+            key = jax.random.key(1)
+
+            def bare(x, n=n):
+                return jnp.fft.irfftn(jnp.fft.rfftn(x, axes=(-2, -1)), s=(n, n), axes=(-2, -1))
+
+            bare_exe, bare_compile = compiled(bare, phi)
+            fused_exe, fused_compile = compiled(
+                lambda k, x, lattice=lattice: push_forward_fused(scheme, k, x, T_FLOW, lattice), key, phi
+            )
+
+            def library(k, x, lattice=lattice):
+                return scheme.push_forward(k, x, T_FLOW, lattice)
+
+            first = _time_once(library, key, phi)  # includes tracing and compilation
+            for exe, args in ((bare_exe, (phi,)), (fused_exe, (key, phi))):
+                jax.block_until_ready(exe(*args))
+            times = {"bare_fft": [], "push_forward": [], "push_forward_fused": []}
+            for r in range(settings.repeats):
+                k = jax.random.fold_in(key, r)
+                times["bare_fft"].append(_time_once(bare_exe, phi))
+                times["push_forward"].append(_time_once(library, k, phi))
+                times["push_forward_fused"].append(_time_once(fused_exe, k, phi))
+            rate = {name: [batch / s for s in ts] for name, ts in times.items()}
+            rows.append(
+                {
+                    "N": n,
+                    "dtype": dtype_name,
+                    "batch": batch,
+                    "configs_per_s": {name: Figure.of(r).as_dict() for name, r in rate.items()},
+                    "compile_seconds": {
+                        "bare_fft": bare_compile,
+                        "push_forward": max(first - float(np.median(times["push_forward"])), 0.0),
+                        "push_forward_fused": fused_compile,
+                    },
+                    "vs_bare_fft": {
+                        "push_forward": ratio_of(rate["push_forward"], rate["bare_fft"]).as_dict(),
+                        "push_forward_fused": ratio_of(rate["push_forward_fused"], rate["bare_fft"]).as_dict(),
+                    },
+                }
+            )
+            if callback:
+                callback(NAME, len(rows), total)
+    return {"settings": dataclasses.asdict(settings), "scheme": scheme.describe(), "t": T_FLOW, "rows": rows}
+
+
+def ratios(result: dict) -> dict:
+    """`kernel_vs_bare_fft` (library push-forward, float32 at the largest N; float64 too) and the fused variant."""
+    rows = result["rows"]
+    largest = max(r["N"] for r in rows)
+    out = {}
+    for r in rows:
+        if r["N"] != largest:
+            continue
+        suffix = "" if r["dtype"] == "float32" else f"_{r['dtype']}"
+        out[f"kernel_vs_bare_fft{suffix}"] = r["vs_bare_fft"]["push_forward"]
+        out[f"kernel_fused_vs_bare_fft{suffix}"] = r["vs_bare_fft"]["push_forward_fused"]
+    if "kernel_vs_bare_fft" not in out and "kernel_vs_bare_fft_float64" in out:
+        out["kernel_vs_bare_fft"] = out["kernel_vs_bare_fft_float64"]
+    return out
+
+
+def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    from ._timing import format_figure
+
+    header = ["N", "dtype", "batch", "bare FFT cfg/s", "push-forward cfg/s", "fused cfg/s", "pf / bare", "fused / bare", "compile s (pf)"]
+    body = []
+    for r in result["rows"]:
+        c, v = r["configs_per_s"], r["vs_bare_fft"]
+        body.append([
+            str(r["N"]), r["dtype"], str(r["batch"]),
+            format_figure(c["bare_fft"]["median"], c["bare_fft"]["spread"]),
+            format_figure(c["push_forward"]["median"], c["push_forward"]["spread"]),
+            format_figure(c["push_forward_fused"]["median"], c["push_forward_fused"]["spread"]),
+            format_figure(v["push_forward"]["median"], v["push_forward"]["spread"]),
+            format_figure(v["push_forward_fused"]["median"], v["push_forward_fused"]["spread"]),
+            f"{r['compile_seconds']['push_forward']:.2f}",
+        ])
+    return header, body

@@ -1,0 +1,129 @@
+"""`rgdiff bench`: run the benchmark families, print one table each, write one JSON file.
+
+JSON layout (written atomically)::
+
+    {"machine": {...}, "suite": "full" | "quick" | "tiny", "only": name | null,
+     "benchmarks": {"kernel": {...}, "training": {...}, "samplers": {...}},
+     "ratios": {name: figure | null, ...}, "notes": [...], "seconds": total}
+
+`ratios` always carries the named figures documented in the README (null when the benchmark
+that measures them was not run or could not run, with the reason in `notes`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .._io import write_json
+from ..errors import RgdiffError
+from . import kernel, samplers, training
+from ._timing import machine
+
+BENCHMARKS = {"kernel": kernel, "training": training, "samplers": samplers}
+SUITES = ("full", "quick", "tiny")
+SETTINGS = {
+    "full": {"kernel": kernel.KernelSettings(), "training": training.TrainingSettings(), "samplers": samplers.SamplerBenchSettings()},
+    "quick": {"kernel": kernel.QUICK, "training": training.QUICK, "samplers": samplers.QUICK},
+    "tiny": {"kernel": kernel.TINY, "training": training.TINY, "samplers": samplers.TINY},  # for tests only
+}
+REQUIRED_RATIOS = (
+    "bridge_vs_nuts_ess_per_s_amortized",
+    "flow_vs_nuts_ess_per_s_amortized",
+    "kernel_vs_bare_fft",
+    "z_nuts",
+    "z_bridge",
+)
+TITLES = {
+    "kernel": "RG kernel push-forward vs bare rfftn+irfftn (configs/s; median ± half range)",
+    "training": "training step throughput and peak memory (XLA memory analysis)",
+    "samplers": "samplers on the benchmark line: tau_int, ESS/s (compile excluded)",
+}
+
+
+class InvalidBenchError(RgdiffError):
+    """An unknown benchmark name or suite."""
+
+
+def check_only(only: str | None) -> None:
+    if only is not None and only not in BENCHMARKS:
+        raise InvalidBenchError(f"unknown benchmark {only!r}; choose one of {', '.join(BENCHMARKS)}")
+
+
+def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False) -> dict:
+    """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data."""
+    from ..progress import progress_bar
+
+    if suite not in SUITES:
+        raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    check_only(only)
+    names = [only] if only else list(BENCHMARKS)
+    t0 = time.perf_counter()
+    results, ratios, notes = {}, {name: None for name in REQUIRED_RATIOS}, []
+    with progress_bar(not quiet) as cb:
+        for name in names:
+            module = BENCHMARKS[name]
+            result = module.run(SETTINGS[suite][name], callback=cb)
+            results[name] = result
+            ratios.update(module.ratios(result))
+            notes.extend(result.get("notes", []))
+    if "samplers" not in results:
+        notes.append("sampler ratios and z are null: the samplers benchmark was not run")
+    if "kernel" not in results:
+        notes.append("kernel_vs_bare_fft is null: the kernel benchmark was not run")
+    data = {
+        "machine": machine(),
+        "suite": suite,
+        "only": only,
+        "benchmarks": results,
+        "ratios": ratios,
+        "notes": notes,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(out, data)
+    print_tables(data)
+    return data
+
+
+def print_tables(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ._timing import format_figure
+
+    # a wide console when piped, so the tables stay one line per row in logs
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    m = data["machine"]
+    console.print(
+        f"machine: {m['processor']}, {m['cpu_cores']} cores, jax {m['versions'].get('jax')} on "
+        f"{m['jax_backend']} ({m['device_count']} device(s)); suite {data['suite']}"
+    )
+    for name, result in data["benchmarks"].items():
+        header, body = BENCHMARKS[name].table_rows(result)
+        table = Table(title=TITLES[name])
+        for h in header:
+            table.add_column(h)
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
+    table = Table(title="ratios (same run)")
+    table.add_column("name")
+    table.add_column("value")
+    for key, fig in data["ratios"].items():
+        if fig is None:
+            text = "null"
+        elif "median" in fig:
+            text = format_figure(fig["median"], fig["spread"])
+        elif "exponent" in fig:
+            text = format_figure(fig["exponent"], fig["error"])
+        else:
+            text = format_figure(fig["value"], fig["error"])
+            if fig.get("N") is not None:
+                text += f" (N={fig['N']})"
+            elif fig.get("sizes"):
+                text += f" (N={','.join(str(s) for s in fig['sizes'])})"
+        table.add_row(key, text)
+    console.print(table)
+    for note in data["notes"]:
+        console.print(f"note: {note}")

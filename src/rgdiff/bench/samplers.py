@@ -1,0 +1,415 @@
+"""Benchmark (samplers): ESS per second and tau_int on the standard benchmark line, side by side.
+
+At each size N (`theory.benchmark_theory(N)`: d = 2, lattice units, m2 = -4, lam = 6 lam_A(N)),
+in the same run:
+
+- (a) NUTS with Stan's window adaptation (`rgdiff.sampling`, Blackjax);
+- (b) HMC with window adaptation and `hmc_steps` leapfrog steps per trajectory;
+- (c) the RG-bridge sampler (`rgdiff.bridge.run_bridge`): an EFT score model trained by DSM on the
+  NUTS chains of (a), proposals from the probability-flow ODE, exact IMH + HMC;
+- (d) the RG-time CNF (`rgdiff.models.cnf`, issue 5) trained by reverse KL, as an independence
+  Metropolis sampler; skipped with a note when the flow model is not available.
+
+Observables per configuration: |M| and the chi-type V M^2. tau_int (and its error) by the Gamma
+method (pyerrors), ESS = chains x samples / (2 tau_int). Seconds exclude JIT compilation:
+samplers run in fixed-size chunks, the first chunk (which compiles) is replaced by the median of
+the others, and compile seconds are the difference. ESS/s is given
+
+- excluding setup ("sampling only"), and
+- including setup, amortized over `amortize_samples` (default 1e5) samples: setup is the NUTS/HMC
+  warm-up (adaptation steps at the sampling cost per transition), and for the bridge the NUTS
+  training data (its warm-up and sampling), the DSM training steps and the bridge warm-up; for the
+  flow its reverse-KL training.
+
+Break-even: the number of effective samples beyond which the learned sampler's total time
+(setup + sampling) is below NUTS's; null where it never is. The dynamic exponent z of
+tau_int(|M|) ~ N^z comes from a weighted log-log fit over the sizes run (error from the tau_int
+errors; with two sizes the fit is exact and the error is propagated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ..errors import RgdiffError
+from ..observables import magnetization
+from ..rg import make_scheme
+from ..sampling import SamplerSettings, sample
+from ..theory import benchmark_theory
+from ._cnf import flow_api
+from ._timing import Figure, compiled
+
+NAME = "samplers"
+OBSERVABLES = ("abs_M", "chi")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerBenchSettings:
+    sizes: tuple[int, ...] = (8, 12, 20)
+    learned_sizes: tuple[int, ...] = (8, 12, 20)  # sizes where (c) and (d) are trained and run
+    chains: int = 8
+    samples: int = 5000
+    warmup: int = 500
+    hmc_steps: int = 10
+    train_steps: int = 2000
+    bridge_samples: int = 1000
+    bridge_chains: int = 4
+    bridge_warmup: int = 200
+    ode_steps: int = 32
+    flow_train_steps: int = 500
+    flow_ode_steps: int = 16
+    flow_samples: int = 4000
+    amortize_samples: int = 100_000
+    chunks: int = 20
+
+
+QUICK = SamplerBenchSettings(
+    sizes=(8, 12), learned_sizes=(8, 12), chains=4, samples=2000, warmup=300, train_steps=500,
+    bridge_samples=200, bridge_warmup=50, ode_steps=16, flow_train_steps=100, flow_ode_steps=8,
+    flow_samples=1000, chunks=10,
+)
+TINY = SamplerBenchSettings(
+    sizes=(8,), learned_sizes=(), chains=2, samples=40, warmup=20, hmc_steps=4, chunks=4,
+)
+
+
+# measurement helpers ------------------------------------------------------------------------
+
+
+class ChunkClock:
+    """Progress callback that records when each chunk of a stage finished."""
+
+    def __init__(self):
+        self.marks: dict[str, list[tuple[float, int]]] = {}
+
+    def __call__(self, stage, done, total):
+        self.marks.setdefault(stage, []).append((time.perf_counter(), done))
+
+    def per_item_seconds(self, stage: str) -> tuple[list[float], float]:
+        """Seconds per item for each chunk after the first, and the first chunk's compile excess."""
+        marks = self.marks.get(stage, [])
+        rates, first = [], None
+        for (t0, d0), (t1, d1) in zip(marks, marks[1:]):
+            if d1 > d0:
+                per = (t1 - t0) / (d1 - d0)
+                if first is None:
+                    first = (per, t1 - t0, d1 - d0)
+                else:
+                    rates.append(per)
+        if first is None:
+            return [], 0.0
+        if not rates:  # a single chunk: cannot separate the compilation
+            return [first[0]], 0.0
+        compile_s = max(first[1] - float(np.median(rates)) * first[2], 0.0)
+        return rates, compile_s
+
+
+def tau_with_error(series: np.ndarray) -> dict:
+    """Gamma-method tau_int and its error of one observable, shape (chains, samples)."""
+    from ..stats import ENSEMBLE, primaries
+
+    obs = primaries({"x": series}, markov=True)["x"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        obs.gamma_method()
+    tau = float(obs.e_tauint.get(ENSEMBLE, 0.5))
+    dtau = float(obs.e_dtauint.get(ENSEMBLE, 0.0))
+    return {"tau_int": tau, "error": dtau}
+
+
+def observables_of(fields: np.ndarray, lattice) -> dict:
+    m = magnetization(fields, lattice)
+    return {"abs_M": np.abs(m), "chi": lattice.sites * m**2}
+
+
+def efficiency(fields: np.ndarray, lattice, seconds_per_sample: Figure, setup_seconds: float, amortize: int) -> dict:
+    """tau_int, ESS and ESS/s (sampling only and amortized) for each observable."""
+    chains, samples = fields.shape[:2]
+    n = chains * samples
+    out = {}
+    for name, series in observables_of(fields, lattice).items():
+        tau = tau_with_error(series)
+        rel_tau = tau["error"] / tau["tau_int"] if tau["tau_int"] > 0 else math.nan
+        sps = seconds_per_sample.median
+        rel_t = seconds_per_sample.spread / sps if sps > 0 else math.nan
+        ess = n / (2.0 * tau["tau_int"])
+        rate = 1.0 / (2.0 * tau["tau_int"] * sps)
+        amortized = amortize / (2.0 * tau["tau_int"]) / (setup_seconds + amortize * sps)
+        rel = math.hypot(rel_tau, rel_t)
+        out[name] = {
+            "tau_int": tau["tau_int"], "tau_int_error": tau["error"], "ess": ess,
+            "ess_per_s": {"value": rate, "error": rate * rel},
+            "ess_per_s_amortized": {"value": amortized, "error": amortized * rel},
+        }
+    return out
+
+
+def dynamic_exponent(sizes, taus, errors) -> dict:
+    """z and its error in tau_int ~ N^z: weighted least squares in log-log."""
+    pts = [(n, t, e) for n, t, e in zip(sizes, taus, errors) if t and t > 0]
+    if len(pts) < 2:
+        return {"z": None, "error": None, "sizes": [p[0] for p in pts]}
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    sig = np.array([max(p[2] / p[1], 1e-6) for p in pts])
+    w = 1.0 / sig**2
+    xm = np.sum(w * x) / np.sum(w)
+    sxx = np.sum(w * (x - xm) ** 2)
+    z = float(np.sum(w * (x - xm) * (y - np.sum(w * y) / np.sum(w))) / sxx)
+    return {"z": z, "error": float(math.sqrt(1.0 / sxx)), "sizes": [p[0] for p in pts]}
+
+
+def break_even(setup_learned, sps_learned, tau_learned, setup_ref, sps_ref, tau_ref) -> float | None:
+    """Effective samples beyond which the learned sampler's total time is below the reference's."""
+    cost_l, cost_r = 2 * tau_learned * sps_learned, 2 * tau_ref * sps_ref  # seconds per effective sample
+    if cost_l >= cost_r:
+        return None
+    return max((setup_learned - setup_ref) / (cost_r - cost_l), 0.0)
+
+
+# the samplers ---------------------------------------------------------------------------------
+
+
+def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
+    s = SamplerSettings(algorithm=algorithm, chains=settings.chains, samples=settings.samples,
+                        warmup=settings.warmup, hmc_steps=settings.hmc_steps)
+    clock = ChunkClock()
+    chunk = max(1, -(-settings.samples // settings.chunks))
+    t0 = time.perf_counter()
+    res = sample(theory, s, key=key, callback=clock, chunk=chunk)
+    wall = time.perf_counter() - t0
+    per_step, compile_s = clock.per_item_seconds("sampling")
+    per_transition = Figure.of([p / settings.chains for p in per_step])  # seconds per sample (one chain, one transition)
+    setup = settings.warmup * settings.chains * per_transition.median  # adaptation at the sampling cost
+    return {
+        "fields": res.fields,
+        "seconds_per_sample": per_transition,
+        "setup_seconds": setup,
+        "compile_seconds": compile_s,
+        "warmup_seconds_incl_compile": res.diagnostics["warmup_seconds"],
+        "wall_seconds": wall,
+        "acceptance": float(np.mean(res.diagnostics["acceptance_rate"])),
+        "mean_integration_steps": float(np.mean(res.diagnostics["mean_integration_steps"])),
+    }
+
+
+def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) -> dict:
+    from ..bridge import BridgeSettings, run_bridge
+    from ..jobs import initial_model
+    from ..training import TrainSettings, cast_model, default_horizon, train
+
+    lattice = theory.lattice
+    scheme = make_scheme("carosso", M=1.0)
+    fields = nuts["fields"]
+    k_model, k_train, k_run = jax.random.split(key, 3)
+    horizon = default_horizon(scheme, fields, lattice)
+    model = initial_model("eft-score", lattice, scheme, fields, horizon, key=k_model)
+    ts = TrainSettings(steps=settings.train_steps, batch=64, decay_steps=settings.train_steps, horizon=horizon,
+                       log_every=settings.train_steps)
+    clock = ChunkClock()
+    clock("training", 0, settings.train_steps)  # so the first interval holds the compilation
+    model = cast_model(train(model, scheme, lattice, fields, ts, key=k_train, callback=clock), np.float64)
+    per_step, train_compile = clock.per_item_seconds("training")
+    train_seconds = settings.train_steps * float(np.median(per_step))
+    bs = BridgeSettings(chains=settings.bridge_chains, samples=settings.bridge_samples, hmc_steps_between=1,
+                        warmup=settings.bridge_warmup, ode_steps=settings.ode_steps,
+                        chunk=max(2, -(-settings.bridge_samples // settings.chunks)))
+    clock = ChunkClock()
+    res = run_bridge(model, scheme, theory, bs, key=k_run, T=horizon, callback=clock)
+    per_sweep, compile_s = clock.per_item_seconds("sampling")
+    per_sample = Figure.of([p / settings.bridge_chains for p in per_sweep])
+    data_seconds = nuts["setup_seconds"] + fields.shape[0] * fields.shape[1] * nuts["seconds_per_sample"].median
+    # the bridge warm-up is HMC window adaptation (same leapfrog count as the HMC run) plus one encode
+    warm_seconds = settings.bridge_warmup * settings.bridge_chains * hmc["seconds_per_sample"].median
+    return {
+        "fields": res.fields,
+        "seconds_per_sample": per_sample,
+        "setup_seconds": data_seconds + train_seconds + warm_seconds,
+        "setup_parts": {"nuts_training_data": data_seconds, "training": train_seconds, "warmup": warm_seconds},
+        "compile_seconds": compile_s,
+        "train_compile_seconds": train_compile,
+        "imh_acceptance": res.diagnostics["imh_acceptance"],
+        "hmc_acceptance": res.diagnostics["hmc_acceptance"],
+        "horizon": horizon,
+    }
+
+
+def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
+    """Reverse-KL training of the CNF, then independence Metropolis with its proposals."""
+    from ..training import TrainSettings
+
+    lattice = theory.lattice
+    scheme = make_scheme("carosso", M=1.0)
+    k_train, k_prop, k_acc = jax.random.split(key, 3)
+    flow = api["ContinuousFlow"](lattice, 1.0, key=jax.random.key(0))
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    opt = TrainSettings(learning_rate=5e-3).optimizer()
+
+    def step(p, opt_state, key):
+        def loss(p):
+            value, _ = api["reverse_kl_loss"](eqx.combine(p, static), scheme, theory, key, 64, settings.flow_ode_steps)
+            return value
+
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, opt_state = opt.update(grads, opt_state, p)
+        return eqx.apply_updates(p, updates), opt_state, value
+
+    opt_state = opt.init(params)
+    exe, train_compile = compiled(step, params, opt_state, k_train)
+    t0 = time.perf_counter()
+    for i in range(settings.flow_train_steps):
+        params, opt_state, _ = exe(params, opt_state, jax.random.fold_in(k_train, i))
+    jax.block_until_ready(params)
+    train_seconds = time.perf_counter() - t0
+    flow = eqx.combine(params, static)
+
+    n_chunk = max(2, settings.flow_samples // settings.chunks)
+
+    def propose(key):
+        phi, log_q = api["sample"](flow, scheme, key, n_chunk, steps=settings.flow_ode_steps)
+        return phi, log_q, theory.action(phi)
+
+    gen, compile_s = compiled(propose, k_prop)
+    secs, phis, log_w = [], [], []
+    for c in range(settings.chunks):
+        t0 = time.perf_counter()
+        phi, log_q, action = jax.block_until_ready(gen(jax.random.fold_in(k_prop, c)))
+        secs.append((time.perf_counter() - t0) / n_chunk)
+        phis.append(np.asarray(phi))
+        log_w.append(np.asarray(-action - log_q))
+    phi = np.concatenate(phis)
+    log_w = np.concatenate(log_w)
+    chains = settings.bridge_chains
+    per_chain = phi.shape[0] // chains
+    fields = np.empty((chains, per_chain, *lattice.shape))
+    u = np.log(np.asarray(jax.random.uniform(k_acc, (chains, per_chain))))
+    accepted = 0
+    for c in range(chains):  # independence Metropolis along each chain's share of proposals
+        cur = c * per_chain
+        for i in range(per_chain):
+            j = c * per_chain + i
+            if i > 0 and u[c, i] < log_w[j] - log_w[cur]:
+                cur = j
+                accepted += 1
+            elif i == 0:
+                cur = j
+            fields[c, i] = phi[cur]
+    lw = log_w - log_w.max()
+    ess_is = float(np.exp(2 * np.log(np.sum(np.exp(lw))) - np.log(np.sum(np.exp(2 * lw)))) / log_w.size)
+    return {
+        "fields": fields,
+        "seconds_per_sample": Figure.of(secs),
+        "setup_seconds": train_seconds,
+        "compile_seconds": compile_s,
+        "train_compile_seconds": train_compile,
+        "imh_acceptance": accepted / max(chains * (per_chain - 1), 1),
+        "importance_ess_per_sample": ess_is,
+    }
+
+
+# the benchmark --------------------------------------------------------------------------------
+
+
+def run(settings: SamplerBenchSettings, callback=None) -> dict:
+    api, note = (flow_api() if settings.learned_sizes else (None, None))
+    notes = [note] if note else []
+    rows = []
+    total = len(settings.sizes)
+    for i, n in enumerate(settings.sizes):
+        theory = benchmark_theory(n)
+        key = jax.random.fold_in(jax.random.key(8), n)
+        runs = {"nuts": _mcmc(theory, "nuts", settings, jax.random.fold_in(key, 0)),
+                "hmc": _mcmc(theory, "hmc", settings, jax.random.fold_in(key, 1))}
+        if n in settings.learned_sizes:
+            learned = {"bridge": lambda k: _bridge(theory, runs["nuts"], runs["hmc"], settings, k)}
+            if api is not None:
+                learned["flow"] = lambda k: _flow(theory, settings, api, k)
+            for j, (name, fn) in enumerate(learned.items()):
+                t0 = time.perf_counter()
+                try:
+                    runs[name] = fn(jax.random.fold_in(key, 2 + j))
+                except (FloatingPointError, RgdiffError) as err:  # one failed sampler must not lose the run
+                    notes.append(f"{name} at N = {n} failed: {err}")
+                    continue
+                runs[name]["wall_seconds"] = time.perf_counter() - t0
+        row = {"N": n, "theory": theory.describe(), "samplers": {}}
+        for name, r in runs.items():
+            eff = efficiency(r.pop("fields"), theory.lattice, r["seconds_per_sample"], r["setup_seconds"], settings.amortize_samples)
+            r["seconds_per_sample"] = r["seconds_per_sample"].as_dict()
+            row["samplers"][name] = {**r, "observables": eff}
+        nuts = row["samplers"]["nuts"]
+        for name in ("bridge", "flow"):
+            if name not in row["samplers"]:
+                continue
+            r = row["samplers"][name]
+            r["break_even_effective_samples"] = {
+                obs: break_even(r["setup_seconds"], r["seconds_per_sample"]["median"], r["observables"][obs]["tau_int"],
+                                nuts["setup_seconds"], nuts["seconds_per_sample"]["median"], nuts["observables"][obs]["tau_int"])
+                for obs in OBSERVABLES
+            }
+            r["break_even_samples"] = {  # raw samples of the learned sampler: 2 tau_int per effective one
+                obs: None if e is None else 2.0 * r["observables"][obs]["tau_int"] * e
+                for obs, e in r["break_even_effective_samples"].items()
+            }
+        rows.append(row)
+        if callback:
+            callback(NAME, i + 1, total)
+    exponents = {}
+    for name in ("nuts", "hmc", "bridge", "flow"):
+        for obs in OBSERVABLES:
+            pts = [(r["N"], r["samplers"][name]["observables"][obs]) for r in rows if name in r["samplers"]]
+            exponents[f"{name}_{obs}"] = dynamic_exponent([p[0] for p in pts], [p[1]["tau_int"] for p in pts],
+                                                          [p[1]["tau_int_error"] for p in pts])
+    return {"settings": dataclasses.asdict(settings), "rows": rows, "dynamic_exponents": exponents, "notes": notes}
+
+
+def _ratio(a: dict, b: dict) -> dict:
+    v = a["value"] / b["value"]
+    rel = math.hypot(a["error"] / a["value"], b["error"] / b["value"])
+    return {"value": v, "error": v * rel}
+
+
+def ratios(result: dict) -> dict:
+    """ESS/s ratios vs NUTS on |M| at the largest size where each ran, and z per sampler."""
+    out = {}
+    for name in ("bridge", "flow", "hmc"):
+        rows = [r for r in result["rows"] if name in r["samplers"]]
+        for kind in ("ess_per_s_amortized", "ess_per_s"):
+            key = f"{name}_vs_nuts_{kind}"
+            if not rows:
+                out[key] = None
+                continue
+            r = rows[-1]
+            out[key] = {**_ratio(r["samplers"][name]["observables"]["abs_M"][kind], r["samplers"]["nuts"]["observables"]["abs_M"][kind]), "N": r["N"]}
+    for name in ("nuts", "hmc", "bridge", "flow"):
+        e = result["dynamic_exponents"][f"{name}_abs_M"]
+        out[f"z_{name}"] = None if e["z"] is None else {"value": e["z"], "error": e["error"], "sizes": e["sizes"]}
+    return out
+
+
+def table_rows(result: dict):
+    from ..stats import format_value_error
+
+    header = ["N", "sampler", "tau |M|", "tau chi", "ESS/s |M|", "ESS/s |M| amortized", "s/sample", "setup s", "compile s", "break-even ESS"]
+    body = []
+    for r in result["rows"]:
+        for name, s in r["samplers"].items():
+            o = s["observables"]
+            be = s.get("break_even_effective_samples", {}).get("abs_M")
+            body.append([
+                str(r["N"]), name,
+                format_value_error(o["abs_M"]["tau_int"], o["abs_M"]["tau_int_error"]),
+                format_value_error(o["chi"]["tau_int"], o["chi"]["tau_int_error"]),
+                format_value_error(o["abs_M"]["ess_per_s"]["value"], o["abs_M"]["ess_per_s"]["error"]),
+                format_value_error(o["abs_M"]["ess_per_s_amortized"]["value"], o["abs_M"]["ess_per_s_amortized"]["error"]),
+                f"{s['seconds_per_sample']['median']:.2e}", f"{s['setup_seconds']:.1f}", f"{s['compile_seconds']:.1f}",
+                "" if name in ("nuts", "hmc") else ("never" if be is None else f"{be:.3g}"),
+            ])
+    return header, body
