@@ -23,3 +23,23 @@ def getkey():
     counter = iter(range(10**9))
     base = jax.random.key(1234)
     return lambda: jax.random.fold_in(base, next(counter))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many hypothesis examples ran (property tests, e.g. tests/test_hostile_input.py)."""
+    import re
+
+    passing = failing = invalid = tests = 0
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            stats = getattr(report, "__dict__", {}).get("_hypothesis_stats")
+            if not stats:
+                continue
+            tests += 1
+            for p, f, i in re.findall(r"(\d+) passing, (\d+) failing, and (\d+) invalid", stats):
+                passing, failing, invalid = passing + int(p), failing + int(f), invalid + int(i)
+    if tests:
+        terminalreporter.write_line(
+            f"hypothesis: {passing + failing + invalid} examples run in {tests} property tests "
+            f"({passing} passing, {failing} failing, {invalid} invalid)"
+        )

@@ -7,6 +7,7 @@ nothing) in place.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import WriteOutputError
+from .locking import output_lock
 
 
 @contextlib.contextmanager
@@ -25,15 +27,17 @@ def atomic_path(target: str | os.PathLike):
         raise WriteOutputError(f"cannot write {target}: folder {parent} does not exist")
     if target.is_dir():
         raise WriteOutputError(f"cannot write {target}: it is a folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with output_lock(target):  # a second writer of the same path refuses instead of racing
+        _remove_leftovers(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 @contextlib.contextmanager
@@ -43,13 +47,29 @@ def atomic_folder(target: Path):
         raise WriteOutputError(f"output folder {target} already exists; choose another --out")
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
-    try:
-        yield tmp
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(target):  # a second command building the same folder refuses
+        if target.exists():
+            raise WriteOutputError(f"output folder {target} already exists; choose another --out")
+        _remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
+        try:
+            yield tmp
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete temporary `.NAME.*.part` siblings left by a killed writer of `target`.
+
+    Called with the output lock held, so no live command is writing them."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
 
 def write_json(target: str | os.PathLike, data) -> None:

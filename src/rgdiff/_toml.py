@@ -6,7 +6,6 @@ lists of those. `None` values are omitted (TOML has no null).
 
 from __future__ import annotations
 
-import json
 import math
 
 
@@ -22,10 +21,26 @@ def _value(v) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
+        return _string(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v if x is not None) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _string(v: str) -> str:
+    """A TOML basic string: escape quote, backslash and control characters; everything else,
+    including characters outside the BMP, is written as itself (TOML has no surrogate pairs)."""
+    out = []
+    for ch in v:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            raise ValueError("cannot write a lone surrogate character to TOML")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def dumps(data: dict) -> str:
@@ -48,4 +63,4 @@ def dumps(data: dict) -> str:
 
 
 def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
+    return k if k.replace("_", "").replace("-", "").isascii() and k.replace("_", "").replace("-", "").isalnum() else _string(k)
