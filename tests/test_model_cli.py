@@ -102,7 +102,7 @@ def test_bad_model_input(setup, tmp_path, capsys):
     fails(capsys, ["generate", str(foreign), "--samples", "4", "--out", str(tmp_path / "g.h5")], "params.eqx")
     fails(capsys, ["compare-flow", str(eft), "--data", str(setup["other"]), "--times", "0,0.1", "--out", str(tmp_path / "c.json")], "trained on")
     fails(capsys, ["generate", str(eft), "--samples", "4", "--t", "1e6", "--out", str(tmp_path / "g.h5")], "horizon")
-    fails(capsys, ["train", "--model", "cnf", "--data", str(data), "--out", str(tmp_path / "m")], "unknown --model")
+    fails(capsys, ["train", "--model", "unet", "--data", str(data), "--out", str(tmp_path / "m")], "unknown --model")
     fails(capsys, ["train", "--data", str(data), "--scheme", "polchinski", "--out", str(tmp_path / "m")], "stationary law")
     fails(capsys, ["train", "--data", str(data), "--M", "0", "--out", str(tmp_path / "m")], "stationary law")
     fails(capsys, ["train", "--data", str(data), "--steps", "0", "--out", str(tmp_path / "m")], "steps")

@@ -2,11 +2,9 @@
 
 import json
 
-import numpy as np
-
 import pytest
 
-from rgdiff import pipeline, reproduce
+from rgdiff import reproduce
 from rgdiff.cli import main
 from rgdiff.sampling import SamplerSettings
 
@@ -15,10 +13,13 @@ TINY = SamplerSettings("nuts", chains=2, samples=60, warmup=40)
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setattr(pipeline, "QUICK", TINY)
-    monkeypatch.setattr(pipeline, "TRAIN_QUICK", {"steps": 2, "batch": 16})
-    monkeypatch.setattr(pipeline, "COMPARE_SAMPLES", {False: 8, True: 8})
-    monkeypatch.setattr(pipeline, "FLOW_TIMES", np.array([0.0, 0.01, 0.5]))
+    from rgdiff import config as cfg
+
+    small = {"sampler": {"chains": 2, "samples": 60, "warmup": 40}, "training": {"steps": 2, "batch": 16},
+             "compare": {"samples": 8}, "flow": {"t_max": 0.5, "n_times": 3}}
+    load = cfg.load
+    monkeypatch.setattr(cfg, "load", lambda command, path, full=False: cfg.merge(load(command, path, full=full), small)
+                        if command == "run" else load(command, path, full=full))
     monkeypatch.setattr(reproduce, "FIG6_QUICK", TINY)
 
 

@@ -7,6 +7,7 @@ half-written file (all outputs are written to a temporary name and renamed).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,8 +32,9 @@ def _setup_jax():
 
 @app.command()
 def sample(
+    ctx: typer.Context,
     dim: int = typer.Option(2, "--dim", help="lattice dimension d (1, 2 or 3)"),
-    size: int = typer.Option(..., "--size", help="sites per side N (>= 2)"),
+    size: Optional[int] = typer.Option(None, "--size", help="sites per side N (>= 2; required here or in --config)"),
     length: Optional[float] = typer.Option(None, "--length", help="physical side length L (physical units; default 1)"),
     m2: Optional[float] = typer.Option(None, "--m2", help="bare mass squared"),
     lam: Optional[float] = typer.Option(None, "--lam", help="bare quartic coupling (lam_A for --units albergo)"),
@@ -46,24 +48,42 @@ def sample(
     hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory"),
     thin: int = typer.Option(1, "--thin", help="keep every THIN-th transition"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed"),
-    out: Path = typer.Option(..., "--out", help="output ensemble file (.h5)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output ensemble file (.h5; required here or in --config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [theory], [sampler], seed, out); flags override it"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="sampling chunks between checkpoints (default: every chunk when --checkpoint-dir is given)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="folder for periodic checkpoints (default OUT.ckpt with --checkpoint-every)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ):
     """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
     from .ensemble import save_ensemble
     from .jobs import sample_ensemble
+    from .locking import output_lock
     from .progress import console
     from .sampling import SamplerSettings
     from .theory import make_phi4
 
+    # resuming: the checkpoint's settings, unless flags change them (then it is refused)
+    base = _resume_config(resume, "sample") if resume is not None else None
+    eff, v = _configured(ctx, "sample", config, locals(), base=base)
+    dim, size, units, length, m2, lam, kappa, lambda_h = (v[k] for k in ("dim", "size", "units", "length", "m2", "lam", "kappa", "lambda_h"))
+    algorithm, chains, samples, warmup, thin, hmc_steps, seed = (v[k] for k in ("algorithm", "chains", "samples", "warmup", "thin", "hmc_steps", "seed"))
+    size = _required(size, "--size", "theory.size")
+    out = Path(_required(v["out"], "--out", "out"))
+    _check_memory(dim, size, chains, samples)
     theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
     settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin, hmc_steps=hmc_steps)
     _check_seed(seed)
     _check_out(out, ".h5")
     _setup_jax()
     given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
-    ens = sample_ensemble(theory, settings, seed=seed, units=given, quiet=quiet)
-    save_ensemble(out, ens)
+    with output_lock(out):
+        ckpt = _sampling_checkpoints(out, resume, checkpoint_every, checkpoint_dir, eff)
+        ens = sample_ensemble(theory, settings, seed=seed, units=given, quiet=quiet,
+                              extra={"command": "rgdiff sample", "config": eff}, checkpoints=ckpt)
+        save_ensemble(out, ens)
+        if ckpt is not None:
+            ckpt.remove()
     if not quiet:
         d = ens.diagnostics
         console.print(
@@ -93,17 +113,49 @@ def measure(
 
 @app.command()
 def run(
+    ctx: typer.Context,
+    config_file: Optional[Path] = typer.Argument(None, metavar="[CONFIG]", help="run configuration (TOML); `rgdiff config show` prints the default"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/run-<time>)"),
     full: bool = typer.Option(False, "--full", help="the full paper-size run (longer chains)"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed (overrides the config's seed)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ):
     """The main job: sample the paper's default theory, measure it, write tables, figures and a report."""
     from .pipeline import run_main
 
-    _check_seed(seed)
+    eff, v = _configured(ctx, "run", config_file, locals())
+    _check_seed(v["seed"])
     _setup_jax()
-    run_main(out=out, full=full, seed=seed, quiet=quiet)
+    run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
+
+
+config_app = typer.Typer(help="Run configuration files (TOML).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    command: str = typer.Argument("run", help="run | sample | train | reproduce"),
+):
+    """Print the embedded default configuration of a command (TOML, with the allowed values)."""
+    from . import config as cfg
+
+    sys.stdout.write(cfg.show(command))
+
+
+@app.command()
+def info(
+    file: Path = typer.Argument(..., help="an ensemble (.h5), FLOW/CMP/FIDELITY .json, a model directory or a checkpoint folder"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+):
+    """Show the provenance of an output: config, seed, package versions, input checksums."""
+    from .provenance import describe, format_text
+
+    data = describe(file)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        sys.stdout.write(format_text(data))
 
 
 @app.command()
@@ -154,6 +206,7 @@ def flow(
     data["meta"].update(
         {
             "input": str(file),
+            "input_sha256": _sha256(file),
             "theory": ens.theory.describe(),
             "uv_sampler": ens.sampler,
             "uv_seed": ens.seed,
@@ -175,24 +228,28 @@ def flow(
 
 @app.command()
 def reproduce(
-    figure: str = typer.Argument(..., help="which figure: fig6"),
+    ctx: typer.Context,
+    figure: str = typer.Argument(..., help="which figure: fig6 | fig7 | fig8"),
     quick: bool = typer.Option(False, "--quick", help="smaller ensembles and grids (minutes on a laptop)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/<fig>-<time>)"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out); flags override it"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ):
     """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
     from .reproduce import reproduce as run_reproduce
 
-    _check_seed(seed)
+    eff, v = _configured(ctx, "reproduce", config, locals())
+    _check_seed(v["seed"])
     _setup_jax()
-    run_reproduce(figure, quick=quick, out=out, seed=seed, quiet=quiet)
+    run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"], quiet=quiet)
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: str = typer.Option("eft-score", "--model", help="score | eft-score"),
-    data: Path = typer.Option(..., "--data", help="UV ensemble (.h5) from `rgdiff sample`"),
+    data: Optional[Path] = typer.Option(None, "--data", help="UV ensemble (.h5) from `rgdiff sample` (required here or in --config)"),
     scheme: str = typer.Option("carosso", "--scheme", help="RG scheme of the forward process (needs a stationary law: carosso, M > 0)"),
     M: float = typer.Option(1.0, "--M", help="IR mass of the M-modified scheme"),
     noise: Optional[float] = typer.Option(None, "--noise", help="Carosso noise-variance factor"),
@@ -201,27 +258,51 @@ def train(
     lr: float = typer.Option(3e-3, "--lr", help="initial Adam learning rate"),
     horizon: Optional[float] = typer.Option(None, "--horizon", help="largest RG time T (default: when p_T forgets the UV)"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
+    anchor_weight: float = typer.Option(1.0, "--anchor-weight", help="eft-score: weight of the t = 0 implicit score-matching anchor (0: off)"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed"),
-    out: Path = typer.Option(..., "--out", help="model directory to create"),
+    out: Optional[Path] = typer.Option(None, "--out", help="model directory to create (required here or in --config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [training], seed, out); flags override it"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="save a checkpoint every K steps (in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    objective: str = typer.Option("rg", "--objective", help="--model cnf: rg (RG objective [5.22]) | reverse-kl [5.5]"),
+    ode_steps: int = typer.Option(16, "--ode-steps", help="--model cnf: RK4 steps per unit log-time"),
+    hmc_steps: int = typer.Option(1, "--hmc-steps", help="--model cnf, rg: HMC trajectories per step on the UV chains"),
 ):
-    """Train a renormalizing diffusion model (score matching on the exact RG kernel)."""
+    """Train a renormalizing diffusion model (score matching on the exact RG kernel), or with --model cnf a
+    normalizing flow in RG time (RG objective [5.22] or reverse KL [5.5]; paper defaults: 1000 steps, lr 5e-3)."""
     from .jobs import train_job
+    from .locking import output_lock
     from .models import MODEL_NAMES, InvalidModelError
     from .rg import make_scheme
     from .training import TrainSettings
 
+    base = _resume_config(resume, "train") if resume is not None else None
+    eff, v = _configured(ctx, "train", config, locals(), base=base)
+    model, scheme, M, noise, steps, batch, lr, horizon, dtype, seed, checkpoint_every = (
+        v[k] for k in ("model", "scheme", "M", "noise", "steps", "batch", "lr", "horizon", "dtype", "seed", "checkpoint_every"))
+    data = Path(_required(v["data"], "--data", "training.data"))
+    out = Path(_required(v["out"], "--out", "out"))
+    if model == "cnf":
+        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet)
+        return
     if model not in MODEL_NAMES:
-        raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)} (cnf comes with the flow issue)")
+        raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)}, cnf")
     options = {"noise": noise} if noise is not None else {}
     sch = make_scheme(scheme, M=M, **options)
-    TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype)  # validate early
+    anchor_weight = v["anchor_weight"]
+    TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
+                  anchor_weight=anchor_weight)  # validate early
     _check_seed(seed)
     _setup_jax()
-    train_job(
-        kind=model, data=data, scheme=sch, settings=None, seed=seed, out=out, quiet=quiet,
-        train_kwargs={"steps": steps, "batch": batch, "learning_rate": lr, "horizon": horizon, "dtype": dtype},
-    )
+    with output_lock(out):
+        train_job(
+            kind=model, data=data, scheme=sch, settings=None, seed=seed, out=out, quiet=quiet,
+            train_kwargs={"steps": steps, "batch": batch, "learning_rate": lr, "horizon": horizon, "dtype": dtype,
+                          "anchor_weight": anchor_weight},
+            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume, run_config=eff,
+        )
 
 
 @app.command()
@@ -315,6 +396,190 @@ def bridge(
                ode_steps=ode_steps, seed=seed, out=out, quiet=quiet)
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="small sizes and short chains (a few minutes on a laptop)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="output JSON file (default: rgdiff-out/bench-<time>.json)"),
+    only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
+    tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS and HMC; tables and JSON."""
+    import time as _time
+
+    from .bench.runner import check_only, run_bench
+
+    check_only(only)
+    if json_out is None:
+        json_out = Path("rgdiff-out") / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json"
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+    _check_out(json_out, ".json")
+    _setup_jax()
+    run_bench(suite="tiny" if tiny else ("quick" if quick else "full"), only=only, out=json_out, quiet=quiet)
+
+
+def _configured(ctx: typer.Context, command: str, config_path: Path | None, params: dict,
+                base: dict | None = None) -> tuple[dict, dict]:
+    """Merge defaults < config file < flags given on the command line.
+
+    `base` replaces defaults and file (a resumed run starts from its checkpoint's configuration).
+    Returns the effective configuration (recorded in the outputs) and the value of every flag.
+    """
+    from . import config as cfg
+
+    def given_on_command_line(name):  # click's ParameterSource.COMMANDLINE (typer vendors click)
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    if base is None:
+        base = cfg.load(command, config_path, full=bool(params.get("full")))
+    given = {
+        k: params[k] for k in cfg.FLAGS[command]
+        if k in params and given_on_command_line(k)
+    }
+    eff = cfg.with_flags(command, base, given)
+    values = {k: cfg.get(eff, dotted) for k, dotted in cfg.FLAGS[command].items()}
+    return eff, values
+
+
+def _resume_config(folder: Path, command: str) -> dict | None:
+    """The command configuration stored in a checkpoint (refusing another command's checkpoint)."""
+    from .checkpoint import ReadCheckpointError, read_checkpoint
+
+    header = read_checkpoint(folder)[0]
+    if header.get("command") != command:
+        raise ReadCheckpointError(
+            f"{folder} is a checkpoint of `rgdiff {header.get('command')}`, not of `rgdiff {command}`; it was left untouched"
+        )
+    config = header.get("config") or {}
+    return (config.get("command") or {}).get("config") if command == "train" else config
+
+
+def _required(value, flag: str, key: str):
+    from .config import InvalidConfigError
+
+    if value is None:
+        raise InvalidConfigError(f"give {flag} (or {key} in the --config file)")
+    return value
+
+
+def _check_memory(dim: int, size: int, chains: int, samples: int) -> None:
+    """Refuse, before allocating anything, an ensemble that cannot fit in this machine's memory."""
+    from .errors import RgdiffError
+
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (dim, size, chains, samples)):
+        return  # the constructors give the precise message
+    need = 8 * chains * samples * size ** min(max(dim, 1), 3)  # float64 fields, exact integer arithmetic
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = 2**40
+    if need > have // 2:
+        raise RgdiffError(
+            f"an ensemble of {chains} chains x {samples} samples on a {size}^{dim} lattice needs about "
+            f"{_bytes(need)} of memory (float64), more than half of this machine's {_bytes(have)}; "
+            "use a smaller --size, fewer --samples or --chains"
+        )
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, folder: Path | None, config: dict):
+    """The checkpoint folder of `rgdiff sample` (None: no checkpoints), see `rgdiff.checkpoint`."""
+    if resume is None and every is None and folder is None:
+        return None
+    from .checkpoint import Checkpointer
+
+    ckpt = Checkpointer.for_command("sample", out=out, resume=resume, every=every or 1, folder=folder, config=config)
+    if every is None and ckpt.resumed is not None:  # keep the interrupted run's period
+        ckpt.every = int(ckpt.resumed[0].get("host", {}).get("every", 1))
+    return ckpt
+
+
+def _sha256(path: Path) -> str:
+    from .modeldir import file_checksum
+
+    return file_checksum(path)
+
+
+@app.command("ground-state")
+def ground_state(
+    dim: int = typer.Option(..., "--dim", help="space dimension d (1, 2 or 3)"),
+    size: int = typer.Option(..., "--size", help="sites per side N (N = 1: the anharmonic oscillator)"),
+    length: Optional[float] = typer.Option(None, "--length", help="physical side length L (implies --units physical)"),
+    m2: float = typer.Option(..., "--m2", help="bare mass squared"),
+    lam: float = typer.Option(..., "--lam", help="bare quartic coupling (lam/4! phi^4)"),
+    steps: int = typer.Option(..., "--steps", help="Adam steps on the variational energy"),
+    units: Optional[str] = typer.Option(None, "--units", help="lattice (L = N; the default without --length) | physical"),
+    batch: int = typer.Option(256, "--batch", help="configurations per step"),
+    lr: float = typer.Option(0.02, "--lr", help="initial Adam learning rate (cosine decay to 10%)"),
+    ode_steps: int = typer.Option(16, "--ode-steps", help="RK4 steps of the flow"),
+    eval_samples: int = typer.Option(8192, "--eval-samples", help="samples of the final energy estimate"),
+    init_m2: Optional[float] = typer.Option(None, "--init-m2", help="initial prior M^2 (default: the best Gaussian's)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the result JSON on stdout"),
+    out: Path = typer.Option(..., "--out", help="output folder to create (result.json and pictures)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Variational ground state of the lattice phi^4 Hamiltonian with a renormalizing-flow ansatz (paper section 6)."""
+    from .errors import WriteOutputError
+    from .quantum.hamiltonian import Hamiltonian
+    from .quantum.job import run_ground_state
+    from .quantum.train import GroundStateSettings
+
+    if units is None:
+        units = "lattice" if length is None else "physical"
+    h = Hamiltonian.make(dim, size, m2=m2, lam=lam, units=units, length=length)
+    settings = GroundStateSettings(steps=steps, batch=batch, learning_rate=lr, ode_steps=ode_steps,
+                                   eval_samples=eval_samples, init_mass_sq=init_m2, seed=seed)
+    if out.exists():
+        raise WriteOutputError(f"output folder {out} already exists; choose another --out")
+    _setup_jax()
+    result = run_ground_state(h, settings, out, units=units, quiet=quiet)  # progress goes to stderr
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif not quiet:
+        from .progress import console
+        from .stats import format_value_error
+
+        exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
+        console.print(
+            f"E = {format_value_error(result['energy'], result['energy_error'])} "
+            f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
+            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; wrote {out}"
+        )
+
+
+def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:
+    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the command line."""
+    from .flow_training import FlowTrainSettings, train_flow_job
+    from .locking import output_lock
+    from .rg import make_scheme
+
+    def flag(name, default):
+        source = ctx.get_parameter_source(name)
+        return v[name] if source is not None and source.name == "COMMANDLINE" else default
+
+    options = {"noise": v["noise"]} if v["noise"] is not None else {}
+    sch = make_scheme(v["scheme"], M=v["M"], **options)
+    settings = FlowTrainSettings(objective=objective, steps=flag("steps", 1000), batch=v["batch"], learning_rate=flag("lr", 5e-3),
+                                 dtype=flag("dtype", "float64"), ode_steps=ode_steps, hmc_steps=hmc_steps)
+    _check_seed(v["seed"])
+    if out.exists():
+        from .errors import WriteOutputError
+
+        raise WriteOutputError(f"--out {out} already exists; choose a new model directory")
+    _setup_jax()
+    with output_lock(out):
+        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet)
+
+
 def _check_seed(seed: int) -> None:
     from .errors import RgdiffError
 
@@ -341,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         # No command at all: show the help, which is what a user wants then.
-        command.main(args=args or ["--help"], prog_name="rgdiff", standalone_mode=False)
+        code = command.main(args=args or ["--help"], prog_name="rgdiff", standalone_mode=False)
     except RgdiffError as exc:
         print(f"rgdiff: error: {exc}", file=sys.stderr)
         return 2
@@ -353,7 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("rgdiff: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    return 0
+    if code == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code
+        print("rgdiff: interrupted; no partial output was kept (a checkpoint, if any, is kept)", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horiz
     the UV modes of a fine lattice make the probability-flow ODE stiff wherever the learned score
     misses the exact cancellation of drift and score, and a fixed grid then blows up.
     """
+    if getattr(model, "is_flow", False):  # an RG-time normalizing flow (rgdiff.flows): its own ODE, RK4 in log-time
+        from .flows import decode_to_times
+
+        if solver != "ode":
+            raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
+        return decode_to_times(model, scheme, key, n, times, steps=steps)
     from .generative import decode, reverse_sde
 
     lattice = model.lattice

@@ -27,17 +27,20 @@ from .modeldir import (
     write_config,
     write_params,
 )
-from .objectives import TIME_SAMPLING, WEIGHTING
+from .objectives import ANCHOR, TIME_SAMPLING, WEIGHTING
 from .progress import console, progress_bar
 from .training import TrainSettings, default_horizon, train
 
 
-def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False) -> Ensemble:
-    """Run the UV sampler with a progress display and wrap the chains with their provenance."""
+def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False,
+                    checkpoints=None) -> Ensemble:
+    """Run the UV sampler with a progress display and wrap the chains with their provenance.
+
+    `checkpoints`: a `rgdiff.checkpoint.Checkpointer` (periodic checkpoints, exact resume)."""
     from .sampling import sample
 
     with progress_bar(not quiet) as cb:
-        result = sample(theory, settings, key=jax.random.key(seed), callback=cb)
+        result = sample(theory, settings, key=jax.random.key(seed), callback=cb, checkpoint=checkpoints)
     return Ensemble(
         theory=theory,
         fields=result.fields,
@@ -115,8 +118,18 @@ def train_job(
     quiet: bool = False,
     train_kwargs: dict | None = None,
     announce: bool = True,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: Path | None = None,
+    run_config: dict | None = None,
 ) -> Path:
-    """Train a score model on a UV ensemble and write the model directory (see `rgdiff.modeldir`)."""
+    """Train a score model on a UV ensemble and write the model directory (see `rgdiff.modeldir`).
+
+    With `checkpoint_every` (or `resume`), the state is saved every that many steps in
+    `checkpoint_dir` (default OUT.ckpt, see `rgdiff.checkpoint`); `resume` continues from it and
+    ends bitwise where the uninterrupted run ends (CPU). The checkpoint is removed once the model
+    directory is written.
+    """
     ens = load_ensemble(data)
     lattice = ens.lattice
     if not scheme.has_prior:
@@ -150,23 +163,45 @@ def train_job(
             "objective": "denoising score matching on the exact kernel [5.23]",
             "weighting": WEIGHTING,
             "time_sampling": TIME_SAMPLING,
+            "anchor": ANCHOR if model.has_exact_divergence and settings.anchor_weight > 0 else "none",
             "horizon_rule": "smallest T with a_T(p)^2 <P0(p)> <= 1e-4 v_T(p) for all p (prior p_T = p_inf)",
             "initialization": "score of the scheme's stationary law (free field of mass M)",
         },
         "versions": package_versions(),
     }
+    if run_config is not None:
+        config["command"] = {"name": "rgdiff train", "config": run_config}
+    ckpt = None
+    if checkpoint_every is not None or resume is not None:
+        from .checkpoint import Checkpointer
+
+        identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
+        identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}  # the checksum identifies it
+        ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=checkpoint_every or 100,
+                                        folder=checkpoint_dir, config=config, identity=identity)
+        if resume is not None and checkpoint_every is None:
+            ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
+        config["checkpoint_every"] = ckpt.every
+        ckpt.total = settings.steps
+    metrics: list[dict] = list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt and ckpt.resumed else []
     with atomic_folder(out) as work:
         write_config(work / CONFIG, config)
         (work / METRICS).touch()
+        for record in metrics:
+            append_metrics(work / METRICS, record)
+        if ckpt is not None:
+            ckpt.host_extra = {"metrics": metrics}
 
         def on_log(record, current):
             if hasattr(current, "couplings"):
                 f = current.couplings(jax.numpy.zeros((), jax.numpy.dtype(settings.dtype)))
                 record = {**record, "couplings_t0": [float(x) for x in f]}
+            metrics.append(record)
             append_metrics(work / METRICS, record)
 
         with progress_bar(not quiet) as cb:
-            model = train(model, scheme, lattice, ens.fields, settings, key=k_train, callback=cb, on_log=on_log)
+            model = train(model, scheme, lattice, ens.fields, settings, key=k_train, callback=cb, on_log=on_log,
+                          checkpoint=ckpt)
         write_params(work / PARAMS, model)
         if hasattr(model, "couplings"):
             from . import plots
@@ -174,6 +209,8 @@ def train_job(
             table = couplings_table(model, settings.horizon)
             write_json(work / COUPLINGS, table)
             plots.couplings(table, ens.theory, scheme, work / "couplings.png")
+    if ckpt is not None:
+        ckpt.remove()
     if not quiet:
         _print_training_summary(out)
     if announce:
@@ -225,7 +262,16 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
         for start in range(0, samples, chunk):
             n = min(chunk, samples - start)
             k = jax.random.fold_in(key, start)
-            if solver == "ode":
+            if getattr(loaded.model, "is_flow", False):  # an RG-time normalizing flow: its own ODE (rgdiff.flows)
+                import equinox as eqx
+
+                from .flows import sample as sample_flow
+
+                if solver != "ode":
+                    raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
+                phi, lq = eqx.filter_jit(sample_flow)(loaded.model, loaded.scheme, k, chunk, t, steps=steps or 32)
+                log_q.append(np.asarray(lq)[:n])
+            elif solver == "ode":
                 phi, lq = _checked_sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 64,
                                      log_prob=loaded.model.has_exact_divergence and loaded.scheme.describe().get("name") == "carosso")
                 if lq is not None:
@@ -236,7 +282,12 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
             cb("generate", start + n, samples)
     fields = np.concatenate(fields)
     if not np.all(np.isfinite(fields)):
-        raise FloatingPointError("the model generated non-finite fields; it may be untrained or unstable")
+        from .checkpoint import NumericalFaultError
+
+        bad = int(np.sum(~np.all(np.isfinite(fields.reshape(len(fields), -1)), axis=1)))
+        raise NumericalFaultError(
+            f"the model generated non-finite fields ({bad} of {len(fields)} configurations); it may be untrained or unstable"
+        )
     extra = {
         "model": str(model_dir),
         "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
@@ -264,7 +315,9 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
     loaded.check_compatible(ens.theory, f"data {data}")
     with progress_bar(not quiet) as cb:
         cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov, solver=solver, callback=cb)
-    cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions()})
+    cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions(),
+                        "model": str(model_dir), "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
+                        "model_params_sha256": file_checksum(Path(model_dir) / PARAMS)})
     write_json(out, cmp)
     if plot is not None:
         from . import plots

@@ -24,30 +24,39 @@ from .progress import console, progress_bar
 from .stats import format_value_error
 from .report import markdown_table, measurement_meta, print_measurement
 from .sampling import SamplerSettings
-from .theory import paper_theory
 
-CAROSSO = make_scheme("carosso", M=1.0)
-FLOW_TIMES = np.concatenate([[0.0], np.geomspace(1e-3, 2.0, 12)])
-QUICK = SamplerSettings(algorithm="nuts", chains=4, samples=4000, warmup=1000)
-FULL = SamplerSettings(algorithm="nuts", chains=8, samples=20000, warmup=4000)
+# The settings of the run (theory, sampler, flow grid, training, comparison) are the embedded
+# default configuration `rgdiff.config.RUN` (quick) with `RUN_FULL` over it for --full;
+# `rgdiff config show` prints them and `rgdiff run CONFIG.toml` changes them.
 
 
-def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
+def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: dict | None = None) -> Path:
+    """The main job. `config`: the effective run configuration (`rgdiff.config`, default: the
+    embedded one, i.e. the paper's theory and the quick or --full run)."""
     import jax
 
+    from . import config as cfg
+    from .theory import make_phi4
+
+    config = cfg.merge(cfg.load("run", None, full=full), config or {}, {"seed": seed})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"run-{stamp}"
-    theory = paper_theory(m2=-2.0)
-    settings = FULL if full else QUICK
+    th = config["theory"]
+    theory = make_phi4(th["dim"], th["size"], units="physical", length=th["length"], m2=th["m2"], lam=th["lam"])
+    settings = SamplerSettings(**config["sampler"])
+    flow_scheme = make_scheme("carosso", M=config["flow"]["M"])
+    flow_times = flow_times_of(config)
+    label = _label(theory)
     with atomic_folder(target) as work:
+        write_text(work / "config.toml", cfg.dumps({"command": "rgdiff run", **config, "versions": package_versions()}))
         if not quiet:
             console.print(
-                f"[bold]rgdiff run[/]: phi^4 d=2 N=20 L=1 m2=-2 lam=0.0017 "
+                f"[bold]rgdiff run[/]: phi^4 {label} "
                 f"({'full' if full else 'quick'}: {settings.chains} chains x {settings.samples} NUTS samples)"
             )
         ens = sample_ensemble(
-            theory, settings, seed=seed, units={"units": "physical", "length": 1.0, "m2": -2.0, "lam": 0.0017},
-            extra={"job": "rgdiff run", "full": full}, quiet=quiet,
+            theory, settings, seed=seed, units={"units": "physical", "length": th["length"], "m2": th["m2"], "lam": th["lam"]},
+            extra={"job": "rgdiff run", "full": full, "config": config}, quiet=quiet,
         )
         save_ensemble(work / "ensemble.h5", ens)
         m = measure(ens.fields, theory.lattice, markov=True)
@@ -58,23 +67,25 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
         plots.propagator(ens.fields, theory, work / "propagator.png")
         with progress_bar(not quiet) as cb:
             flow_res, frames = true_flow(
-                CAROSSO, ens.fields, theory.lattice, FLOW_TIMES, key=jax.random.key(seed + 1),
+                flow_scheme, ens.fields, theory.lattice, flow_times, key=jax.random.key(seed + 1),
                 callback=cb, keep_configurations=1,
             )
         flow_json = flow_res.as_json()
-        flow_json["meta"].update({"theory": theory.describe(), "uv_sampler": settings.describe(), "seed": seed + 1})
+        flow_json["meta"].update({"theory": theory.describe(), "uv_sampler": settings.describe(), "seed": seed + 1,
+                                  "input": "ensemble.h5", "input_sha256": _sha256(work / "ensemble.h5"),
+                                  "config": config, "versions": package_versions()})
         write_json(work / "FLOW_carosso.json", flow_json)
         plots.flows(
-            [("true Carosso flow, M=1", flow_json)],
+            [(f"true Carosso flow, M={flow_scheme.mass:g}", flow_json)],
             work / "flow_carosso.png",
-            f"true Carosso RG flow (M=1) of d=2 N=20 L=1 m2=-2 lam=0.0017, {settings.chains}x{settings.samples} NUTS samples",
+            f"true Carosso RG flow (M={flow_scheme.mass:g}) of {label}, {settings.chains}x{settings.samples} NUTS samples",
             xscale="symlog",
         )
         plots.flow_rows(
-            [("Carosso M=1", FLOW_TIMES, frames[:, 0])], theory, work / "flow_samples.png",
+            [(f"Carosso M={flow_scheme.mass:g}", flow_times, frames[:, 0])], theory, work / "flow_samples.png",
             "one configuration along the true Carosso flow",
         )
-        model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet)
+        model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
         write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json) + model_summary)
         if not quiet:
             print_measurement(m, meta, console)
@@ -82,49 +93,53 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool) -> Path:
     return target
 
 
-TRAIN_QUICK = {"steps": 1500, "batch": 64}
-TRAIN_FULL = {"steps": 10000, "batch": 64}
-COMPARE_SAMPLES = {False: 1000, True: 4000}
 
-
-def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool) -> str:
+def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None) -> str:
     """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth."""
     import jax
 
+    from . import config as cfg
     from .compare import compare_flow
     from .jobs import train_job
     from .modeldir import load_model_dir
 
-    kwargs = dict(TRAIN_FULL if full else TRAIN_QUICK)
+    config = config or cfg.load("run", None, full=full)
+    tr = config["training"]
+    kwargs = {"steps": tr["steps"], "batch": tr["batch"], "learning_rate": tr["learning_rate"], "dtype": tr["dtype"]}
     kwargs["decay_steps"] = kwargs["steps"]
-    train_job(kind="eft-score", data=work / "ensemble.h5", scheme=CAROSSO, settings=None, seed=seed + 2,
+    scheme = make_scheme("carosso", M=config["flow"]["M"])
+    n_compare = config["compare"]["samples"]
+    flow_times = flow_times_of(config)
+    train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
               out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
     loaded = load_model_dir(work / "model")
     from .ensemble import load_ensemble
 
     ens = load_ensemble(work / "ensemble.h5")
-    times = FLOW_TIMES[FLOW_TIMES < loaded.horizon]
+    times = flow_times[flow_times < loaded.horizon]
     from .errors import RgdiffError
 
     try:
         with progress_bar(not quiet) as cb:
-            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=COMPARE_SAMPLES[full], callback=cb)
+            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=n_compare, callback=cb)
     except RgdiffError as exc:  # a poor model must not sink the whole job: say what happened
         console.print(f"[yellow]learned flow unavailable:[/] {exc}")
         return f"\n## A renormalizing diffusion model\n\nThe model was trained (`model/`), but its learned flow is unavailable: {exc}\n"
-    cmp["meta"].update({"data": "ensemble.h5", "seed": seed + 3})
+    cmp["meta"].update({"data": "ensemble.h5", "data_sha256": _sha256(work / "ensemble.h5"), "seed": seed + 3,
+                        "model": "model", "model_params_sha256": _sha256(work / "model" / "params.eqx"),
+                        "config": config, "versions": package_versions()})
     write_json(work / "CMP.json", cmp)
     plots.flows([("true Carosso flow", cmp["true"]), ("learned (EFT score, ODE)", cmp["learned"])],
-                work / "learned_vs_true.png", "learned vs true Carosso flow (M=1), d=2 N=20 L=1 m2=-2 lam=0.0017",
+                work / "learned_vs_true.png", f"learned vs true Carosso flow (M={scheme.mass:g}), {_label(ens.theory)}",
                 xscale="symlog")
     c = json.loads((work / "model" / "COUPLINGS.json").read_text())
     f1, f2, f3 = c["kinetic"][0], c["mass"][0], c["quartic"][0]
-    e = 0.05**2
+    e = ens.theory.lattice.spacing ** ens.theory.lattice.dim
     lines = [
         "",
         "## A renormalizing diffusion model (EFT-structured score [5.26])",
         "",
-        f"Trained by denoising score matching on the exact Carosso kernel (M = 1), {kwargs['steps']} steps, batch {kwargs['batch']};",
+        f"Trained by denoising score matching on the exact Carosso kernel (M = {scheme.mass:g}), {kwargs['steps']} steps, batch {kwargs['batch']};",
         f"horizon T = {loaded.horizon:.4g}; model in `model/` (config.toml, params.eqx, metrics.jsonl, COUPLINGS.json, couplings.png).",
         "",
         "Learned couplings at t = 0 against the bare ones (the score there is eps^d Z (Delta phi - m2 phi - lam/6 phi^3)):",
@@ -132,10 +147,10 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool) -> str
         "| | learned | bare |",
         "|---|---|---|",
         f"| Z = f_1/eps^d | {f1 / e:.4g} | 1 |",
-        f"| m2 = -f_2/f_1 | {-f2 / f1:.4g} | -2 |",
-        f"| lam = -6 f_3/f_1 | {-6 * f3 / f1:.4g} | 0.0017 |",
+        f"| m2 = -f_2/f_1 | {-f2 / f1:.4g} | {ens.theory.m2:g} |",
+        f"| lam = -6 f_3/f_1 | {-6 * f3 / f1:.4g} | {ens.theory.lam:g} |",
         "",
-        f"Learned vs true flow ({COMPARE_SAMPLES[full]} model samples per t, probability-flow ODE): mean over t of",
+        f"Learned vs true flow ({n_compare} model samples per t, probability-flow ODE): mean over t of",
         "|learned - true| / combined error:",
         "",
         "| observable | discrepancy |",
@@ -145,6 +160,22 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool) -> str
         lines.append(f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |")
     lines += ["", "Figures: `learned_vs_true.png`, `model/couplings.png`; data: `CMP.json`.", ""]
     return "\n".join(lines)
+
+
+def flow_times_of(config: dict) -> np.ndarray:
+    """t = 0 and n_times - 1 geometric times from 1e-3 to t_max: the couplings move fastest early."""
+    return np.concatenate([[0.0], np.geomspace(1e-3, config["flow"]["t_max"], config["flow"]["n_times"] - 1)])
+
+
+def _label(theory) -> str:
+    lat = theory.lattice
+    return f"d={lat.dim} N={lat.size} L={lat.length:g} m2={theory.m2:g} lam={theory.lam:g}"
+
+
+def _sha256(path: Path) -> str:
+    from .modeldir import file_checksum
+
+    return file_checksum(path)
 
 
 def _flow_table(flow_json) -> str:

@@ -23,7 +23,7 @@ from .rg import make_scheme
 from .sampling import SamplerSettings, sample
 from .theory import paper_theory
 
-FIGURES = ("fig6",)
+FIGURES = ("fig6", "fig7", "fig8")  # fig7, fig8: rgdiff.reproduce_flows
 FIG6_QUICK = SamplerSettings("nuts", chains=4, samples=4000, warmup=1000)
 FIG6_FULL = SamplerSettings("nuts", chains=8, samples=20000, warmup=4000)
 
@@ -39,7 +39,12 @@ def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quie
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"{figure}-{stamp}"
     with atomic_folder(target) as work:
-        fig6(work, quick=quick, seed=seed, quiet=quiet)
+        if figure in ("fig7", "fig8"):
+            from .reproduce_flows import fig_flows
+
+            fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet)
+        else:
+            fig6(work, quick=quick, seed=seed, quiet=quiet)
     console.print(f"{figure} written to [bold]{target}[/]")
     return target
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
+from . import parallel
 from .errors import InvalidSamplerSettingsError
 from .theory import Phi4
 
@@ -114,6 +115,8 @@ def sample(
     key: jax.Array,
     callback: Callable[[str, int, int], None] | None = None,
     chunk: int = 0,
+    checkpoint=None,
+    mesh=None,
 ) -> SampleResult:
     """Sample `settings.chains` Markov chains of `theory`.
 
@@ -124,6 +127,12 @@ def sample(
     - `key`: a JAX PRNG key (keyword-only: seeds are explicit everywhere).
     - `callback(stage, done, total)`: progress, stage in {"warmup", "sampling"}.
     - `chunk`: transitions per jitted call (default: about 1/50 of the run).
+    - `mesh`: a 1-D device mesh (`rgdiff.parallel.batch_mesh`) to split the chains over (data
+      parallel, same results); default: as many devices as divide `settings.chains`.
+    - `checkpoint`: a `rgdiff.checkpoint.Checkpointer`; the chain states, adapted parameters and
+      samples so far are saved every `checkpoint.every` chunks, and a resumed run continues after
+      the last saved chunk (bitwise the uninterrupted run on the CPU: step k of chain c always
+      uses fold_in(chain_key[c], k)).
 
     **Returns:** a `SampleResult` with `fields` of shape (chains, samples, *lattice) in the
     default float dtype (float64 when `jax_enable_x64` is on) and a diagnostics dict.
@@ -139,11 +148,21 @@ def sample(
     callback = callback or (lambda *a: None)
     k_init, k_warm, k_sample = jax.random.split(key, 3)
     positions = 0.1 * jax.random.normal(k_init, (settings.chains, *lat.shape), dtype)
+    mesh = mesh if mesh is not None else parallel.mesh_for_batch(settings.chains)
+    positions = parallel.shard_batch(positions, mesh)  # chains split over the devices
 
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    if settings.warmup > 0:
-        states, params = _warmup(theory, settings, jax.random.split(k_warm, settings.chains), positions)
+    resumed = None
+    if checkpoint is not None and checkpoint.resumed is not None:
+        logdensity = theory.logdensity_fn()
+        skeleton = jax.vmap(lambda x: blackjax.nuts.init(x, logdensity))(positions)
+        resumed = checkpoint.resumed_sampling(skeleton, _default_params(theory, settings.chains, dtype))
+    if resumed is not None:
+        states, params = resumed["states"], resumed["params"]
+    elif settings.warmup > 0:
+        warm_keys = parallel.shard_batch(jax.random.split(k_warm, settings.chains), mesh)
+        states, params = _warmup(theory, settings, warm_keys, positions)
         jax.block_until_ready(states)
     else:
         params = _default_params(theory, settings.chains, dtype)
@@ -156,6 +175,7 @@ def sample(
     chunk = chunk or max(settings.thin, -(-n_steps // 50))
     chunk = -(-chunk // settings.thin) * settings.thin  # whole thinning periods per chunk
     chain_keys = jax.random.split(k_sample, settings.chains)
+    states, params, chain_keys = parallel.shard_batch((states, params, chain_keys), mesh)
 
     def one_step(state, params, chain_key, step):
         kernel = _kernel(theory, settings, params)
@@ -179,7 +199,11 @@ def sample(
     t1 = time.perf_counter()
     t_compile = None
     done = 0
-    callback("sampling", 0, settings.samples)
+    if resumed is not None:
+        done = resumed["done"]
+        fields[:, :done] = resumed["fields"][:, :done]
+        acc_sum, div_sum, nint_sum = resumed["acc_sum"], resumed["div_sum"], resumed["nint_sum"]
+    callback("sampling", done, settings.samples)
     while done < settings.samples:
         start = done * settings.thin
         states, pos, acc, div, n_int = run(states, params, chain_keys, start)
@@ -192,8 +216,21 @@ def sample(
         acc_sum += np.asarray(acc)[:, :steps_taken].sum(axis=1)
         div_sum += np.asarray(div)[:, :steps_taken].sum(axis=1)
         nint_sum += np.asarray(n_int)[:, :steps_taken].sum(axis=1)
+        if not np.all(np.isfinite(pos[:, :take])):
+            bad = np.flatnonzero(~np.all(np.isfinite(pos[:, :take].reshape(settings.chains, -1)), axis=1))
+            from .checkpoint import NumericalFaultError
+
+            kept = f"; {checkpoint.last_good()}" if checkpoint is not None else ""
+            raise NumericalFaultError(
+                f"non-finite field values in chain(s) {bad.tolist()} between transitions {start} and "
+                f"{start + steps_taken}; the sampler diverged{kept}"
+            )
         done += take
         callback("sampling", done, settings.samples)
+        if checkpoint is not None:
+            checkpoint.after_sampling_chunk(
+                done, states, params, fields, acc_sum, div_sum, nint_sum, final=done >= settings.samples
+            )
     t_sample = time.perf_counter() - t1
     if not np.all(np.isfinite(fields)):
         raise FloatingPointError("non-finite field values in the chains; the sampler diverged")

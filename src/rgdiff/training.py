@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import parallel
 from .errors import RgdiffError
 from .lattice import Lattice
-from .objectives import dsm_loss
+from .objectives import training_loss
 
 
 class NonFiniteLossError(RgdiffError):
@@ -39,6 +40,8 @@ class TrainSettings:
     - `t_min`: smallest time sampled, as a fraction of T.
     - `dtype`: "float32" (fast) or "float64".
     - `log_every`: steps between metric records.
+    - `anchor_weight`: weight of the implicit score-matching anchor at t = 0
+      (`rgdiff.objectives.anchor_loss`), used for models with an exact divergence; 0 turns it off.
     """
 
     steps: int = 2000
@@ -52,6 +55,7 @@ class TrainSettings:
     t_min: float = 1e-4
     dtype: str = "float32"
     log_every: int = 50
+    anchor_weight: float = 1.0
 
     def __post_init__(self):
         for name in ("steps", "batch", "decay_steps", "log_every"):
@@ -62,6 +66,8 @@ class TrainSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise RgdiffError(f"{name} must be a finite number > 0, got {v!r}")
+        if not (isinstance(self.anchor_weight, (int, float)) and math.isfinite(self.anchor_weight) and self.anchor_weight >= 0):
+            raise RgdiffError(f"anchor_weight must be a finite number >= 0, got {self.anchor_weight!r}")
         if not 0 < self.t_min < 1:
             raise RgdiffError(f"t_min is a fraction of T in (0, 1), got {self.t_min}")
         if self.dtype not in ("float32", "float64"):
@@ -90,6 +96,8 @@ def train(
     key,
     callback: Callable[[str, int, int], None] | None = None,
     on_log: Callable[[dict], None] | None = None,
+    checkpoint=None,
+    mesh=None,
 ):
     """Train `model` by denoising score matching; returns the trained model.
 
@@ -99,6 +107,11 @@ def train(
     - `on_log(record, model)`: called every `settings.log_every` steps with
       {"step", "loss", "learning_rate", "seconds"} (the loss averaged since the last record)
       and the current model.
+    - `checkpoint`: a `rgdiff.checkpoint.Checkpointer`: the run starts from its saved state (if
+      resuming) and saves (model, optimizer state) every `checkpoint.every` steps. The key of step
+      i is fold_in(key, i), so a resumed run is bitwise the uninterrupted one (on the CPU).
+    - `mesh`: a 1-D device mesh (`rgdiff.parallel.batch_mesh`) to split each batch over (data
+      parallel; parameters replicated); default: as many devices as divide `settings.batch`.
     """
     dtype = jnp.dtype(settings.dtype)
     data = np.asarray(fields, dtype=dtype).reshape(-1, *lattice.shape)
@@ -109,6 +122,9 @@ def train(
     opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     schedule = optax.exponential_decay(settings.learning_rate, settings.decay_steps, settings.decay_rate)
     horizon, t_min = settings.horizon, settings.t_min * settings.horizon
+    anchor = settings.anchor_weight if getattr(model, "has_exact_divergence", False) else 0.0
+    mesh = mesh if mesh is not None else parallel.mesh_for_batch(settings.batch)
+    parallel.check_divisible(settings.batch, mesh)
 
     @eqx.filter_jit
     def step(model, opt_state, data, key):
@@ -116,19 +132,27 @@ def train(
         idx = jax.random.randint(k_idx, (settings.batch,), 0, data.shape[0])
         flips = jnp.where(jax.random.bernoulli(k_flip, 0.5, (settings.batch,)), 1.0, -1.0).astype(data.dtype)
         batch = data[idx] * flips.reshape(-1, *([1] * lattice.dim))
-        loss, grads = eqx.filter_value_and_grad(dsm_loss)(model, scheme, lattice, batch, k_loss, horizon, t_min)
+        batch = parallel.constrain_batch(batch, mesh)  # data parallel: split over the mesh
+        loss, grads = eqx.filter_value_and_grad(training_loss)(
+            model, scheme, lattice, batch, k_loss, horizon, t_min, anchor
+        )
         updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         return eqx.apply_updates(model, updates), opt_state, loss
 
-    data = jnp.asarray(data)
+    # one code path for 1 or n devices: parameters and data replicated, each batch split (above)
+    model, opt_state = parallel.replicate((model, opt_state), mesh)
+    data = parallel.replicate(jnp.asarray(data), mesh)
     callback = callback or (lambda *a: None)
     t0 = time.perf_counter()
-    running, count = 0.0, 0
-    for i in range(settings.steps):
+    running, count, start = 0.0, 0, 0
+    if checkpoint is not None:
+        start, model, opt_state, (running, count) = checkpoint.restore_training(model, opt_state)
+    for i in range(start, settings.steps):
         model, opt_state, loss = step(model, opt_state, data, jax.random.fold_in(key, i))
         loss = float(loss)
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"the training loss became {loss} at step {i}; lower the learning rate")
+            kept = f"; {checkpoint.last_good()}" if checkpoint is not None else ""
+            raise NonFiniteLossError(f"the training loss became {loss} at step {i}; lower the learning rate{kept}")
         running += loss
         count += 1
         if (i + 1) % settings.log_every == 0 or i + 1 == settings.steps:
@@ -142,6 +166,8 @@ def train(
             if on_log is not None:
                 on_log(record, model)
         callback("training", i + 1, settings.steps)
+        if checkpoint is not None:
+            checkpoint.after_training_step(i + 1, model, opt_state, (running, count))
     return model
 
 

@@ -9,11 +9,13 @@ Both act on one configuration (`jax.vmap` for batches), are scaled for a theory 
 """
 
 from ._build import MODEL_CLASSES as MODEL_CLASSES
+from ._build import FLOW_NAMES as FLOW_NAMES
 from ._build import MODEL_NAMES as MODEL_NAMES
 from ._build import build_model as build_model
 from ._build import make_model as make_model
 from ._errors import InvalidModelError as InvalidModelError
 from .base import AbstractScoreModel as AbstractScoreModel
+from .cnf import ContinuousFlow as ContinuousFlow
 from .convnet import ConvScore as ConvScore
 from .eft import EFTScore as EFTScore
 from .embedding import TimeEmbedding as TimeEmbedding

@@ -8,11 +8,13 @@ from ..lattice import Lattice
 from ..theory import Phi4
 from ._errors import InvalidModelError
 from .base import AbstractScoreModel
+from .cnf import ContinuousFlow
 from .convnet import ConvScore
 from .eft import EFTScore
 
 MODEL_NAMES = ("score", "eft-score")
-MODEL_CLASSES: dict[str, type[AbstractScoreModel]] = {"score": ConvScore, "eft-score": EFTScore}
+MODEL_CLASSES: dict[str, type] = {"score": ConvScore, "eft-score": EFTScore, "cnf": ContinuousFlow}
+FLOW_NAMES = ("cnf",)  # normalizing flows in RG time (rgdiff.flows); trained by rgdiff.flow_training
 
 
 def _model_class(name) -> type[AbstractScoreModel]:

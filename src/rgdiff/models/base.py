@@ -48,5 +48,9 @@ class AbstractScoreModel(eqx.Module):
             f"{type(self).__name__} has no exact divergence; its likelihood is unavailable"
         )
 
+    def score_and_divergence(self, phi: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`(model(phi, t), model.divergence(phi, t))`; models override it to share work."""
+        return self(phi, t), self.divergence(phi, t)
+
     def describe(self) -> dict:
         raise NotImplementedError
