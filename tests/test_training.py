@@ -100,3 +100,24 @@ def test_anchor_loss_is_score_matching_at_t0(free_data):
         assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(diff.size) + 1e-12
         assert abs(float(anchor_loss(model, LAT, phi)) - float(per_config.mean())) < 1e-9
 
+
+
+def test_parameter_average_is_the_bias_corrected_ema():
+    """With decay b, after k steps the average is sum_j b^(k-j) (1 - b) theta_j / (1 - b^k),
+    theta_j the parameters after step j (here a scalar walked by fixed updates)."""
+    from rgdiff.training import _parameter_average, averaged_parameters
+
+    b, steps = 0.9, 7
+    transform = _parameter_average(b)
+    theta = jnp.asarray(1.0)
+    state = (transform.init(theta),)
+    history = []
+    for j in range(steps):
+        update = jnp.asarray(0.5 * (j + 1))
+        _, inner = transform.update(update, state[-1], theta)
+        state = (inner,)
+        theta = theta + update
+        history.append(float(theta))
+    weights = np.array([b ** (steps - 1 - j) * (1 - b) for j in range(steps)])
+    expected = np.sum(weights * np.array(history)) / (1 - b**steps)
+    assert float(averaged_parameters(theta, state, b)) == pytest.approx(expected, rel=1e-12)

@@ -259,6 +259,7 @@ def train(
     horizon: Optional[float] = typer.Option(None, "--horizon", help="largest RG time T (default: when p_T forgets the UV)"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     anchor_weight: float = typer.Option(1.0, "--anchor-weight", help="eft-score: weight of the t = 0 implicit score-matching anchor (0: off)"),
+    ema: float = typer.Option(0.995, "--ema", help="decay of the parameter average the model is saved with (0: last iterate)"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="model directory to create (required here or in --config)"),
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [training], seed, out); flags override it"),
@@ -291,16 +292,16 @@ def train(
         raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)}, cnf")
     options = {"noise": noise} if noise is not None else {}
     sch = make_scheme(scheme, M=M, **options)
-    anchor_weight = v["anchor_weight"]
+    anchor_weight, ema = v["anchor_weight"], v["ema"]
     TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
-                  anchor_weight=anchor_weight)  # validate early
+                  anchor_weight=anchor_weight, ema=ema)  # validate early
     _check_seed(seed)
     _setup_jax()
     with output_lock(out):
         train_job(
             kind=model, data=data, scheme=sch, settings=None, seed=seed, out=out, quiet=quiet,
             train_kwargs={"steps": steps, "batch": batch, "learning_rate": lr, "horizon": horizon, "dtype": dtype,
-                          "anchor_weight": anchor_weight},
+                          "anchor_weight": anchor_weight, "ema": ema},
             checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume, run_config=eff,
         )
 

@@ -112,6 +112,7 @@ TRAINING = {
     "dtype": Key(str, "float32", choices=("float32", "float64")),
     "checkpoint_every": Key(int, None, 1, 10**9, help="steps between checkpoints"),
     "anchor_weight": Key(float, 1.0, 0, 1e6, help="weight of the t = 0 implicit score-matching anchor (eft-score)"),
+    "ema": Key(float, 0.995, 0, 0.999999, help="decay of the parameter average returned by training (0: last iterate)"),
 }
 
 # The embedded default of `rgdiff run`: the paper's theory and the quick run.
@@ -165,7 +166,7 @@ FLAGS = {
         "model": "training.model", "data": "training.data", "scheme": "training.scheme", "M": "training.M",
         "noise": "training.noise", "steps": "training.steps", "batch": "training.batch", "lr": "training.learning_rate",
         "horizon": "training.horizon", "dtype": "training.dtype", "checkpoint_every": "training.checkpoint_every",
-        "anchor_weight": "training.anchor_weight", "seed": "seed", "out": "out",
+        "anchor_weight": "training.anchor_weight", "ema": "training.ema", "seed": "seed", "out": "out",
     },
     "reproduce": {"figure": "figure", "quick": "quick", "seed": "seed", "out": "out"},
     "run": {"seed": "seed"},

@@ -40,6 +40,8 @@ class TrainSettings:
     - `t_min`: smallest time sampled, as a fraction of T.
     - `dtype`: "float32" (fast) or "float64".
     - `log_every`: steps between metric records.
+    - `ema`: decay of an exponential moving average of the parameters (0: off), returned
+      instead of the last iterate; kept in the optimizer state, so checkpoints carry it.
     - `anchor_weight`: weight of the implicit score-matching anchor at t = 0
       (`rgdiff.objectives.anchor_loss`), used for models with an exact divergence; 0 turns it off.
     """
@@ -56,6 +58,7 @@ class TrainSettings:
     dtype: str = "float32"
     log_every: int = 50
     anchor_weight: float = 1.0
+    ema: float = 0.995
 
     def __post_init__(self):
         for name in ("steps", "batch", "decay_steps", "log_every"):
@@ -68,6 +71,8 @@ class TrainSettings:
                 raise RgdiffError(f"{name} must be a finite number > 0, got {v!r}")
         if not (isinstance(self.anchor_weight, (int, float)) and math.isfinite(self.anchor_weight) and self.anchor_weight >= 0):
             raise RgdiffError(f"anchor_weight must be a finite number >= 0, got {self.anchor_weight!r}")
+        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
+            raise RgdiffError(f"ema must be a number in [0, 1), got {self.ema!r}")
         if not 0 < self.t_min < 1:
             raise RgdiffError(f"t_min is a fraction of T in (0, 1), got {self.t_min}")
         if self.dtype not in ("float32", "float64"):
@@ -78,7 +83,32 @@ class TrainSettings:
 
     def optimizer(self) -> optax.GradientTransformation:
         schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
-        return optax.adam(schedule, b1=self.b1, b2=self.b2)
+        adam = optax.adam(schedule, b1=self.b1, b2=self.b2)
+        return optax.chain(adam, _parameter_average(self.ema)) if self.ema > 0 else adam
+
+
+def _parameter_average(decay: float) -> optax.GradientTransformation:
+    """Leaves the updates alone and keeps ema <- decay ema + (1 - decay) (params + updates) in its
+    state, bias-corrected like Adam's moments (`averaged_parameters` reads it)."""
+
+    def init(params):
+        return (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params):
+        ema, count = state
+        new = jax.tree.map(lambda e, p, u: decay * e + (1 - decay) * (p + u), ema, params, updates)
+        return updates, (new, count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def averaged_parameters(model, opt_state, decay: float):
+    """The model with the bias-corrected parameter average of `_parameter_average`."""
+    ema, count = opt_state[-1]
+    correction = 1.0 - decay ** count.astype(jnp.float64)
+    averaged = jax.tree.map(lambda e: (e / correction).astype(e.dtype), ema)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    return eqx.combine(averaged, static)
 
 
 def cast_model(model, dtype):
@@ -168,6 +198,8 @@ def train(
         callback("training", i + 1, settings.steps)
         if checkpoint is not None:
             checkpoint.after_training_step(i + 1, model, opt_state, (running, count))
+    if settings.ema > 0:
+        return averaged_parameters(model, opt_state, settings.ema)
     return model
 
 
