@@ -96,3 +96,19 @@ def training_loss(
     if anchor_weight > 0:
         loss = loss + anchor_weight * anchor_loss(model, lattice, phi0)
     return loss
+
+
+def hyvarinen_couplings(fields, lattice: Lattice) -> tuple[float, float, float]:
+    """The (f_1, f_2, f_3) that minimize `anchor_loss` for the pure EFT score
+    f_1 Delta phi + f_2 phi + f_3 phi^3 on UV `fields` (..., *lattice): a 3 x 3 linear solve,
+    sum_j <g_i . g_j> f_j = -<div g_i>, the classic score-matching estimator of (Z, m2, lam)."""
+    import numpy as np
+
+    phi = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
+    axes = tuple(range(1, lattice.dim + 1))
+    lap = sum(np.roll(phi, 1, a) + np.roll(phi, -1, a) - 2.0 * phi for a in axes) / lattice.spacing**2
+    g = np.stack([lap, phi, phi**3], axis=1).reshape(phi.shape[0], 3, -1)
+    gram = np.einsum("nix,njx->ij", g, g) / phi.shape[0]
+    div = np.array([-2.0 * lattice.dim / lattice.spacing**2 * lattice.sites, lattice.sites,
+                    3.0 * np.mean(np.sum(phi.reshape(phi.shape[0], -1) ** 2, axis=1))])
+    return tuple(float(x) for x in np.linalg.solve(gram, -div))

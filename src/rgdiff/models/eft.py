@@ -127,6 +127,10 @@ class EFTScore(AbstractScoreModel):
       `scales.coupling_scale(lattice, coupling_init, field_scale)`; these are the t = 0 values.
     - `coupling_scale_powers`: (k_1, k_2, k_3): s_i(t) = s_i (sigma(0) / sigma(t))^k_i; default
       (0, 0, 2) (only matters with a `field_scale_flow`).
+    - `coupling_init_uv`, `coupling_init_rate`: if given, the initialization is t-dependent,
+      f_init(t) = coupling_init + (coupling_init_uv - coupling_init) exp(-rate t): the UV
+      couplings at t = 0 (e.g. `rgdiff.objectives.hyvarinen_couplings` of the data) relaxing to
+      the stationary law's. Default None: f_init(t) = coupling_init.
     - `residual_scale`: rho >= 0, the residual's output scale (0 gives the pure EFT ansatz);
       default `scales.score_scale(lattice)` = eps^(d/2-1).
     - `num_time_basis`: K, the number of time basis functions of the `TimeEmbedding`.
@@ -151,6 +155,8 @@ class EFTScore(AbstractScoreModel):
     coupling_scale_powers: tuple[float, float, float] = eqx.field(static=True)
     coupling_init: tuple[float, float, float] = eqx.field(static=True)
     coupling_scale: tuple[float, float, float] = eqx.field(static=True)
+    coupling_init_uv: tuple[float, float, float] | None = eqx.field(static=True)
+    coupling_init_rate: float = eqx.field(static=True)
     residual_scale: float = eqx.field(static=True)
     mlp_width: int = eqx.field(static=True)
     mlp_depth: int = eqx.field(static=True)
@@ -174,6 +180,8 @@ class EFTScore(AbstractScoreModel):
         coupling_init: tuple[float, float, float] | None = None,
         coupling_scale: tuple[float, float, float] | None = None,
         coupling_scale_powers: tuple[float, float, float] = (0.0, 0.0, 2.0),
+        coupling_init_uv: tuple[float, float, float] | None = None,
+        coupling_init_rate: float = 1.0,
         residual_scale: float | None = None,
         num_time_basis: int = 16,
         time_warp: float | None = None,
@@ -200,6 +208,8 @@ class EFTScore(AbstractScoreModel):
         self.coupling_scale = triple("coupling_scale", coupling_scale)
         for i, s in enumerate(self.coupling_scale):
             positive(f"coupling_scale[{i}]", s)
+        self.coupling_init_uv = None if coupling_init_uv is None else triple("coupling_init_uv", coupling_init_uv)
+        self.coupling_init_rate = positive("coupling_init_rate", coupling_init_rate)
         self.residual_scale = positive(
             "residual_scale",
             _default_score_scale(lattice) if residual_scale is None else residual_scale,
@@ -257,6 +267,9 @@ class EFTScore(AbstractScoreModel):
     def _couplings(self, t: jax.Array) -> jax.Array:
         out = self.coupling_mlp(self.embedding(t))
         init = jnp.asarray(self.coupling_init, self.dtype)
+        if self.coupling_init_uv is not None:
+            uv = jnp.asarray(self.coupling_init_uv, self.dtype)
+            init = init + (uv - init) * jnp.exp(-self.coupling_init_rate * t)
         scale = jnp.asarray(self.coupling_scale, self.dtype)
         if self.field_scale_flow and any(k != 0.0 for k in self.coupling_scale_powers):
             ratio = jnp.asarray(self.field_scale, self.dtype) / self.sigma(t)
@@ -439,6 +452,8 @@ class EFTScore(AbstractScoreModel):
             "coupling_init": list(self.coupling_init),
             "coupling_scale": list(self.coupling_scale),
             "coupling_scale_powers": list(self.coupling_scale_powers),
+            "coupling_init_uv": None if self.coupling_init_uv is None else list(self.coupling_init_uv),
+            "coupling_init_rate": self.coupling_init_rate,
             "residual_scale": self.residual_scale,
             "num_time_basis": self.embedding.num_basis,
             "time_warp": self.embedding.warp,
