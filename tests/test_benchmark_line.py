@@ -6,14 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from rgdiff.bridge import BridgeSettings, run_bridge
-from rgdiff.generative import sample_reverse_sde
-from rgdiff.jobs import initial_model
-from rgdiff.observables import measure
+from rgdiff.samplers.bridge import BridgeSettings, run_bridge
+from rgdiff.generate.diffusion import sample_reverse_sde
+from rgdiff.cli.jobs import initial_model
+from rgdiff.observables.estimators import measure
 from rgdiff.rg import make_scheme
-from rgdiff.sampling import SamplerSettings, sample
-from rgdiff.theory import benchmark_theory
-from rgdiff.training import TrainSettings, cast_model, default_horizon, train
+from rgdiff.samplers.uv import SamplerSettings, sample
+from rgdiff.theory.phi4 import benchmark_theory
+from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
 
 THEORY = benchmark_theory(8)
 SCHEME = make_scheme("carosso", M=1.0)

@@ -1,7 +1,7 @@
 """rgdiff: renormalizing diffusion models for lattice field theory."""
 
-from .errors import RgdiffError as RgdiffError
-from .lattice import Lattice as Lattice
-from .theory import Phi4 as Phi4, make_phi4 as make_phi4
+from rgdiff.errors import RgdiffError as RgdiffError
+from rgdiff.lattice.geometry import Lattice as Lattice
+from rgdiff.theory.phi4 import Phi4 as Phi4, make_phi4 as make_phi4
 
 __version__ = "0.1.0"

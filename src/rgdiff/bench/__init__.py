@@ -9,6 +9,6 @@
 `runner.run_bench` runs them and writes the JSON (see the README for the `ratios` names).
 """
 
-from .runner import BENCHMARKS as BENCHMARKS
-from .runner import REQUIRED_RATIOS as REQUIRED_RATIOS
-from .runner import run_bench as run_bench
+from rgdiff.bench.runner import BENCHMARKS as BENCHMARKS
+from rgdiff.bench.runner import REQUIRED_RATIOS as REQUIRED_RATIOS
+from rgdiff.bench.runner import run_bench as run_bench

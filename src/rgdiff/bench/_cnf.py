@@ -15,9 +15,9 @@ NOT_AVAILABLE = "flow model not available"
 def flow_api():
     """(api dict, None) or (None, note): ContinuousFlow, reverse_kl_loss, and the sampler `sample`."""
     try:
-        from ..flow_objectives import reverse_kl_loss
-        from ..flows.ode import sample
-        from ..models.cnf import ContinuousFlow
+        from rgdiff.objectives.cnf import reverse_kl_loss
+        from rgdiff.generate.transport import sample
+        from rgdiff.models.cnf import ContinuousFlow
     except Exception as err:  # noqa: BLE001 - any import failure of a module under construction
         return None, f"{NOT_AVAILABLE} ({type(err).__name__}: {err})"
     needed = {

@@ -82,7 +82,7 @@ def seconds_per_call(exe: Callable, *args, repeats: int = 5, inner: int = 1) -> 
 
 def machine() -> dict:
     """Where the numbers were measured: CPU/GPU, cores, jax backend and devices, package versions."""
-    from .._io import package_versions
+    from rgdiff.io.atomic import package_versions
 
     devices = jax.devices()
     return {

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..gaussian import as_complex
-from ..lattice import Lattice
+from rgdiff.theory.gaussian import as_complex
+from rgdiff.lattice.geometry import Lattice
 
 
 def _self_conjugate_planes(lattice: Lattice) -> np.ndarray:

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..lattice import Lattice
-from ..rg import make_scheme
-from ._timing import Figure, compiled, ratio_of
-from .fast_kernel import push_forward_fused
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg import make_scheme
+from rgdiff.bench._timing import Figure, compiled, ratio_of
+from rgdiff.bench.fast_kernel import push_forward_fused
 
 NAME = "kernel"
 T_FLOW = 0.1
@@ -124,7 +124,7 @@ def ratios(result: dict) -> dict:
 
 
 def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    from ._timing import format_figure
+    from rgdiff.bench._timing import format_figure
 
     header = ["N", "dtype", "batch", "bare FFT cfg/s", "push-forward cfg/s", "fused cfg/s", "pf / bare", "fused / bare", "compile s (pf)"]
     body = []

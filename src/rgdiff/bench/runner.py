@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from .._io import write_json
-from ..errors import RgdiffError
-from . import kernel, samplers, training
-from ._timing import machine
+from rgdiff.io.atomic import write_json
+from rgdiff.errors import RgdiffError
+from rgdiff.bench import kernel
+from rgdiff.bench import samplers
+from rgdiff.bench import training
+from rgdiff.bench._timing import machine
 
 BENCHMARKS = {"kernel": kernel, "training": training, "samplers": samplers}
 SUITES = ("full", "quick", "tiny")
@@ -53,7 +55,7 @@ def check_only(only: str | None) -> None:
 
 def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False) -> dict:
     """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data."""
-    from ..progress import progress_bar
+    from rgdiff.cli.progress import progress_bar
 
     if suite not in SUITES:
         raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
@@ -90,7 +92,7 @@ def print_tables(data: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ._timing import format_figure
+    from rgdiff.bench._timing import format_figure
 
     # a wide console when piped, so the tables stay one line per row in logs
     console = Console() if sys.stdout.isatty() else Console(width=200)

@@ -38,13 +38,13 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ..errors import RgdiffError
-from ..observables import magnetization
-from ..rg import make_scheme
-from ..sampling import SamplerSettings, sample
-from ..theory import benchmark_theory
-from ._cnf import flow_api
-from ._timing import Figure, compiled
+from rgdiff.errors import RgdiffError
+from rgdiff.observables.estimators import magnetization
+from rgdiff.rg import make_scheme
+from rgdiff.samplers.uv import SamplerSettings, sample
+from rgdiff.theory.phi4 import benchmark_theory
+from rgdiff.bench._cnf import flow_api
+from rgdiff.bench._timing import Figure, compiled
 
 NAME = "samplers"
 OBSERVABLES = ("abs_M", "chi")
@@ -113,7 +113,7 @@ class ChunkClock:
 
 def tau_with_error(series: np.ndarray) -> dict:
     """Gamma-method tau_int and its error of one observable, shape (chains, samples)."""
-    from ..stats import ENSEMBLE, primaries
+    from rgdiff.observables.stats import ENSEMBLE, primaries
 
     obs = primaries({"x": series}, markov=True)["x"]
     with warnings.catch_warnings():
@@ -201,9 +201,9 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
 
 
 def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) -> dict:
-    from ..bridge import BridgeSettings, run_bridge
-    from ..jobs import initial_model
-    from ..training import TrainSettings, cast_model, default_horizon, train
+    from rgdiff.samplers.bridge import BridgeSettings, run_bridge
+    from rgdiff.cli.jobs import initial_model
+    from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
@@ -243,7 +243,7 @@ def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) 
 
 def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
     """Reverse-KL training of the CNF, then independence Metropolis with its proposals."""
-    from ..training import TrainSettings
+    from rgdiff.train.score import TrainSettings
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
@@ -395,7 +395,7 @@ def ratios(result: dict) -> dict:
 
 
 def table_rows(result: dict):
-    from ..stats import format_value_error
+    from rgdiff.observables.stats import format_value_error
 
     header = ["N", "sampler", "tau |M|", "tau chi", "ESS/s |M|", "ESS/s |M| amortized", "s/sample", "setup s", "compile s", "break-even ESS"]
     body = []

@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..lattice import Lattice
-from ..models import make_model
-from ..rg import make_scheme
-from ..theory import Phi4
-from ..training import TrainSettings
-from ._cnf import flow_api
-from ._timing import Figure, compiled, seconds_per_call
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.models import make_model
+from rgdiff.rg import make_scheme
+from rgdiff.theory.phi4 import Phi4
+from rgdiff.train.score import TrainSettings
+from rgdiff.bench._cnf import flow_api
+from rgdiff.bench._timing import Figure, compiled, seconds_per_call
 
 NAME = "training"
 LAM = 6 * 4.807  # the N = 20 benchmark-line coupling, used at every N (cost does not depend on it)
@@ -55,7 +55,7 @@ def _theory(n: int) -> Phi4:
 
 def _score_step(name: str, n: int, settings: TrainingSettings):
     """(jittable step(params, opt_state, batch, key), args) for a score model."""
-    from .. import objectives
+    from rgdiff.objectives import score_matching as objectives
 
     theory = _theory(n)
     lattice = theory.lattice
@@ -188,7 +188,7 @@ def ratios(result: dict) -> dict:
 
 
 def table_rows(result: dict):
-    from ._timing import format_figure
+    from rgdiff.bench._timing import format_figure
 
     header = ["model", "N", "batch", "steps/s", "samples/s", "compile s", "peak MiB"]
     body = []

@@ -8,18 +8,18 @@ Both act on one configuration (`jax.vmap` for batches), are scaled for a theory 
 `from_theory` / `make_model`, and round-trip through `describe()` and `build_model`.
 """
 
-from ._build import MODEL_CLASSES as MODEL_CLASSES
-from ._build import FLOW_NAMES as FLOW_NAMES
-from ._build import MODEL_NAMES as MODEL_NAMES
-from ._build import build_model as build_model
-from ._build import make_model as make_model
-from ._errors import InvalidModelError as InvalidModelError
-from .base import AbstractScoreModel as AbstractScoreModel
-from .cnf import ContinuousFlow as ContinuousFlow
-from .convnet import ConvScore as ConvScore
-from .eft import EFTScore as EFTScore
-from .embedding import TimeEmbedding as TimeEmbedding
-from .scales import coupling_scale as coupling_scale
-from .scales import phi4_couplings as phi4_couplings
-from .scales import phi4_field_scale as phi4_field_scale
-from .scales import score_scale as score_scale
+from rgdiff.models._build import MODEL_CLASSES as MODEL_CLASSES
+from rgdiff.models._build import FLOW_NAMES as FLOW_NAMES
+from rgdiff.models._build import MODEL_NAMES as MODEL_NAMES
+from rgdiff.models._build import build_model as build_model
+from rgdiff.models._build import make_model as make_model
+from rgdiff.models._errors import InvalidModelError as InvalidModelError
+from rgdiff.models.base import AbstractScoreModel as AbstractScoreModel
+from rgdiff.models.cnf import ContinuousFlow as ContinuousFlow
+from rgdiff.models.convnet import ConvScore as ConvScore
+from rgdiff.models.eft import EFTScore as EFTScore
+from rgdiff.models.embedding import TimeEmbedding as TimeEmbedding
+from rgdiff.models.scales import coupling_scale as coupling_scale
+from rgdiff.models.scales import phi4_couplings as phi4_couplings
+from rgdiff.models.scales import phi4_field_scale as phi4_field_scale
+from rgdiff.models.scales import score_scale as score_scale

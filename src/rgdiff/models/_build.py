@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import jax
 
-from ..lattice import Lattice
-from ..theory import Phi4
-from ._errors import InvalidModelError
-from .base import AbstractScoreModel
-from .cnf import ContinuousFlow
-from .convnet import ConvScore
-from .eft import EFTScore
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.theory.phi4 import Phi4
+from rgdiff.models._errors import InvalidModelError
+from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.cnf import ContinuousFlow
+from rgdiff.models.convnet import ConvScore
+from rgdiff.models.eft import EFTScore
 
 MODEL_NAMES = ("score", "eft-score")
 MODEL_CLASSES: dict[str, type] = {"score": ConvScore, "eft-score": EFTScore, "cnf": ContinuousFlow}

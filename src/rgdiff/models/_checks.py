@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..lattice import Lattice
-from ._errors import InvalidModelError
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.models._errors import InvalidModelError
 
 
 def positive(name: str, value, *, allow_zero: bool = False) -> float:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ..errors import RgdiffError
+from rgdiff.errors import RgdiffError
 
 
 class InvalidModelError(RgdiffError):

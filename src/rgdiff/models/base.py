@@ -6,8 +6,14 @@ Equinox layers it acts on ONE configuration: `model(phi, t)` with `phi` of shape
 so data parallelism is a sharding of that axis).
 
 Models whose divergence div_phi s_theta(phi, t) = sum_n d s(n) / d phi(n) is exact and cheap
-(O(V x features)) set `has_exact_divergence = True`; only those give exact likelihoods through the
-probability-flow ODE [6.14], and only those may drive the bridge sampler's Metropolis step.
+(O(V x features)) derive from `AbstractExactScoreModel`; only those give exact likelihoods through
+the probability-flow ODE [6.14], and only those may drive the bridge sampler's Metropolis step.
+
+Continuous normalizing flows in RG time [5.8] are not score models: they derive from
+`AbstractVelocityField` (d phi / dt = v_theta(phi, t), with an exact divergence) and are
+integrated by `rgdiff.generate.transport`.
+
+Dispatch is by these bases (`isinstance`), never by flags looked up with `getattr`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 
-from ..lattice import Lattice
+from rgdiff.lattice.geometry import Lattice
 
 
 class AbstractScoreModel(eqx.Module):
@@ -51,6 +57,38 @@ class AbstractScoreModel(eqx.Module):
     def score_and_divergence(self, phi: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`(model(phi, t), model.divergence(phi, t))`; models override it to share work."""
         return self(phi, t), self.divergence(phi, t)
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+
+class AbstractExactScoreModel(AbstractScoreModel):
+    """A score model whose `divergence` is exact (and cheap): exact likelihoods via [6.14]."""
+
+    has_exact_divergence: ClassVar[bool] = True
+
+    def divergence(self, phi: jax.Array, t: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+
+class AbstractVelocityField(eqx.Module):
+    """v_theta(phi, t) of a continuous normalizing flow in RG time, for one configuration.
+
+    **Attributes:** `lattice`; `horizon` (T, where the flow starts from the scheme's stationary law).
+
+    **Methods to implement:** `__call__(phi, t)` (shape `lattice.shape`), `divergence(phi, t)`
+    (exact, scalar), `describe()` (JSON-serializable hyperparameters).
+    """
+
+    lattice: eqx.AbstractVar[Lattice]
+    horizon: eqx.AbstractVar[float]
+    has_exact_divergence: ClassVar[bool] = True
+
+    def __call__(self, phi: jax.Array, t: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def divergence(self, phi: jax.Array, t: jax.Array) -> jax.Array:
+        raise NotImplementedError
 
     def describe(self) -> dict:
         raise NotImplementedError

@@ -60,17 +60,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..lattice import Lattice
-from ..theory import Phi4
-from ._checks import check_inputs, count, positive, resolve_dtype, triple
-from ._errors import InvalidModelError
-from ._layers import MLP, numpy_rng, to_array
-from ._symmetry import lattice_orbits
-from .base import AbstractScoreModel
-from .embedding import TimeEmbedding
-from .scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
-from .scales import coupling_scale as _default_coupling_scale
-from .scales import score_scale as _default_score_scale
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.theory.phi4 import Phi4
+from rgdiff.models._checks import check_inputs, count, positive, resolve_dtype, triple
+from rgdiff.models._errors import InvalidModelError
+from rgdiff.models._layers import MLP, numpy_rng, to_array
+from rgdiff.lattice.symmetry import lattice_orbits
+from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.embedding import TimeEmbedding
+from rgdiff.models.scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
+from rgdiff.models.scales import coupling_scale as _default_coupling_scale
+from rgdiff.models.scales import score_scale as _default_score_scale
 
 
 def lattice_laplacian_units(x: jax.Array, dim: int) -> jax.Array:

@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._errors import InvalidModelError
+from rgdiff.models._errors import InvalidModelError
 
 
 class TimeEmbedding(eqx.Module):

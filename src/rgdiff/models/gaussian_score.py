@@ -27,11 +27,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..errors import InvalidSchemeError, InvalidTheoryError, require_finite
-from ..gaussian import free_field_spectrum, gaussian_field_log_prob, gaussian_modes_score
-from ..lattice import Lattice
-from ..rg.base import AbstractLinearScheme
-from .base import AbstractScoreModel
+from rgdiff.errors import InvalidSchemeError, InvalidTheoryError, require_finite
+from rgdiff.theory.gaussian import free_field_spectrum, gaussian_field_log_prob, gaussian_modes_score
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.base import AbstractLinearScheme
+from rgdiff.models.base import AbstractScoreModel
 
 
 class GaussianFlowScore(AbstractScoreModel):

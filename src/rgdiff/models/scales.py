@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from ..lattice import Lattice
-from ..theory import Phi4
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.theory.phi4 import Phi4
 
 
 def score_scale(lattice: Lattice) -> float:
@@ -131,7 +131,7 @@ def check_field_scale_flow(field_scale: float, flow) -> tuple[tuple[tuple[float,
     non-positive scale). Raises `InvalidModelError` unless every r_k >= 0, every c_k is finite and
     sigma(t)^2 > 0 for all t >= 0 (checked at t = 0, t = inf and on the grid).
     """
-    from ._errors import InvalidModelError
+    from rgdiff.models._errors import InvalidModelError
 
     try:
         terms = tuple((float(c), float(r)) for c, r in flow)

@@ -7,14 +7,8 @@
 - `train`: the Optax loop; `job`: one `rgdiff ground-state` run with its outputs.
 """
 
-from .ansatz import FlowAnsatz as FlowAnsatz
-from .energy import estimate_energy as estimate_energy
-from .exact import (
-    best_gaussian as best_gaussian,
-    converged_ground_energy as converged_ground_energy,
-    exact_diagonalization as exact_diagonalization,
-    free_ground_energy as free_ground_energy,
-    gaussian_state as gaussian_state,
-)
-from .hamiltonian import Hamiltonian as Hamiltonian
-from .train import GroundStateSettings as GroundStateSettings, train as train
+from rgdiff.quantum.ansatz import FlowAnsatz as FlowAnsatz
+from rgdiff.quantum.energy import estimate_energy as estimate_energy
+from rgdiff.quantum.exact import best_gaussian as best_gaussian, converged_ground_energy as converged_ground_energy, exact_diagonalization as exact_diagonalization, free_ground_energy as free_ground_energy, gaussian_state as gaussian_state
+from rgdiff.quantum.hamiltonian import Hamiltonian as Hamiltonian
+from rgdiff.quantum.train import GroundStateSettings as GroundStateSettings, train as train

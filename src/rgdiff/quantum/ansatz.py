@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .hamiltonian import Hamiltonian
+from rgdiff.quantum.hamiltonian import Hamiltonian
 
 TIME_BASIS = 4  # Legendre polynomials P_0..P_3 in 2s - 1
 FEATURE_WIDTHS = (0.5, 1.0, 2.0)  # tanh(w u)/w, then u^3/(1 + u^2)

@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..stats import Estimate
-from .ansatz import FlowAnsatz
-from .hamiltonian import Hamiltonian
+from rgdiff.observables.stats import Estimate
+from rgdiff.quantum.ansatz import FlowAnsatz
+from rgdiff.quantum.hamiltonian import Hamiltonian
 
 LAPLACIAN_MAX_SITES = 16  # the (V, V) Hessian flow costs O(V^3) per RK4 stage and sample
 

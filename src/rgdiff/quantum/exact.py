@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ..errors import InvalidTheoryError
-from .hamiltonian import Hamiltonian
+from rgdiff.errors import InvalidTheoryError
+from rgdiff.quantum.hamiltonian import Hamiltonian
 
 ED_MAX_SITES = 3
 

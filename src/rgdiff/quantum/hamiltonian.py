@@ -22,7 +22,7 @@ import itertools
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InvalidLatticeError, InvalidTheoryError, require_finite
+from rgdiff.errors import InvalidLatticeError, InvalidTheoryError, require_finite
 
 UNITS = ("lattice", "physical")
 MAX_SITES = 4096  # a variational ground state on more sites is far beyond this CPU package

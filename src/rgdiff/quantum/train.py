@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..errors import RgdiffError
-from .ansatz import FlowAnsatz
-from .energy import energy_loss, noise
-from .hamiltonian import Hamiltonian
+from rgdiff.errors import RgdiffError
+from rgdiff.quantum.ansatz import FlowAnsatz
+from rgdiff.quantum.energy import energy_loss, noise
+from rgdiff.quantum.hamiltonian import Hamiltonian
 
 
 class InvalidGroundStateSettingsError(RgdiffError):

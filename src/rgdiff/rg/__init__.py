@@ -8,52 +8,24 @@
 - `simulate_sde`: the position-space SDE with diffrax, including nonlinear seed actions.
 """
 
-from .base import AbstractLinearScheme as AbstractLinearScheme
-from .base import check_times as check_times
-from .quadrature import transition_by_quadrature as transition_by_quadrature
-from .rescaling import (
-    ExponentialScale as ExponentialScale,
-)
-from .rescaling import (
-    FieldRenormalized as FieldRenormalized,
-)
-from .rescaling import (
-    Rescaled as Rescaled,
-)
-from .rescaling import (
-    comparison_constant as comparison_constant,
-)
-from .rescaling import (
-    comparison_constant_from_fields as comparison_constant_from_fields,
-)
-from .rescaling import (
-    flowed_spectrum as flowed_spectrum,
-)
-from .schemes import (
-    SCHEME_NAMES as SCHEME_NAMES,
-)
-from .schemes import (
-    Carosso as Carosso,
-)
-from .schemes import (
-    Polchinski as Polchinski,
-)
-from .schemes import (
-    make_scheme as make_scheme,
-)
-from .sde import (
-    SeedForce as SeedForce,
-)
-from .sde import (
-    diffusion_function as diffusion_function,
-)
-from .sde import (
-    drift_function as drift_function,
-)
-from .sde import (
-    sde_terms as sde_terms,
-)
-from .sde import (
-    simulate_sde as simulate_sde,
-)
-from .wegner_morris import WegnerMorris as WegnerMorris
+from rgdiff.rg.base import AbstractLinearScheme as AbstractLinearScheme
+from rgdiff.rg.base import check_times as check_times
+from rgdiff.rg.quadrature import transition_by_quadrature as transition_by_quadrature
+from rgdiff.rg.rescaling import ExponentialScale as ExponentialScale
+from rgdiff.rg.rescaling import FieldRenormalized as FieldRenormalized
+from rgdiff.rg.rescaling import Rescaled as Rescaled
+from rgdiff.rg.rescaling import comparison_constant as comparison_constant
+from rgdiff.rg.rescaling import comparison_constant_from_fields as comparison_constant_from_fields
+from rgdiff.rg.rescaling import flowed_spectrum as flowed_spectrum
+from rgdiff.rg.rescaling import flowed_site_variance as flowed_site_variance
+from rgdiff.rg.time import LogTime as LogTime
+from rgdiff.rg.schemes import SCHEME_NAMES as SCHEME_NAMES
+from rgdiff.rg.schemes import Carosso as Carosso
+from rgdiff.rg.schemes import Polchinski as Polchinski
+from rgdiff.rg.schemes import make_scheme as make_scheme
+from rgdiff.rg.sde import SeedForce as SeedForce
+from rgdiff.rg.sde import diffusion_function as diffusion_function
+from rgdiff.rg.sde import drift_function as drift_function
+from rgdiff.rg.sde import sde_terms as sde_terms
+from rgdiff.rg.sde import simulate_sde as simulate_sde
+from rgdiff.rg.wegner_morris import WegnerMorris as WegnerMorris

@@ -26,18 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InvalidSchemeError, RgdiffError, require_finite
-from ..gaussian import (
-    as_complex,
-    gaussian_field_log_prob,
-    gaussian_field_score,
-    gaussian_modes_log_prob,
-    gaussian_modes_score,
-    sample_gaussian_field,
-    standard_half_spectrum_noise,
-)
-from ..lattice import Lattice
-from .quadrature import DEFAULT_NODES, DEFAULT_PANELS, transition_by_quadrature
+from rgdiff.errors import InvalidSchemeError, RgdiffError, require_finite
+from rgdiff.theory.gaussian import as_complex, gaussian_field_log_prob, gaussian_field_score, gaussian_modes_log_prob, gaussian_modes_score, sample_gaussian_field, standard_half_spectrum_noise
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.quadrature import DEFAULT_NODES, DEFAULT_PANELS, transition_by_quadrature
 
 # validation ---------------------------------------------------------------------------------
 

@@ -38,10 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InvalidSchemeError, require_finite
-from ..gaussian import two_point_function
-from ..lattice import Lattice
-from .base import AbstractLinearScheme, check_times
+from rgdiff.errors import InvalidSchemeError, require_finite
+from rgdiff.theory.gaussian import two_point_function
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.base import AbstractLinearScheme, check_times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,9 +174,19 @@ def _separation_index(separation, lattice: Lattice):
 
 
 def flowed_spectrum(scheme: AbstractLinearScheme, lattice: Lattice, spectrum0_half, t, dtype=jnp.float64):
-    """G_t = a_t^2 G_0 + v_t: the spectrum at time t of a zero-mean Gaussian p_0 with spectrum G_0."""
+    """G_t(p) = a_t(p)^2 G_0(p) + v_t(p) on the half grid: the exact power spectrum at RG time t.
+
+    Exact for any p_0 (not only Gaussian) whose power spectrum L^d <|phi~_0(p)|^2> is G_0, since the
+    kernel is linear with independent noise ([5.32]; `Lattice.power_spectrum` measures G_0).
+    """
     a, v = scheme.kernel(t, lattice, dtype)
     return a**2 * jnp.asarray(spectrum0_half, dtype) + v
+
+
+def flowed_site_variance(scheme: AbstractLinearScheme, lattice: Lattice, spectrum0_half, t) -> float:
+    """<phi_t(n)^2> = L^-d sum_p G_t(p), the exact per-site second moment at time t (float)."""
+    spectrum = np.asarray(flowed_spectrum(scheme, lattice, spectrum0_half, t))
+    return float(np.sum(lattice.half_multiplicity() * spectrum)) / lattice.volume
 
 
 def comparison_constant(

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InvalidSchemeError
-from ..lattice import Lattice
-from .base import AbstractLinearScheme, check_times, one_minus_exp_over, require_nonnegative, require_positive
+from rgdiff.errors import InvalidSchemeError
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.base import AbstractLinearScheme, check_times, one_minus_exp_over, require_nonnegative, require_positive
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import lineax
 
-from ..errors import InvalidSchemeError
-from ..gaussian import as_complex
-from ..lattice import Lattice
-from .base import AbstractLinearScheme, check_times, require_positive
+from rgdiff.errors import InvalidSchemeError
+from rgdiff.theory.gaussian import as_complex
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.base import AbstractLinearScheme, check_times, require_positive
 
 BROWNIAN_PATHS = ("virtual", "unsafe")
 

@@ -25,10 +25,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ..errors import InvalidSchemeError
-from ..lattice import Lattice
-from .base import AbstractLinearScheme, require_nonnegative
-from .quadrature import DEFAULT_NODES, DEFAULT_PANELS
+from rgdiff.errors import InvalidSchemeError
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.base import AbstractLinearScheme, require_nonnegative
+from rgdiff.rg.quadrature import DEFAULT_NODES, DEFAULT_PANELS
 
 
 def _evaluate(fn_or_constant, t, w, lattice):

@@ -1,0 +1,3 @@
+from rgdiff.cli.app import main
+
+main()

@@ -1,0 +1,629 @@
+"""The `rgdiff` command line.
+
+Every user error is one line on stderr and exit code 2; Ctrl-C exits with 130 and leaves no
+half-written file (all outputs are written to a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="rgdiff: renormalizing diffusion models for lattice field theory.",
+)
+
+
+def _setup_jax():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+@app.command()
+def sample(
+    ctx: typer.Context,
+    dim: int = typer.Option(2, "--dim", help="lattice dimension d (1, 2 or 3)"),
+    size: Optional[int] = typer.Option(None, "--size", help="sites per side N (>= 2; required here or in --config)"),
+    length: Optional[float] = typer.Option(None, "--length", help="physical side length L (physical units; default 1)"),
+    m2: Optional[float] = typer.Option(None, "--m2", help="bare mass squared"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="bare quartic coupling (lam_A for --units albergo)"),
+    kappa: Optional[float] = typer.Option(None, "--kappa", help="hopping parameter (--units hopping)"),
+    lambda_h: Optional[float] = typer.Option(None, "--lambda-h", help="hopping-form quartic coupling (--units hopping)"),
+    units: str = typer.Option("physical", "--units", help="physical | lattice | albergo | hopping"),
+    samples: int = typer.Option(1000, "--samples", help="samples kept per chain"),
+    chains: int = typer.Option(4, "--chains", help="independent chains (run in parallel with vmap)"),
+    warmup: int = typer.Option(500, "--warmup", help="window-adaptation steps per chain"),
+    algorithm: str = typer.Option("nuts", "--algorithm", help="nuts | hmc"),
+    hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory"),
+    thin: int = typer.Option(1, "--thin", help="keep every THIN-th transition"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output ensemble file (.h5; required here or in --config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [theory], [sampler], seed, out); flags override it"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="sampling chunks between checkpoints (default: every chunk when --checkpoint-dir is given)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="folder for periodic checkpoints (default OUT.ckpt with --checkpoint-every)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
+    from rgdiff.io.ensemble import save_ensemble
+    from rgdiff.cli.jobs import sample_ensemble
+    from rgdiff.io.locking import output_lock
+    from rgdiff.cli.progress import console
+    from rgdiff.samplers.uv import SamplerSettings
+    from rgdiff.theory.phi4 import make_phi4
+
+    # resuming: the checkpoint's settings, unless flags change them (then it is refused)
+    base = _resume_config(resume, "sample") if resume is not None else None
+    eff, v = _configured(ctx, "sample", config, locals(), base=base)
+    dim, size, units, length, m2, lam, kappa, lambda_h = (v[k] for k in ("dim", "size", "units", "length", "m2", "lam", "kappa", "lambda_h"))
+    algorithm, chains, samples, warmup, thin, hmc_steps, seed = (v[k] for k in ("algorithm", "chains", "samples", "warmup", "thin", "hmc_steps", "seed"))
+    size = _required(size, "--size", "theory.size")
+    out = Path(_required(v["out"], "--out", "out"))
+    _check_memory(dim, size, chains, samples)
+    theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
+    settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin, hmc_steps=hmc_steps)
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
+    with output_lock(out):
+        ckpt = _sampling_checkpoints(out, resume, checkpoint_every, checkpoint_dir, eff)
+        ens = sample_ensemble(theory, settings, seed=seed, units=given, quiet=quiet,
+                              extra={"command": "rgdiff sample", "config": eff}, checkpoints=ckpt)
+        save_ensemble(out, ens)
+        if ckpt is not None:
+            ckpt.remove()
+    if not quiet:
+        d = ens.diagnostics
+        console.print(
+            f"wrote {out}: {chains} chains x {samples} samples, acceptance "
+            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}"
+        )
+
+
+@app.command()
+def measure(
+    file: Path = typer.Argument(..., help="ensemble file written by `rgdiff sample`"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """Measure the observables of an ensemble, with Gamma-method errors and tau_int."""
+    from rgdiff.io.ensemble import load_ensemble
+    from rgdiff.observables.estimators import measure as measure_fields
+    from rgdiff.cli.report import measurement_meta, print_measurement
+
+    ens = load_ensemble(file)
+    m = measure_fields(ens.fields, ens.lattice, markov=ens.markov)
+    meta = measurement_meta(ens, m, file)
+    if as_json:
+        print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
+    else:
+        print_measurement(m, meta)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    config_file: Optional[Path] = typer.Argument(None, metavar="[CONFIG]", help="run configuration (TOML); `rgdiff config show` prints the default"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/run-<time>)"),
+    full: bool = typer.Option(False, "--full", help="the full paper-size run (longer chains)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed (overrides the config's seed)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """The main job: sample the paper's default theory, measure it, write tables, figures and a report."""
+    from rgdiff.cli.pipeline import run_main
+
+    eff, v = _configured(ctx, "run", config_file, locals())
+    _check_seed(v["seed"])
+    _setup_jax()
+    run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
+
+
+config_app = typer.Typer(help="Run configuration files (TOML).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    command: str = typer.Argument("run", help="run | sample | train | reproduce"),
+):
+    """Print the embedded default configuration of a command (TOML, with the allowed values)."""
+    from rgdiff.io import config as cfg
+
+    sys.stdout.write(cfg.show(command))
+
+
+@app.command()
+def info(
+    file: Path = typer.Argument(..., help="an ensemble (.h5), FLOW/CMP/FIDELITY .json, a model directory or a checkpoint folder"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+):
+    """Show the provenance of an output: config, seed, package versions, input checksums."""
+    from rgdiff.io.provenance import describe, format_text
+
+    data = describe(file)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        sys.stdout.write(format_text(data))
+
+
+@app.command()
+def flow(
+    file: Path = typer.Argument(..., help="UV ensemble file written by `rgdiff sample`"),
+    scheme: str = typer.Option(..., "--scheme", help="carosso | polchinski"),
+    M: float = typer.Option(0.0, "--M", help="IR mass of the M-modified scheme (>= 0)"),
+    times: Optional[str] = typer.Option(None, "--times", help="comma-separated RG times, e.g. 0,0.1,0.5"),
+    t_max: Optional[float] = typer.Option(None, "--t-max", help="largest RG time of an even grid from 0"),
+    n_times: Optional[int] = typer.Option(None, "--n-times", help="number of times on the grid [0, t-max]"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Polchinski cutoff profile: slow | exponential"),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Carosso noise-variance factor (0.5 = authors' code)"),
+    speed: Optional[float] = typer.Option(None, "--speed", help="Carosso time-speed factor s (t -> s t)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed for the kernel noise"),
+    out: Path = typer.Option(..., "--out", help="output FLOW.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the flows to this PNG"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """The true RG flow: push a UV ensemble through an exact RG kernel and measure along t."""
+    from rgdiff.io.atomic import package_versions, write_json
+    from rgdiff.io.ensemble import load_ensemble
+    from rgdiff.errors import InvalidSchemeError
+    from rgdiff.observables.true_flow import parse_times, time_grid, true_flow
+    from rgdiff.cli.progress import progress_bar
+    from rgdiff.rg import make_scheme
+
+    options = {k: v for k, v in (("profile", profile), ("noise", noise), ("speed", speed)) if v is not None}
+    sch = make_scheme(scheme, M=M, **options)
+    if times is not None:
+        if t_max is not None or n_times is not None:
+            raise InvalidSchemeError("give either --times or --t-max with --n-times, not both")
+        grid = parse_times(times)
+    else:
+        if t_max is None or n_times is None:
+            raise InvalidSchemeError("give --times t1,t2,... or both --t-max and --n-times")
+        grid = time_grid(t_max=t_max, n_times=n_times)
+    _check_seed(seed)
+    _check_out(out, ".json")
+    if plot is not None:
+        _check_out(plot, ".png")
+    ens = load_ensemble(file)
+    _setup_jax()
+    import jax
+
+    with progress_bar(not quiet) as cb:
+        res, _ = true_flow(sch, ens.fields, ens.lattice, grid, key=jax.random.key(seed), markov=ens.markov, callback=cb)
+    data = res.as_json()
+    data["meta"].update(
+        {
+            "input": str(file),
+            "input_sha256": _sha256(file),
+            "theory": ens.theory.describe(),
+            "uv_sampler": ens.sampler,
+            "uv_seed": ens.seed,
+            "seed": seed,
+            "versions": package_versions(),
+        }
+    )
+    write_json(out, data)
+    if plot is not None:
+        from rgdiff.cli import plots
+
+        th = ens.theory
+        plots.flows(
+            [(f"{sch.describe().get('name')} M={M:g}", data)],
+            plot,
+            f"true RG flow, d={th.lattice.dim} N={th.lattice.size} L={th.lattice.length:g} m2={th.m2:g} lam={th.lam:g}",
+        )
+
+
+@app.command()
+def reproduce(
+    ctx: typer.Context,
+    figure: str = typer.Argument(..., help="which figure: fig6 | fig7 | fig8"),
+    quick: bool = typer.Option(False, "--quick", help="smaller ensembles and grids (minutes on a laptop)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/<fig>-<time>)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out); flags override it"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
+    from rgdiff.cli.reproduce import reproduce as run_reproduce
+
+    eff, v = _configured(ctx, "reproduce", config, locals())
+    _check_seed(v["seed"])
+    _setup_jax()
+    run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"], quiet=quiet)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: str = typer.Option("eft-score", "--model", help="score | eft-score"),
+    data: Optional[Path] = typer.Option(None, "--data", help="UV ensemble (.h5) from `rgdiff sample` (required here or in --config)"),
+    scheme: str = typer.Option("carosso", "--scheme", help="RG scheme of the forward process (needs a stationary law: carosso, M > 0)"),
+    M: float = typer.Option(1.0, "--M", help="IR mass of the M-modified scheme"),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Carosso noise-variance factor"),
+    steps: int = typer.Option(2000, "--steps", help="gradient steps"),
+    batch: int = typer.Option(64, "--batch", help="configurations per step"),
+    lr: float = typer.Option(3e-3, "--lr", help="initial Adam learning rate"),
+    horizon: Optional[float] = typer.Option(None, "--horizon", help="largest RG time T (default: when p_T forgets the UV)"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
+    anchor_weight: float = typer.Option(1.0, "--anchor-weight", help="eft-score: weight of the t = 0 implicit score-matching anchor (0: off)"),
+    ema: float = typer.Option(0.995, "--ema", help="decay of the parameter average the model is saved with (0: last iterate)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="model directory to create (required here or in --config)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [training], seed, out); flags override it"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="save a checkpoint every K steps (in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    objective: str = typer.Option("rg", "--objective", help="--model cnf: rg (RG objective [5.22]) | reverse-kl [5.5]"),
+    ode_steps: int = typer.Option(16, "--ode-steps", help="--model cnf: RK4 steps per unit log-time"),
+    hmc_steps: int = typer.Option(1, "--hmc-steps", help="--model cnf, rg: HMC trajectories per step on the UV chains"),
+):
+    """Train a renormalizing diffusion model (score matching on the exact RG kernel), or with --model cnf a
+    normalizing flow in RG time (RG objective [5.22] or reverse KL [5.5]; paper defaults: 1000 steps, lr 5e-3)."""
+    from rgdiff.cli.jobs import train_job
+    from rgdiff.io.locking import output_lock
+    from rgdiff.models import MODEL_NAMES, InvalidModelError
+    from rgdiff.rg import make_scheme
+    from rgdiff.train.score import TrainSettings
+
+    base = _resume_config(resume, "train") if resume is not None else None
+    eff, v = _configured(ctx, "train", config, locals(), base=base)
+    model, scheme, M, noise, steps, batch, lr, horizon, dtype, seed, checkpoint_every = (
+        v[k] for k in ("model", "scheme", "M", "noise", "steps", "batch", "lr", "horizon", "dtype", "seed", "checkpoint_every"))
+    data = Path(_required(v["data"], "--data", "training.data"))
+    out = Path(_required(v["out"], "--out", "out"))
+    if model == "cnf":
+        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet)
+        return
+    if model not in MODEL_NAMES:
+        raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)}, cnf")
+    options = {"noise": noise} if noise is not None else {}
+    sch = make_scheme(scheme, M=M, **options)
+    anchor_weight, ema = v["anchor_weight"], v["ema"]
+    TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
+                  anchor_weight=anchor_weight, ema=ema)  # validate early
+    _check_seed(seed)
+    _setup_jax()
+    with output_lock(out):
+        train_job(
+            kind=model, data=data, scheme=sch, settings=None, seed=seed, out=out, quiet=quiet,
+            train_kwargs={"steps": steps, "batch": batch, "learning_rate": lr, "horizon": horizon, "dtype": dtype,
+                          "anchor_weight": anchor_weight, "ema": ema},
+            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume, run_config=eff,
+        )
+
+
+@app.command()
+def generate(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train`"),
+    samples: int = typer.Option(..., "--samples", help="number of configurations"),
+    t: float = typer.Option(0.0, "--t", help="RG time of the samples (0 = the UV theory)"),
+    solver: str = typer.Option("ode", "--solver", help="ode (probability flow [6.14]) | sde (reverse SDE [5.25])"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="integration steps (default 64 ode, 512 sde)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output ensemble (.h5), readable by `rgdiff measure`"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Generate configurations of the learned theory p_t^theta from the IR prior p_T."""
+    from rgdiff.cli.jobs import generate_job
+
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    generate_job(model_dir=model_dir, samples=samples, t=t, solver=solver, steps=steps, seed=seed, out=out, quiet=quiet)
+
+
+@app.command("compare-flow")
+def compare_flow(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train`"),
+    data: Path = typer.Option(..., "--data", help="UV ensemble (.h5) for the true flow"),
+    times: Optional[str] = typer.Option(None, "--times", help="comma-separated RG times (must include 0)"),
+    t_max: Optional[float] = typer.Option(None, "--t-max", help="largest time of a geometric grid (default: min(T, 2))"),
+    n_times: int = typer.Option(9, "--n-times", help="points of the default grid"),
+    samples: int = typer.Option(2000, "--samples", help="model samples per time"),
+    solver: str = typer.Option("ode", "--solver", help="ode | sde"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output CMP.json"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw learned vs true flows to this PNG"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Compare the model's flow p_t^theta with the true RG flow of the data (m_R, Z, lam_R, max|phi|)."""
+    from rgdiff.errors import InvalidSchemeError
+    from rgdiff.observables.true_flow import parse_times
+    from rgdiff.cli.jobs import compare_job
+    from rgdiff.io.modeldir import load_model_dir
+    from rgdiff.cli.reproduce import flow_grid
+
+    _check_seed(seed)
+    _check_out(out, ".json")
+    if solver not in ("ode", "sde"):
+        raise InvalidSchemeError(f"--solver must be ode or sde, got {solver!r}")
+    if samples < 2:
+        raise InvalidSchemeError(f"--samples must be >= 2, got {samples}")
+    loaded = load_model_dir(model_dir)
+    if times is not None:
+        grid = np.unique(parse_times(times))
+        if grid[0] != 0.0:
+            raise InvalidSchemeError("--times must include t = 0 (the learned flow is mapped to vacua at its UV end)")
+    else:
+        top = min(loaded.horizon, 2.0) if t_max is None else t_max
+        if not 0 < top < loaded.horizon:
+            raise InvalidSchemeError(f"--t-max must lie in (0, T) with the model's T = {loaded.horizon:.4g}")
+        grid = flow_grid(top, n_times, t_min=top * 1e-3)
+    if grid[-1] >= loaded.horizon:
+        raise InvalidSchemeError(f"times must stay below the model's horizon T = {loaded.horizon:.4g}")
+    _setup_jax()
+    cmp = compare_job(model_dir=model_dir, data=data, times=grid, samples=samples, solver=solver, seed=seed,
+                      out=out, quiet=quiet, plot=plot)
+    if not quiet:
+        from rgdiff.cli.progress import console
+
+        console.print("mean |learned - true| / error over t: " + ", ".join(
+            f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in cmp["discrepancy"].items()))
+
+
+@app.command()
+def bridge(
+    model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train` (eft-score)"),
+    samples: int = typer.Option(..., "--samples", help="samples kept per chain"),
+    chains: int = typer.Option(4, "--chains", help="independent chains"),
+    hmc_steps: int = typer.Option(1, "--hmc-steps", help="HMC steps on the UV action between model proposals"),
+    warmup: int = typer.Option(200, "--warmup", help="HMC window-adaptation steps"),
+    ode_steps: int = typer.Option(32, "--ode-steps", help="probability-flow ODE steps per proposal"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    out: Path = typer.Option(..., "--out", help="output ensemble (.h5)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Sample the UV theory exactly: model proposals (independence Metropolis) interleaved with HMC."""
+    from rgdiff.cli.jobs import bridge_job
+
+    _check_seed(seed)
+    _check_out(out, ".h5")
+    _setup_jax()
+    bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
+               ode_steps=ode_steps, seed=seed, out=out, quiet=quiet)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="small sizes and short chains (a few minutes on a laptop)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="output JSON file (default: rgdiff-out/bench-<time>.json)"),
+    only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
+    tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS and HMC; tables and JSON."""
+    import time as _time
+
+    from rgdiff.bench.runner import check_only, run_bench
+
+    check_only(only)
+    if json_out is None:
+        json_out = Path("rgdiff-out") / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json"
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+    _check_out(json_out, ".json")
+    _setup_jax()
+    run_bench(suite="tiny" if tiny else ("quick" if quick else "full"), only=only, out=json_out, quiet=quiet)
+
+
+def _configured(ctx: typer.Context, command: str, config_path: Path | None, params: dict,
+                base: dict | None = None) -> tuple[dict, dict]:
+    """Merge defaults < config file < flags given on the command line.
+
+    `base` replaces defaults and file (a resumed run starts from its checkpoint's configuration).
+    Returns the effective configuration (recorded in the outputs) and the value of every flag.
+    """
+    from rgdiff.io import config as cfg
+
+    def given_on_command_line(name):  # click's ParameterSource.COMMANDLINE (typer vendors click)
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name == "COMMANDLINE"
+
+    if base is None:
+        base = cfg.load(command, config_path, full=bool(params.get("full")))
+    given = {
+        k: params[k] for k in cfg.FLAGS[command]
+        if k in params and given_on_command_line(k)
+    }
+    eff = cfg.with_flags(command, base, given)
+    values = {k: cfg.get(eff, dotted) for k, dotted in cfg.FLAGS[command].items()}
+    return eff, values
+
+
+def _resume_config(folder: Path, command: str) -> dict | None:
+    """The command configuration stored in a checkpoint (refusing another command's checkpoint)."""
+    from rgdiff.io.checkpoint import ReadCheckpointError, read_checkpoint
+
+    header = read_checkpoint(folder)[0]
+    if header.get("command") != command:
+        raise ReadCheckpointError(
+            f"{folder} is a checkpoint of `rgdiff {header.get('command')}`, not of `rgdiff {command}`; it was left untouched"
+        )
+    config = header.get("config") or {}
+    return (config.get("command") or {}).get("config") if command == "train" else config
+
+
+def _required(value, flag: str, key: str):
+    from rgdiff.io.config import InvalidConfigError
+
+    if value is None:
+        raise InvalidConfigError(f"give {flag} (or {key} in the --config file)")
+    return value
+
+
+def _check_memory(dim: int, size: int, chains: int, samples: int) -> None:
+    """Refuse, before allocating anything, an ensemble that cannot fit in this machine's memory."""
+    from rgdiff.errors import RgdiffError
+
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (dim, size, chains, samples)):
+        return  # the constructors give the precise message
+    need = 8 * chains * samples * size ** min(max(dim, 1), 3)  # float64 fields, exact integer arithmetic
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = 2**40
+    if need > have // 2:
+        raise RgdiffError(
+            f"an ensemble of {chains} chains x {samples} samples on a {size}^{dim} lattice needs about "
+            f"{_bytes(need)} of memory (float64), more than half of this machine's {_bytes(have)}; "
+            "use a smaller --size, fewer --samples or --chains"
+        )
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, folder: Path | None, config: dict):
+    """The checkpoint folder of `rgdiff sample` (None: no checkpoints), see `rgdiff.checkpoint`."""
+    if resume is None and every is None and folder is None:
+        return None
+    from rgdiff.io.checkpoint import Checkpointer
+
+    ckpt = Checkpointer.for_command("sample", out=out, resume=resume, every=every or 1, folder=folder, config=config)
+    if every is None and ckpt.resumed is not None:  # keep the interrupted run's period
+        ckpt.every = int(ckpt.resumed[0].get("host", {}).get("every", 1))
+    return ckpt
+
+
+def _sha256(path: Path) -> str:
+    from rgdiff.io.modeldir import file_checksum
+
+    return file_checksum(path)
+
+
+@app.command("ground-state")
+def ground_state(
+    dim: int = typer.Option(..., "--dim", help="space dimension d (1, 2 or 3)"),
+    size: int = typer.Option(..., "--size", help="sites per side N (N = 1: the anharmonic oscillator)"),
+    length: Optional[float] = typer.Option(None, "--length", help="physical side length L (implies --units physical)"),
+    m2: float = typer.Option(..., "--m2", help="bare mass squared"),
+    lam: float = typer.Option(..., "--lam", help="bare quartic coupling (lam/4! phi^4)"),
+    steps: int = typer.Option(..., "--steps", help="Adam steps on the variational energy"),
+    units: Optional[str] = typer.Option(None, "--units", help="lattice (L = N; the default without --length) | physical"),
+    batch: int = typer.Option(256, "--batch", help="configurations per step"),
+    lr: float = typer.Option(0.02, "--lr", help="initial Adam learning rate (cosine decay to 10%)"),
+    ode_steps: int = typer.Option(16, "--ode-steps", help="RK4 steps of the flow"),
+    eval_samples: int = typer.Option(8192, "--eval-samples", help="samples of the final energy estimate"),
+    init_m2: Optional[float] = typer.Option(None, "--init-m2", help="initial prior M^2 (default: the best Gaussian's)"),
+    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    as_json: bool = typer.Option(False, "--json", help="print the result JSON on stdout"),
+    out: Path = typer.Option(..., "--out", help="output folder to create (result.json and pictures)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+):
+    """Variational ground state of the lattice phi^4 Hamiltonian with a renormalizing-flow ansatz (paper section 6)."""
+    from rgdiff.errors import WriteOutputError
+    from rgdiff.quantum.hamiltonian import Hamiltonian
+    from rgdiff.cli.ground_state import run_ground_state
+    from rgdiff.quantum.train import GroundStateSettings
+
+    if units is None:
+        units = "lattice" if length is None else "physical"
+    h = Hamiltonian.make(dim, size, m2=m2, lam=lam, units=units, length=length)
+    settings = GroundStateSettings(steps=steps, batch=batch, learning_rate=lr, ode_steps=ode_steps,
+                                   eval_samples=eval_samples, init_mass_sq=init_m2, seed=seed)
+    if out.exists():
+        raise WriteOutputError(f"output folder {out} already exists; choose another --out")
+    _setup_jax()
+    result = run_ground_state(h, settings, out, units=units, quiet=quiet)  # progress goes to stderr
+    if as_json:
+        print(json.dumps(result, indent=2))
+    elif not quiet:
+        from rgdiff.cli.progress import console
+        from rgdiff.observables.stats import format_value_error
+
+        exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
+        console.print(
+            f"E = {format_value_error(result['energy'], result['energy_error'])} "
+            f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
+            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; wrote {out}"
+        )
+
+
+def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:
+    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the command line."""
+    from rgdiff.train.cnf import FlowTrainSettings, train_flow_job
+    from rgdiff.io.locking import output_lock
+    from rgdiff.rg import make_scheme
+
+    def flag(name, default):
+        source = ctx.get_parameter_source(name)
+        return v[name] if source is not None and source.name == "COMMANDLINE" else default
+
+    options = {"noise": v["noise"]} if v["noise"] is not None else {}
+    sch = make_scheme(v["scheme"], M=v["M"], **options)
+    settings = FlowTrainSettings(objective=objective, steps=flag("steps", 1000), batch=v["batch"], learning_rate=flag("lr", 5e-3),
+                                 dtype=flag("dtype", "float64"), ode_steps=ode_steps, hmc_steps=hmc_steps)
+    _check_seed(v["seed"])
+    if out.exists():
+        from rgdiff.errors import WriteOutputError
+
+        raise WriteOutputError(f"--out {out} already exists; choose a new model directory")
+    _setup_jax()
+    with output_lock(out):
+        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet)
+
+
+def _check_seed(seed: int) -> None:
+    from rgdiff.errors import RgdiffError
+
+    if not 0 <= seed < 2**63:
+        raise RgdiffError(f"seed must be an integer in [0, 2^63), got {seed}")
+
+
+def _check_out(out: Path, suffix: str) -> None:
+    from rgdiff.errors import WriteOutputError
+
+    if out.exists() and out.is_dir():
+        raise WriteOutputError(f"--out {out} is a folder; give a file name ending in {suffix}")
+    if not out.parent.exists() and str(out.parent):
+        raise WriteOutputError(f"cannot write {out}: folder {out.parent} does not exist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one clear line and exit code 2 for any user error."""
+    from typer.exceptions import TyperException
+
+    from rgdiff.errors import RgdiffError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    try:
+        # No command at all: show the help, which is what a user wants then.
+        code = command.main(args=args or ["--help"], prog_name="rgdiff", standalone_mode=False)
+    except RgdiffError as exc:
+        print(f"rgdiff: error: {exc}", file=sys.stderr)
+        return 2
+    except TyperException as exc:  # usage errors: unknown option, bad value, missing argument
+        print(f"rgdiff: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("rgdiff: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    if code == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code
+        print("rgdiff: interrupted; no partial output was kept (a checkpoint, if any, is kept)", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

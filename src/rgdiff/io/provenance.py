@@ -1,0 +1,223 @@
+"""`rgdiff info FILE`: where an output came from.
+
+Every rgdiff output records the configuration that produced it, the seed, the package versions
+and the SHA-256 of its input files. `describe(path)` collects them from
+
+- an ensemble (.h5): the theory, sampler settings, seed, diagnostics (divergent transitions), the
+  command's configuration and the checksums of the model it came from, if any;
+- FLOW.json / CMP.json / FIDELITY.json (any rgdiff JSON with a "meta" table);
+- a model directory (config.toml + params.eqx), a `rgdiff run`/`reproduce` folder, or a checkpoint
+  folder (`rgdiff.checkpoint`).
+
+A file that is none of these is refused with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from rgdiff.errors import RgdiffError
+
+
+class ReadProvenanceError(RgdiffError):
+    """The file is not an rgdiff output whose provenance can be shown."""
+
+
+def _sha256(path: Path) -> str:
+    from rgdiff.io.modeldir import file_checksum
+
+    return file_checksum(path)
+
+
+def _checksums(tree, prefix="") -> dict:
+    """Every `*sha256*` entry of a nested dict: the recorded checksums of the inputs."""
+    out = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            if "sha256" in str(k) and isinstance(v, str):
+                out[name] = v
+            else:
+                out.update(_checksums(v, name))
+    return out
+
+
+def describe(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ReadProvenanceError(f"{path} does not exist")
+    if path.is_dir():
+        return _describe_folder(path)
+    if path.suffix in (".h5", ".hdf5"):
+        return _describe_ensemble(path)
+    if path.suffix == ".json":
+        return _describe_json(path)
+    if path.suffix == ".toml":
+        return _describe_toml(path)
+    raise ReadProvenanceError(
+        f"{path} is not an rgdiff output (expected an ensemble .h5, a .json result, a config .toml or a folder)"
+    )
+
+
+def _describe_ensemble(path: Path) -> dict:
+    import h5py
+
+    from rgdiff.io.ensemble import FORMAT
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise ReadProvenanceError(f"{path} is not a readable HDF5 file (truncated or not HDF5)") from None
+    with f:
+        a = f.attrs
+        if a.get("format") != FORMAT:
+            raise ReadProvenanceError(f"{path} is not an rgdiff ensemble (no format attribute {FORMAT!r})")
+        meta = {}
+        for k in ("theory", "sampler", "diagnostics", "seed", "units", "extra", "versions"):
+            try:
+                meta[k] = json.loads(a[k])
+            except (KeyError, ValueError, TypeError):
+                meta[k] = None
+        shape = list(f["fields"].shape) if "fields" in f and isinstance(f["fields"], h5py.Dataset) else None
+        created = str(a.get("created", ""))
+        version = a.get("format_version")
+    extra = meta.get("extra") or {}
+    diag = meta.get("diagnostics") or {}
+    summary = {}
+    if isinstance(diag, dict):
+        if "divergences" in diag:
+            summary["divergent_transitions"] = diag["divergences"]
+        if "acceptance_rate" in diag:
+            summary["acceptance_rate"] = diag["acceptance_rate"]
+    return {
+        "file": str(path),
+        "kind": "ensemble",
+        "format": f"{FORMAT} {_jsonable(version)}",
+        "sha256": _sha256(path),
+        "created": created,
+        "shape (chains, samples, *lattice)": shape,
+        "theory": meta.get("theory"),
+        "sampler": meta.get("sampler"),
+        "seed": meta.get("seed"),
+        "diagnostics": summary,
+        "config": extra.get("config"),
+        "command": extra.get("command") or extra.get("job"),
+        "inputs": _checksums(extra),
+        "versions": meta.get("versions"),
+    }
+
+
+def _describe_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ReadProvenanceError(f"{path} is not text (UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise ReadProvenanceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
+        raise ReadProvenanceError(f"{path} is not an rgdiff result (no 'meta' table)")
+    meta = data["meta"]
+    name = path.name.upper()
+    kind = next((k for k in ("FLOW", "CMP", "FIDELITY") if k in name), "result")
+    return {
+        "file": str(path),
+        "kind": kind,
+        "sha256": _sha256(path),
+        "theory": meta.get("theory"),
+        "seed": meta.get("seed", meta.get("uv_seed")),
+        "config": meta.get("config") or {k: v for k, v in meta.items() if k in ("scheme", "uv_sampler", "sampler", "solver", "samples", "times")},
+        "inputs": {**({"input": meta["input"]} if "input" in meta else {}), **({"data": meta["data"]} if "data" in meta else {}),
+                   **_checksums(meta)},
+        "versions": meta.get("versions"),
+    }
+
+
+def _describe_toml(path: Path) -> dict:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ReadProvenanceError(f"{path} is not valid TOML ({exc.__class__.__name__})") from None
+    return {
+        "file": str(path),
+        "kind": "configuration",
+        "sha256": _sha256(path),
+        "command": data.get("command"),
+        "seed": data.get("seed"),
+        "config": {k: v for k, v in data.items() if k not in ("versions", "command")},
+        "versions": data.get("versions"),
+    }
+
+
+def _describe_folder(path: Path) -> dict:
+    from rgdiff.io.checkpoint import FILE as CKPT, read_checkpoint
+    from rgdiff.io.modeldir import CONFIG, PARAMS
+
+    if (path / CKPT).is_file():
+        header, _ = read_checkpoint(path)
+        return {
+            "file": str(path),
+            "kind": f"checkpoint of rgdiff {header.get('command')}",
+            "step": header.get("step"),
+            "created": header.get("created"),
+            "payload_sha256": header.get("payload_sha256"),
+            "config": header.get("config"),
+            "inputs": _checksums(header.get("identity", {})),
+            "versions": header.get("versions"),
+        }
+    if (path / CONFIG).is_file() and (path / PARAMS).is_file():
+        try:
+            config = tomllib.loads((path / CONFIG).read_text())
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ReadProvenanceError(f"{path / CONFIG} is not valid TOML ({exc.__class__.__name__})") from None
+        training = config.get("training", {})
+        return {
+            "file": str(path),
+            "kind": "model directory",
+            "format": f"{config.get('format')} {config.get('format_version')}",
+            "params_sha256": _sha256(path / PARAMS),
+            "seed": training.get("seed"),
+            "model": config.get("model"),
+            "scheme": config.get("scheme"),
+            "theory": config.get("theory"),
+            "training": training,
+            "config": (config.get("command") or {}).get("config"),
+            "inputs": _checksums({"data": config.get("data", {})}),
+            "data": (config.get("data") or {}).get("file"),
+            "versions": config.get("versions"),
+        }
+    if (path / "config.toml").is_file():
+        out = _describe_toml(path / "config.toml")
+        out.update({"file": str(path), "kind": "output folder", "files": sorted(p.name for p in path.iterdir())})
+        return out
+    raise ReadProvenanceError(
+        f"{path} is a folder but not an rgdiff model directory, output folder or checkpoint (no config.toml)"
+    )
+
+
+def _jsonable(x):
+    try:
+        return x.item()
+    except AttributeError:
+        return x
+
+
+def format_text(info: dict) -> str:
+    """Human-readable `key: value` lines; nested tables indented."""
+    lines: list[str] = []
+
+    def walk(d, indent):
+        for k, v in d.items():
+            if v is None or v == {} or v == []:
+                continue
+            if isinstance(v, dict):
+                lines.append(f"{'  ' * indent}{k}:")
+                walk(v, indent + 1)
+            else:
+                if isinstance(v, list) and len(v) > 8:
+                    v = f"[{', '.join(map(str, v[:8]))}, ...] ({len(v)} values)"
+                lines.append(f"{'  ' * indent}{k}: {v}")
+
+    walk(info, 0)
+    return "\n".join(lines) + "\n"

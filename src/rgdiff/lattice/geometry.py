@@ -1,0 +1,215 @@
+"""Periodic hypercubic lattices and their Fourier conventions (paper [4.1], [4.26], [4.27]).
+
+A field on the lattice is an array whose last `dim` axes are the lattice axes, each of length
+`size` = N; any leading axes are batch axes. The physical side length is `length` = L and the
+spacing is eps = L / N.
+
+Fourier transform [4.26]::
+
+    phi~(p) = N^-d sum_n exp(-2 pi i p.n / N) phi(n)
+
+Lattice momenta [4.27]::
+
+    phat_i = (2N/L) sin(pi p_i / N),   |phat|^2 = sum_i phat_i^2,
+
+the eigenvalues of minus the lattice Laplacian
+Delta phi(n) = eps^-2 sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from rgdiff.errors import InvalidLatticeError, require_finite
+
+MAX_SITES = 2**24  # refuse lattices that could not possibly fit one field in memory
+
+
+@dataclasses.dataclass(frozen=True)
+class Lattice:
+    """A periodic lattice Z_N^d of physical side length L.
+
+    Hashable and immutable, so it can be a static argument of `jax.jit`.
+
+    **Arguments:**
+
+    - `dim`: the dimension d, one of 1, 2, 3.
+    - `size`: N, the number of sites per side (N >= 2).
+    - `length`: L > 0, the physical side length; lattice units are L = N.
+    """
+
+    dim: int
+    size: int
+    length: float
+
+    def __post_init__(self):
+        if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
+            raise InvalidLatticeError(f"dimension must be an integer 1, 2 or 3, got {self.dim!r}")
+        if self.dim not in (1, 2, 3):
+            raise InvalidLatticeError(f"dimension must be 1, 2 or 3, got {self.dim}")
+        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)):
+            raise InvalidLatticeError(f"lattice size N must be an integer >= 2, got {self.size!r}")
+        if self.size < 2:
+            raise InvalidLatticeError(f"lattice size N must be >= 2, got {self.size}")
+        if self.size**self.dim > MAX_SITES:
+            raise InvalidLatticeError(
+                f"lattice {self.size}^{self.dim} has more than {MAX_SITES} sites; use a smaller N"
+            )
+        length = require_finite("length L", self.length, InvalidLatticeError)
+        if length <= 0:
+            raise InvalidLatticeError(f"length L must be > 0, got {self.length}")
+        object.__setattr__(self, "dim", int(self.dim))
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "length", length)
+
+    @classmethod
+    def lattice_units(cls, dim: int, size: int) -> "Lattice":
+        """The lattice with eps = 1, i.e. L = N."""
+        return cls(dim, size, float(size))
+
+    # geometry ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.size,) * self.dim
+
+    @property
+    def spacing(self) -> float:
+        """eps = L / N."""
+        return self.length / self.size
+
+    @property
+    def sites(self) -> int:
+        """V = N^d, the number of sites."""
+        return self.size**self.dim
+
+    @property
+    def volume(self) -> float:
+        """The physical volume L^d."""
+        return self.length**self.dim
+
+    @property
+    def axes(self) -> tuple[int, ...]:
+        """The lattice axes of a field array (the last `dim` axes)."""
+        return tuple(range(-self.dim, 0))
+
+    @property
+    def cutoff(self) -> float:
+        """Lambda_0 = max |phat| = 2 sqrt(d) N / L."""
+        return 2.0 * math.sqrt(self.dim) * self.size / self.length
+
+    @property
+    def phat1_sq(self) -> float:
+        """|phat|^2 at the unit momentum e_i: (2N/L)^2 sin^2(pi/N)."""
+        return (2.0 * self.size / self.length) ** 2 * math.sin(math.pi / self.size) ** 2
+
+    def describe(self) -> dict:
+        return {"dim": self.dim, "size": self.size, "length": self.length}
+
+    # momenta ----------------------------------------------------------------------------
+    def momentum_components(self, dtype=jnp.float64) -> list[jnp.ndarray]:
+        """phat_i on the full FFT grid, one broadcastable array per axis [4.27]."""
+        p = np.arange(self.size)
+        comp = (2.0 * self.size / self.length) * np.sin(np.pi * p / self.size)
+        out = []
+        for i in range(self.dim):
+            shape = [1] * self.dim
+            shape[i] = self.size
+            out.append(jnp.asarray(comp.reshape(shape), dtype=dtype))
+        return out
+
+    def phat_sq(self, dtype=jnp.float64) -> jnp.ndarray:
+        """|phat|^2 on the full FFT grid, shape (N,)*d."""
+        total = sum(c**2 for c in self.momentum_components(dtype))
+        return jnp.broadcast_to(total, self.shape)
+
+    def phat_sq_half(self, dtype=jnp.float64) -> jnp.ndarray:
+        """|phat|^2 on the half grid of `rfftn` (last axis N//2 + 1)."""
+        return self.phat_sq(dtype)[..., : self.size // 2 + 1]
+
+    def real_mode_mask_half(self) -> np.ndarray:
+        """On the `rfftn` half grid: True where p = -p mod N (the mode is real)."""
+        n = self.size
+        p = np.arange(n)
+        self_conj = (2 * p) % n == 0
+        masks = []
+        for i in range(self.dim):
+            m = self_conj if i < self.dim - 1 else self_conj[: n // 2 + 1]
+            shape = [1] * self.dim
+            shape[i] = m.shape[0]
+            masks.append(m.reshape(shape))
+        out = masks[0]
+        for m in masks[1:]:
+            out = out & m
+        half_shape = self.shape[:-1] + (n // 2 + 1,)
+        return np.broadcast_to(out, half_shape)
+
+    def half_multiplicity(self) -> np.ndarray:
+        """How many full-grid modes each `rfftn` half-grid mode stands for (1 or 2)."""
+        n = self.size
+        q = np.arange(n // 2 + 1)
+        last = np.where((2 * q) % n == 0, 1, 2)
+        shape = [1] * self.dim
+        shape[-1] = n // 2 + 1
+        return np.broadcast_to(last.reshape(shape), self.shape[:-1] + (n // 2 + 1,))
+
+    # transforms -------------------------------------------------------------------------
+    def fourier(self, phi: jnp.ndarray) -> jnp.ndarray:
+        """phi~(p) = N^-d sum_n exp(-2 pi i p.n/N) phi(n) on the full grid [4.26]."""
+        return jnp.fft.fftn(phi, axes=self.axes) / self.sites
+
+    def inverse_fourier(self, phi_p: jnp.ndarray) -> jnp.ndarray:
+        """Inverse of `fourier`, returning the real part (fields are real)."""
+        return jnp.real(jnp.fft.ifftn(phi_p * self.sites, axes=self.axes))
+
+    def rfourier(self, phi: jnp.ndarray) -> jnp.ndarray:
+        """`fourier` on the half grid (real fields): last lattice axis has N//2 + 1 entries."""
+        return jnp.fft.rfftn(phi, axes=self.axes) / self.sites
+
+    def inverse_rfourier(self, phi_p: jnp.ndarray) -> jnp.ndarray:
+        """Inverse of `rfourier`."""
+        return jnp.fft.irfftn(phi_p * self.sites, s=self.shape, axes=self.axes)
+
+    def fourier_multiply(self, phi: jnp.ndarray, multiplier_half) -> jnp.ndarray:
+        """The translation-invariant linear map phi -> F^-1[m(p) F[phi]] with m real on the half grid.
+
+        `multiplier_half` broadcasts against the `rfftn` half grid (batch axes first); the result
+        keeps `phi`'s dtype.
+        """
+        modes = self.rfourier(phi)
+        multiplier = jnp.asarray(multiplier_half).astype(modes.dtype)  # explicit: strict dtype promotion
+        return self.inverse_rfourier(multiplier * modes).astype(phi.dtype)
+
+    def laplacian(self, phi: jnp.ndarray) -> jnp.ndarray:
+        """Delta phi(n) = eps^-2 sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i))."""
+        out = -2.0 * self.dim * phi
+        for ax in self.axes:
+            out = out + jnp.roll(phi, 1, axis=ax) + jnp.roll(phi, -1, axis=ax)
+        return out / self.spacing**2
+
+    def power_spectrum(self, fields, *, half: bool = True) -> np.ndarray:
+        """G2(p) = L^d <|phi~(p)|^2> of an ensemble (float64 NumPy), averaged over all leading axes.
+
+        `half=True` gives it on the `rfftn` half grid (weights: `half_multiplicity`), else on the
+        full grid. No mean is subtracted: for the flowed spectrum a_t^2 G2_0 + v_t of a linear
+        scheme the raw second moment is what is pushed forward.
+        """
+        flat = np.asarray(fields, dtype=np.float64).reshape(-1, *self.shape)
+        transform = np.fft.rfftn if half else np.fft.fftn
+        modes = transform(flat, axes=self.axes) / self.sites
+        return self.volume * np.mean(np.abs(modes) ** 2, axis=0)
+
+    def sum_sites(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Sum over the lattice axes, keeping batch axes."""
+        return jnp.sum(x, axis=self.axes)
+
+    def check_field(self, phi, what: str = "field") -> None:
+        """Raise if `phi`'s trailing axes are not this lattice's shape."""
+        shape = tuple(np.shape(phi))
+        if len(shape) < self.dim or shape[-self.dim :] != self.shape:
+            raise InvalidLatticeError(
+                f"{what} has shape {shape}, expected trailing lattice axes {self.shape}"
+            )
