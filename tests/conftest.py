@@ -2,6 +2,8 @@ import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# No silent up- or down-casts: a float32 model meeting float64 data must say so (equinox, diffrax).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 def pytest_addoption(parser):
@@ -26,7 +28,7 @@ def getkey():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print how many hypothesis examples ran (property tests, e.g. tests/test_hostile_input.py)."""
+    """Print how many hypothesis examples ran (property tests, e.g. tests/cli/test_hostile_input.py)."""
     import re
 
     passing = failing = invalid = tests = 0

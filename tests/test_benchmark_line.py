@@ -8,7 +8,7 @@ import pytest
 
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.generate.diffusion import sample_reverse_sde
-from rgdiff.cli.jobs import initial_model
+from rgdiff.models.initial import initial_model
 from rgdiff.observables.estimators import measure
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings, sample

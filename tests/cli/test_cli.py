@@ -76,7 +76,7 @@ def test_sample_then_measure_json_contract(tmp_path):
     """End to end through the installed console script, as a user runs it."""
     out = tmp_path / "ens.h5"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    exe = [sys.executable, "-m", "rgdiff.cli.app"]
+    exe = [sys.executable, "-m", "rgdiff.cli"]
     r = subprocess.run(exe + SMALL + ["--out", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(exe + ["measure", str(out), "--json"], capture_output=True, text=True, env=env)

@@ -52,7 +52,7 @@ def files(tmp_path_factory):
     """A real small ensemble and a real (untrained) model directory, built without sampling."""
     import jax
 
-    from rgdiff.cli.jobs import initial_model
+    from rgdiff.models.initial import initial_model
     from rgdiff.io.modeldir import CONFIG, PARAMS, write_config, write_params
     from rgdiff.rg import make_scheme
 

@@ -8,7 +8,7 @@ import pytest
 
 from rgdiff.cli.app import main
 from rgdiff.io.ensemble import load_ensemble
-from rgdiff.io.modeldir import file_checksum
+from rgdiff.io.atomic import file_checksum
 
 
 def ok(args):

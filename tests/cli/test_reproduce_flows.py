@@ -42,7 +42,7 @@ def test_fig8_tiny_writes_the_contract(tmp_path):
 @pytest.mark.parametrize("args", [["reproduce", "fig9", "--quick"], ["train", "--model", "cnf", "--objective", "forward-kl",
                                                                       "--data", "missing.h5", "--out", "m"]])
 def test_bad_input_exits_2(args, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rgdiff.cli.app", *args], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "rgdiff.cli", *args], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("rgdiff: error:") and len(proc.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []

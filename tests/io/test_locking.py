@@ -20,7 +20,7 @@ from rgdiff.io.locking import lock_path, output_lock
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from rgdiff.locking import output_lock
+    from rgdiff.io.locking import output_lock
     with output_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -84,7 +84,7 @@ def test_concurrent_writers_never_corrupt(tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from rgdiff._io import write_json
+        from rgdiff.io.atomic import write_json
         from rgdiff.errors import WriteOutputError
         refused = written = 0
         for i in range(200):

@@ -9,7 +9,7 @@ import pytest
 
 from rgdiff.cli.app import main
 from rgdiff.io.ensemble import Ensemble, save_ensemble
-from rgdiff.io.modeldir import file_checksum
+from rgdiff.io.atomic import file_checksum
 from rgdiff.theory.phi4 import make_phi4
 
 

@@ -73,3 +73,42 @@ def test_half_grid_bookkeeping(lat):
 def test_invalid_lattices(args, message):
     with pytest.raises(InvalidLatticeError, match=message):
         Lattice(*args)
+
+
+@pytest.mark.parametrize("dim,size", [(1, 1), (1, 7), (2, 1), (2, 4), (2, 5), (3, 4), (3, 3)])
+def test_orbit_labels_are_in_order_of_first_appearance(dim, size):
+    # saved CNF weights and the quantum ansatz index classes by these labels; the former
+    # first-appearance labelling (row-major scan of the grid) must be reproduced exactly
+    import itertools
+
+    from rgdiff.lattice.symmetry import lattice_orbits
+
+    fold = np.minimum(np.arange(size), (size - np.arange(size)) % size)
+    keys, expected = {}, np.zeros((size,) * dim, dtype=np.int64)
+    for idx in itertools.product(range(size), repeat=dim):
+        expected[idx] = keys.setdefault(tuple(sorted(int(fold[i]) for i in idx)), len(keys))
+    n, index = lattice_orbits(dim, size)
+    assert n == len(keys)
+    np.testing.assert_array_equal(index, expected)
+
+
+def test_self_conjugate_planes_give_real_modes_and_multiplicity():
+    for lat in (Lattice(1, 6, 1.0), Lattice(2, 5, 2.0), Lattice(3, 4, 1.0)):
+        planes = lat.self_conjugate_planes()
+        q = np.arange(lat.size // 2 + 1)
+        np.testing.assert_array_equal(planes, (q == 0) | (2 * q == lat.size))
+        np.testing.assert_array_equal(lat.half_multiplicity()[(0,) * (lat.dim - 1)], np.where(planes, 1, 2))
+        assert lat.real_mode_mask_half().shape == lat.half_shape
+        # every real mode lies on a self-conjugate plane; there are 2^d of them for N even, 1 for N odd
+        assert np.all(planes[np.nonzero(lat.real_mode_mask_half())[-1]])
+        assert lat.real_mode_mask_half().sum() == (2**lat.dim if lat.size % 2 == 0 else 1)
+
+
+def test_phat_sq_host_and_device_agree_and_laplacian_stencil():
+    lat = Lattice(2, 6, 3.0)
+    np.testing.assert_array_equal(np.asarray(lat.phat_sq()), lat.phat_sq_np())
+    phi = np.random.default_rng(1).normal(size=(2,) + lat.shape)
+    host = lat.laplacian(phi)
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_allclose(host, np.asarray(lat.laplacian(jnp.asarray(phi))), rtol=1e-14, atol=1e-12)
+    np.testing.assert_allclose(lat.lattice_laplacian(phi), lat.spacing**2 * host, rtol=1e-13, atol=1e-12)

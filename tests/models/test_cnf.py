@@ -10,7 +10,8 @@ from rgdiff.generate.transport import decode, encode, sample
 from rgdiff.theory.gaussian import gaussian_field_log_prob
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models import InvalidModelError, build_model
-from rgdiff.models.cnf import ContinuousFlow, displacement_classes
+from rgdiff.lattice.symmetry import lattice_orbits
+from rgdiff.models.cnf import ContinuousFlow
 from rgdiff.rg import make_scheme
 
 SCHEME = make_scheme("carosso", M=1.0)
@@ -47,7 +48,7 @@ def test_equivariance_translation_reflection_z2(getkey):
 
 def test_displacement_classes_count():
     # d = 2, N = 4: distances in {0, 1, 2}, unordered pairs: 6 classes
-    classes, n = displacement_classes(Lattice(2, 4, 1.0))
+    n, classes = lattice_orbits(2, 4)  # the CNF's displacement classes
     assert n == 6 and classes[0, 0] == 0
     assert classes[1, 3] == classes[3, 1] == classes[1, 1] != classes[0, 1] == classes[3, 0] == classes[0, 3]
 

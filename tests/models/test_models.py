@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.models import MODEL_CLASSES, MODEL_NAMES, AbstractScoreModel, ConvScore, EFTScore, InvalidModelError, TimeEmbedding, build_model, make_model, phi4_couplings, phi4_field_scale
+from rgdiff.models import MODEL_CLASSES, MODEL_NAMES, AbstractExactScoreModel, AbstractScoreModel, AbstractVelocityField, ContinuousFlow, ConvScore, GaussianFlowScore, eft_basis, eft_basis_divergence, EFTScore, InvalidModelError, TimeEmbedding, build_model, make_model, phi4_couplings, phi4_field_scale
 from rgdiff.lattice.symmetry import lattice_orbits, stencil_orbits
 from rgdiff.theory.phi4 import Phi4, paper_theory
 
@@ -353,7 +353,7 @@ def test_describe_build_round_trip(name, rng, tmp_path):
     eqx.tree_serialise_leaves(path, model)
     loaded_file = eqx.tree_deserialise_leaves(path, build_model(desc, LAT2, key=jax.random.key(2)))
     phi, t = normal(rng, LAT2.shape), times(0.2)
-    fn = divergence_check if model.has_exact_divergence else score_fn
+    fn = divergence_check if isinstance(model, AbstractExactScoreModel) else score_fn
     expected = fn(model, phi, t)
     for m in (loaded, loaded_file):
         for x, y in zip(jax.tree.leaves(fn(m, phi, t)), jax.tree.leaves(expected)):
@@ -376,6 +376,9 @@ def test_build_model_rejects_bad_descriptions():
 
 def test_flags_and_bad_arguments():
     assert EFTScore.has_exact_divergence and not ConvScore.has_exact_divergence
+    assert issubclass(EFTScore, AbstractExactScoreModel) and issubclass(GaussianFlowScore, AbstractExactScoreModel)
+    assert issubclass(ConvScore, AbstractScoreModel) and not issubclass(ConvScore, AbstractExactScoreModel)
+    assert issubclass(ContinuousFlow, AbstractVelocityField) and not issubclass(ContinuousFlow, AbstractScoreModel)
     model = conv(LAT2)
     with pytest.raises(NotImplementedError, match="no exact divergence"):
         model.divergence(np.zeros(LAT2.shape), 0.1)
@@ -523,7 +526,7 @@ def test_flowing_field_scale_describe_build_round_trip(name, rng):
     buffer.seek(0)
     loaded = eqx.tree_deserialise_leaves(buffer, skeleton)
     phi, t = normal(rng, LAT2.shape), times(0.2)
-    fn = divergence_check if model.has_exact_divergence else score_fn
+    fn = divergence_check if isinstance(model, AbstractExactScoreModel) else score_fn
     for x, y in zip(jax.tree.leaves(fn(loaded, phi, t)), jax.tree.leaves(fn(model, phi, t))):
         np.testing.assert_array_equal(x, y)
     # descriptions written before field_scale_flow existed still build (constant scale)
@@ -562,3 +565,23 @@ def test_field_scale_flow_terms_is_the_exact_variance_of_p_t(rng):
     assert len(few) <= 3 and sigma0_few == sigma0
     approx = eft(lattice, field_scale=sigma0, field_scale_flow=few)
     np.testing.assert_allclose(sigma_values(approx, ts), exact, rtol=0.05)
+
+
+def test_eft_basis_and_its_divergence():
+    # g = (Delta phi, phi, phi^3) [5.26]: the UV score is phi4_couplings . g, and div g is the
+    # trace of the Jacobian (checked against autodiff); NumPy input stays NumPy (host estimators)
+    lat = Lattice(2, 4, 2.0)
+    theory = Phi4(lat, 0.7, 3.0)
+    phi = jnp.asarray(np.random.default_rng(5).normal(size=lat.shape))
+    g = eft_basis(phi, lat)
+    f = phi4_couplings(theory)
+    np.testing.assert_allclose(sum(fi * gi for fi, gi in zip(f, g)), theory.score(phi), rtol=1e-12, atol=1e-12)
+    for lattice_units in (False, True):
+        div = eft_basis_divergence(phi, lat, lattice_units=lattice_units)
+        for i in range(3):
+            jac = jax.jacfwd(lambda x: eft_basis(x, lat, lattice_units=lattice_units)[i])(phi)
+            trace = np.trace(np.asarray(jac).reshape(lat.sites, lat.sites))
+            np.testing.assert_allclose(div[i], trace, rtol=1e-12)
+    host = eft_basis(np.asarray(phi), lat)
+    assert all(isinstance(x, np.ndarray) for x in host)
+    np.testing.assert_allclose(host[0], g[0], rtol=1e-13, atol=1e-12)

@@ -23,12 +23,12 @@ SCRIPT = textwrap.dedent(
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from rgdiff import parallel
     from rgdiff.models import ConvScore
     from rgdiff.rg import make_scheme
-    from rgdiff.sampling import SamplerSettings, sample
-    from rgdiff.theory import make_phi4
-    from rgdiff.training import TrainSettings, train
+    from rgdiff.samplers.uv import SamplerSettings, sample
+    from rgdiff.theory.phi4 import make_phi4
+    from rgdiff.train import parallel
+    from rgdiff.train.score import TrainSettings, train
 
     devices = jax.devices()
     theory = make_phi4(2, 4, units="lattice", m2=-4.0, lam=36.0)

@@ -92,7 +92,7 @@ def test_sigkilled_training_resumes_bitwise(killed_training, capsys):
     # provenance of the resumed model: config, seed, data checksum, versions
     assert main(["info", str(k["out"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    from rgdiff.io.modeldir import file_checksum
+    from rgdiff.io.atomic import file_checksum
 
     assert info["seed"] == 4 and info["inputs"]["data.sha256"] == file_checksum(k["data"])
     assert info["config"]["training"]["steps"] == 120 and info["versions"]["jax"]
@@ -123,9 +123,10 @@ def test_nan_is_caught_at_its_step_with_the_last_good_checkpoint_kept(uv, tmp_pa
     """A non-finite configuration in the data makes the loss NaN at the first step that draws it."""
     import jax
 
-    from rgdiff.cli.jobs import initial_model
+    from rgdiff.models.initial import initial_model
     from rgdiff.rg import make_scheme
-    from rgdiff.train.score import NonFiniteLossError, TrainSettings, train
+    from rgdiff.train.loop import NonFiniteLossError
+    from rgdiff.train.score import TrainSettings, train
 
     _, data = uv
     ens = load_ensemble(data)

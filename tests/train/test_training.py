@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rgdiff.theory.gaussian import free_field_spectrum, sample_gaussian_field
-from rgdiff.cli.jobs import initial_model, prior_couplings
+from rgdiff.models.initial import initial_model, prior_couplings
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models.gaussian_score import GaussianFlowScore
 from rgdiff.objectives.score_matching import anchor_loss, dsm_loss_at, fisher_scale
@@ -105,10 +105,10 @@ def test_anchor_loss_is_score_matching_at_t0(free_data):
 def test_parameter_average_is_the_bias_corrected_ema():
     """With decay b, after k steps the average is sum_j b^(k-j) (1 - b) theta_j / (1 - b^k),
     theta_j the parameters after step j (here a scalar walked by fixed updates)."""
-    from rgdiff.train.score import _parameter_average, averaged_parameters
+    from rgdiff.train.loop import averaged_parameters, parameter_average
 
     b, steps = 0.9, 7
-    transform = _parameter_average(b)
+    transform = parameter_average(b)
     theta = jnp.asarray(1.0)
     state = (transform.init(theta),)
     history = []

@@ -1,7 +1,6 @@
 """`rgdiff bench`: performance and scale, measured side by side in one run.
 
-- `kernel`: exact RG kernel push-forward throughput vs a bare FFT round trip (and the proposed
-  cheaper push-forward, `fast_kernel.push_forward_fused`);
+- `kernel`: exact RG kernel push-forward throughput vs a bare FFT round trip;
 - `training`: gradient steps/s, samples/s and peak memory of the score models (and the CNF);
 - `samplers`: ESS/s and tau_int of NUTS, HMC, the RG bridge and the flow on the benchmark line,
   with the dynamic exponent z.

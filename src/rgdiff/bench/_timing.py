@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from rgdiff.io.atomic import package_versions
+
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
@@ -82,8 +84,6 @@ def seconds_per_call(exe: Callable, *args, repeats: int = 5, inner: int = 1) -> 
 
 def machine() -> dict:
     """Where the numbers were measured: CPU/GPU, cores, jax backend and devices, package versions."""
-    from rgdiff.io.atomic import package_versions
-
     devices = jax.devices()
     return {
         "platform": platform.platform(),

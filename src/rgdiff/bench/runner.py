@@ -16,12 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from rgdiff.io.atomic import write_json
+from rich.console import Console
+from rich.table import Table
+
+from rgdiff.bench import kernel, samplers, training
+from rgdiff.bench._timing import format_figure, machine
+from rgdiff.cli.progress import progress_bar
 from rgdiff.errors import RgdiffError
-from rgdiff.bench import kernel
-from rgdiff.bench import samplers
-from rgdiff.bench import training
-from rgdiff.bench._timing import machine
+from rgdiff.io.atomic import write_json
 
 BENCHMARKS = {"kernel": kernel, "training": training, "samplers": samplers}
 SUITES = ("full", "quick", "tiny")
@@ -49,14 +51,13 @@ class InvalidBenchError(RgdiffError):
 
 
 def check_only(only: str | None) -> None:
+    """Refuse an unknown `--only` benchmark name."""
     if only is not None and only not in BENCHMARKS:
         raise InvalidBenchError(f"unknown benchmark {only!r}; choose one of {', '.join(BENCHMARKS)}")
 
 
 def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False) -> dict:
     """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data."""
-    from rgdiff.cli.progress import progress_bar
-
     if suite not in SUITES:
         raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     check_only(only)
@@ -89,11 +90,7 @@ def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet
 
 
 def print_tables(data: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from rgdiff.bench._timing import format_figure
-
+    """One table per benchmark and one of the ratios, on stdout."""
     # a wide console when piped, so the tables stay one line per row in logs
     console = Console() if sys.stdout.isatty() else Console(width=200)
     m = data["machine"]

@@ -3,9 +3,9 @@
 At each size N (`theory.benchmark_theory(N)`: d = 2, lattice units, m2 = -4, lam = 6 lam_A(N)),
 in the same run:
 
-- (a) NUTS with Stan's window adaptation (`rgdiff.sampling`, Blackjax);
+- (a) NUTS with Stan's window adaptation (`rgdiff.samplers.uv`, Blackjax);
 - (b) HMC with window adaptation and `hmc_steps` leapfrog steps per trajectory;
-- (c) the RG-bridge sampler (`rgdiff.bridge.run_bridge`): an EFT score model trained by DSM on the
+- (c) the RG-bridge sampler (`rgdiff.samplers.bridge.run_bridge`): an EFT score model trained by DSM on the
   NUTS chains of (a), proposals from the probability-flow ODE, exact IMH + HMC;
 - (d) the RG-time CNF (`rgdiff.models.cnf`, issue 5) trained by reverse KL, as an independence
   Metropolis sampler; skipped with a note when the flow model is not available.
@@ -30,17 +30,20 @@ errors; with two sizes the fit is exact and the error is propagated).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.errors import RgdiffError
 from rgdiff.observables.estimators import magnetization
 from rgdiff.rg import make_scheme
+from rgdiff.samplers import imh
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import benchmark_theory
 from rgdiff.bench._cnf import flow_api
@@ -202,7 +205,7 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
 
 def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) -> dict:
     from rgdiff.samplers.bridge import BridgeSettings, run_bridge
-    from rgdiff.cli.jobs import initial_model
+    from rgdiff.models.initial import initial_model
     from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
 
     lattice = theory.lattice
@@ -277,41 +280,49 @@ def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
         return phi, log_q, theory.action(phi)
 
     gen, compile_s = compiled(propose, k_prop)
-    secs, phis, log_w = [], [], []
+    secs, phis, log_qs, log_w = [], [], [], []
     for c in range(settings.chunks):
         t0 = time.perf_counter()
         phi, log_q, action = jax.block_until_ready(gen(jax.random.fold_in(k_prop, c)))
         secs.append((time.perf_counter() - t0) / n_chunk)
-        phis.append(np.asarray(phi))
-        log_w.append(np.asarray(-action - log_q))
-    phi = np.concatenate(phis)
-    log_w = np.concatenate(log_w)
+        phis.append(phi)
+        log_qs.append(log_q)
+        log_w.append(-action - log_q)
     chains = settings.bridge_chains
-    per_chain = phi.shape[0] // chains
-    fields = np.empty((chains, per_chain, *lattice.shape))
-    u = np.log(np.asarray(jax.random.uniform(k_acc, (chains, per_chain))))
-    accepted = 0
-    for c in range(chains):  # independence Metropolis along each chain's share of proposals
-        cur = c * per_chain
-        for i in range(per_chain):
-            j = c * per_chain + i
-            if i > 0 and u[c, i] < log_w[j] - log_w[cur]:
-                cur = j
-                accepted += 1
-            elif i == 0:
-                cur = j
-            fields[c, i] = phi[cur]
-    lw = log_w - log_w.max()
-    ess_is = float(np.exp(2 * np.log(np.sum(np.exp(lw))) - np.log(np.sum(np.exp(2 * lw)))) / log_w.size)
+    per_chain = sum(p.shape[0] for p in phis) // chains
+    used = chains * per_chain
+    phi = jnp.concatenate(phis)[:used].reshape(chains, per_chain, *lattice.shape)
+    log_q = jnp.concatenate(log_qs)[:used].reshape(chains, per_chain)
+    fields, accepted = _imh_chains(theory, jax.random.split(k_acc, chains), phi, log_q)
     return {
-        "fields": fields,
+        "fields": np.asarray(fields),
         "seconds_per_sample": Figure.of(secs),
         "setup_seconds": train_seconds,
         "compile_seconds": compile_s,
         "train_compile_seconds": train_compile,
-        "imh_acceptance": accepted / max(chains * (per_chain - 1), 1),
-        "importance_ess_per_sample": ess_is,
+        "imh_acceptance": float(np.mean(accepted)) if accepted.size else 0.0,
+        "importance_ess_per_sample": float(imh.importance_ess(jnp.concatenate(log_w))),
     }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _imh_chains(theory, keys, proposals, proposals_log_q):
+    """Independence Metropolis along each chain's share of proposals (chains, steps, ...), starting
+    at its first one. **Returns:** the chains' fields and whether each later step accepted."""
+    logdensity = theory.logdensity_fn()
+    kernel = imh.build_kernel()
+
+    def chain(key, props, props_log_q):
+        def body(state, xs):
+            k, proposal, proposal_log_q = xs
+            state, info = kernel(k, state, proposal, proposal_log_q, logdensity)
+            return state, (state.position, info.is_accepted)
+
+        steps = (jax.random.split(key, props.shape[0] - 1), props[1:], props_log_q[1:])
+        _, (positions, accepted) = jax.lax.scan(body, imh.init(props[0], props_log_q[0], logdensity), steps)
+        return jnp.concatenate([props[:1], positions]), accepted
+
+    return jax.vmap(chain)(keys, proposals, proposals_log_q)
 
 
 # the benchmark --------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Benchmark (training): gradient steps/s and samples/s of the score models and the flow, and
 their peak memory against lattice volume.
 
-The timed step is the one `rgdiff.training.train` runs (same loss, `objectives.training_loss`
-with the anchor for exact-divergence models, and the same Adam), compiled ahead of time so the
-compile seconds are separate; steps/s is the median over repeated steps. For the CNF (if
-available) the step is one reverse-KL [5.5] gradient step through `ode_steps` RK4 steps.
+The timed step is the one `rgdiff.train.score.train` runs (same loss, `objectives.training_loss`
+with the anchor for `AbstractExactScoreModel`s, and the same Adam with the parameter average),
+compiled ahead of time so the compile seconds are separate; steps/s is the median over repeated
+steps. For the CNF (if available) the step is one reverse-KL [5.5] gradient step through
+`ode_steps` RK4 steps with the flow's Adam (`FlowTrainSettings`).
 
 Memory: XLA's own accounting of the compiled step (`Compiled.memory_analysis()`: arguments +
 outputs + temporaries - aliased), at N = 16, 32, 64 by default. A model with a V x V Jacobian
@@ -24,8 +25,11 @@ import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models import make_model
+from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.rg import make_scheme
 from rgdiff.theory.phi4 import Phi4
+from rgdiff.train.cnf import FlowTrainSettings
+from rgdiff.train.loop import cast, with_parameter_average
 from rgdiff.train.score import TrainSettings
 from rgdiff.bench._cnf import flow_api
 from rgdiff.bench._timing import Figure, compiled, seconds_per_call
@@ -55,26 +59,21 @@ def _theory(n: int) -> Phi4:
 
 def _score_step(name: str, n: int, settings: TrainingSettings):
     """(jittable step(params, opt_state, batch, key), args) for a score model."""
-    from rgdiff.objectives import score_matching as objectives
+    from rgdiff.objectives.score_matching import training_loss
 
     theory = _theory(n)
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
     dtype = jnp.dtype(settings.dtype)
-    model = make_model(name, theory, time_scale=1.0, key=jax.random.key(0))
-    model = jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+    model = cast(make_model(name, theory, time_scale=1.0, key=jax.random.key(0)), dtype)
     train_settings = TrainSettings(batch=settings.batch, dtype=settings.dtype, horizon=1.0)
-    opt = train_settings.optimizer()
+    opt = with_parameter_average(train_settings.optimizer(), train_settings.ema)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     horizon, t_min = train_settings.horizon, train_settings.t_min * train_settings.horizon
-    anchor = train_settings.anchor_weight if getattr(model, "has_exact_divergence", False) else 0.0
-    loss_fn = getattr(objectives, "training_loss", None)
+    anchor = train_settings.anchor_weight if isinstance(model, AbstractExactScoreModel) else 0.0
 
     def loss(p, batch, key):
-        m = eqx.combine(p, static)
-        if loss_fn is not None:
-            return loss_fn(m, scheme, lattice, batch, key, horizon, t_min, anchor)
-        return objectives.dsm_loss(m, scheme, lattice, batch, key, horizon, t_min)
+        return training_loss(eqx.combine(p, static), scheme, lattice, batch, key, horizon, t_min, anchor)
 
     def step(p, opt_state, batch, key):
         value, grads = jax.value_and_grad(loss)(p, batch, key)
@@ -89,9 +88,8 @@ def _cnf_step(n: int, settings: TrainingSettings, api):
     theory = _theory(n)
     scheme = make_scheme("carosso", M=1.0)
     dtype = jnp.dtype(settings.dtype)
-    flow = api["ContinuousFlow"](theory.lattice, 1.0, key=jax.random.key(0))
-    flow = jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, flow)
-    opt = TrainSettings().optimizer()
+    flow = cast(api["ContinuousFlow"](theory.lattice, 1.0, key=jax.random.key(0)), dtype)
+    opt = FlowTrainSettings().optimizer()
     params, static = eqx.partition(flow, eqx.is_inexact_array)
 
     def loss(p, key):

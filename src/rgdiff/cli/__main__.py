@@ -1,3 +1,3 @@
 from rgdiff.cli.app import main
 
-main()
+raise SystemExit(main())

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
@@ -22,6 +22,12 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="rgdiff: renormalizing diffusion models for lattice field theory.",
 )
+
+
+# options that mean the same in every command that takes them
+Seed = Annotated[int, typer.Option("--seed", help="PRNG seed")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="no progress display")]
+Resume = Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run from its checkpoint folder")]
 
 
 def _setup_jax():
@@ -47,13 +53,13 @@ def sample(
     algorithm: str = typer.Option("nuts", "--algorithm", help="nuts | hmc"),
     hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory"),
     thin: int = typer.Option(1, "--thin", help="keep every THIN-th transition"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     out: Optional[Path] = typer.Option(None, "--out", help="output ensemble file (.h5; required here or in --config)"),
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [theory], [sampler], seed, out); flags override it"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
+    resume: Resume = None,
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="sampling chunks between checkpoints (default: every chunk when --checkpoint-dir is given)"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="folder for periodic checkpoints (default OUT.ckpt with --checkpoint-every)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
     from rgdiff.io.ensemble import save_ensemble
@@ -73,8 +79,7 @@ def sample(
     _check_memory(dim, size, chains, samples)
     theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
     settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin, hmc_steps=hmc_steps)
-    _check_seed(seed)
-    _check_out(out, ".h5")
+    _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
     with output_lock(out):
@@ -118,13 +123,13 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/run-<time>)"),
     full: bool = typer.Option(False, "--full", help="the full paper-size run (longer chains)"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed (overrides the config's seed)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """The main job: sample the paper's default theory, measure it, write tables, figures and a report."""
     from rgdiff.cli.pipeline import run_main
 
     eff, v = _configured(ctx, "run", config_file, locals())
-    _check_seed(v["seed"])
+    _check_arguments(v["seed"])
     _setup_jax()
     run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
 
@@ -172,11 +177,12 @@ def flow(
     seed: int = typer.Option(0, "--seed", help="PRNG seed for the kernel noise"),
     out: Path = typer.Option(..., "--out", help="output FLOW.json"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the flows to this PNG"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """The true RG flow: push a UV ensemble through an exact RG kernel and measure along t."""
     from rgdiff.io.atomic import package_versions, write_json
     from rgdiff.io.ensemble import load_ensemble
+    from rgdiff.io.atomic import file_checksum
     from rgdiff.errors import InvalidSchemeError
     from rgdiff.observables.true_flow import parse_times, time_grid, true_flow
     from rgdiff.cli.progress import progress_bar
@@ -192,10 +198,7 @@ def flow(
         if t_max is None or n_times is None:
             raise InvalidSchemeError("give --times t1,t2,... or both --t-max and --n-times")
         grid = time_grid(t_max=t_max, n_times=n_times)
-    _check_seed(seed)
-    _check_out(out, ".json")
-    if plot is not None:
-        _check_out(plot, ".png")
+    _check_arguments(seed, (out, ".json"), (plot, ".png"))
     ens = load_ensemble(file)
     _setup_jax()
     import jax
@@ -206,7 +209,7 @@ def flow(
     data["meta"].update(
         {
             "input": str(file),
-            "input_sha256": _sha256(file),
+            "input_sha256": file_checksum(file),
             "theory": ens.theory.describe(),
             "uv_sampler": ens.sampler,
             "uv_seed": ens.seed,
@@ -232,15 +235,15 @@ def reproduce(
     figure: str = typer.Argument(..., help="which figure: fig6 | fig7 | fig8"),
     quick: bool = typer.Option(False, "--quick", help="smaller ensembles and grids (minutes on a laptop)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/<fig>-<time>)"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out); flags override it"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
     from rgdiff.cli.reproduce import reproduce as run_reproduce
 
     eff, v = _configured(ctx, "reproduce", config, locals())
-    _check_seed(v["seed"])
+    _check_arguments(v["seed"])
     _setup_jax()
     run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"], quiet=quiet)
 
@@ -260,13 +263,13 @@ def train(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     anchor_weight: float = typer.Option(1.0, "--anchor-weight", help="eft-score: weight of the t = 0 implicit score-matching anchor (0: off)"),
     ema: float = typer.Option(0.995, "--ema", help="decay of the parameter average the model is saved with (0: last iterate)"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     out: Optional[Path] = typer.Option(None, "--out", help="model directory to create (required here or in --config)"),
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: [training], seed, out); flags override it"),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="save a checkpoint every K steps (in OUT.ckpt)"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run from its checkpoint folder"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    resume: Resume = None,
+    quiet: Quiet = False,
     objective: str = typer.Option("rg", "--objective", help="--model cnf: rg (RG objective [5.22]) | reverse-kl [5.5]"),
     ode_steps: int = typer.Option(16, "--ode-steps", help="--model cnf: RK4 steps per unit log-time"),
     hmc_steps: int = typer.Option(1, "--hmc-steps", help="--model cnf, rg: HMC trajectories per step on the UV chains"),
@@ -295,7 +298,7 @@ def train(
     anchor_weight, ema = v["anchor_weight"], v["ema"]
     TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
                   anchor_weight=anchor_weight, ema=ema)  # validate early
-    _check_seed(seed)
+    _check_arguments(seed)
     _setup_jax()
     with output_lock(out):
         train_job(
@@ -313,15 +316,14 @@ def generate(
     t: float = typer.Option(0.0, "--t", help="RG time of the samples (0 = the UV theory)"),
     solver: str = typer.Option("ode", "--solver", help="ode (probability flow [6.14]) | sde (reverse SDE [5.25])"),
     steps: Optional[int] = typer.Option(None, "--steps", help="integration steps (default 64 ode, 512 sde)"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output ensemble (.h5), readable by `rgdiff measure`"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Generate configurations of the learned theory p_t^theta from the IR prior p_T."""
     from rgdiff.cli.jobs import generate_job
 
-    _check_seed(seed)
-    _check_out(out, ".h5")
+    _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     generate_job(model_dir=model_dir, samples=samples, t=t, solver=solver, steps=steps, seed=seed, out=out, quiet=quiet)
 
@@ -335,20 +337,18 @@ def compare_flow(
     n_times: int = typer.Option(9, "--n-times", help="points of the default grid"),
     samples: int = typer.Option(2000, "--samples", help="model samples per time"),
     solver: str = typer.Option("ode", "--solver", help="ode | sde"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output CMP.json"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw learned vs true flows to this PNG"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Compare the model's flow p_t^theta with the true RG flow of the data (m_R, Z, lam_R, max|phi|)."""
     from rgdiff.errors import InvalidSchemeError
-    from rgdiff.observables.true_flow import parse_times
+    from rgdiff.observables.true_flow import flow_grid, parse_times
     from rgdiff.cli.jobs import compare_job
     from rgdiff.io.modeldir import load_model_dir
-    from rgdiff.cli.reproduce import flow_grid
 
-    _check_seed(seed)
-    _check_out(out, ".json")
+    _check_arguments(seed, (out, ".json"))
     if solver not in ("ode", "sde"):
         raise InvalidSchemeError(f"--solver must be ode or sde, got {solver!r}")
     if samples < 2:
@@ -383,15 +383,14 @@ def bridge(
     hmc_steps: int = typer.Option(1, "--hmc-steps", help="HMC steps on the UV action between model proposals"),
     warmup: int = typer.Option(200, "--warmup", help="HMC window-adaptation steps"),
     ode_steps: int = typer.Option(32, "--ode-steps", help="probability-flow ODE steps per proposal"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output ensemble (.h5)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Sample the UV theory exactly: model proposals (independence Metropolis) interleaved with HMC."""
     from rgdiff.cli.jobs import bridge_job
 
-    _check_seed(seed)
-    _check_out(out, ".h5")
+    _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
                ode_steps=ode_steps, seed=seed, out=out, quiet=quiet)
@@ -403,7 +402,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="output JSON file (default: rgdiff-out/bench-<time>.json)"),
     only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS and HMC; tables and JSON."""
     import time as _time
@@ -414,7 +413,7 @@ def bench(
     if json_out is None:
         json_out = Path("rgdiff-out") / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json"
         json_out.parent.mkdir(parents=True, exist_ok=True)
-    _check_out(json_out, ".json")
+    _check_arguments(None, (json_out, ".json"))
     _setup_jax()
     run_bench(suite="tiny" if tiny else ("quick" if quick else "full"), only=only, out=json_out, quiet=quiet)
 
@@ -428,19 +427,18 @@ def _configured(ctx: typer.Context, command: str, config_path: Path | None, para
     """
     from rgdiff.io import config as cfg
 
-    def given_on_command_line(name):  # click's ParameterSource.COMMANDLINE (typer vendors click)
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name == "COMMANDLINE"
-
     if base is None:
         base = cfg.load(command, config_path, full=bool(params.get("full")))
-    given = {
-        k: params[k] for k in cfg.FLAGS[command]
-        if k in params and given_on_command_line(k)
-    }
+    given = {k: params[k] for k in cfg.FLAGS[command] if k in params and _given_on_command_line(ctx, k)}
     eff = cfg.with_flags(command, base, given)
     values = {k: cfg.get(eff, dotted) for k, dotted in cfg.FLAGS[command].items()}
     return eff, values
+
+
+def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the flag `name` was typed (click's ParameterSource.COMMANDLINE; typer vendors click)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _resume_config(folder: Path, command: str) -> dict | None:
@@ -492,7 +490,7 @@ def _bytes(n: int) -> str:
 
 
 def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, folder: Path | None, config: dict):
-    """The checkpoint folder of `rgdiff sample` (None: no checkpoints), see `rgdiff.checkpoint`."""
+    """The checkpoint folder of `rgdiff sample` (None: no checkpoints), see `rgdiff.io.checkpoint`."""
     if resume is None and every is None and folder is None:
         return None
     from rgdiff.io.checkpoint import Checkpointer
@@ -501,12 +499,6 @@ def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, fol
     if every is None and ckpt.resumed is not None:  # keep the interrupted run's period
         ckpt.every = int(ckpt.resumed[0].get("host", {}).get("every", 1))
     return ckpt
-
-
-def _sha256(path: Path) -> str:
-    from rgdiff.io.modeldir import file_checksum
-
-    return file_checksum(path)
 
 
 @app.command("ground-state")
@@ -523,13 +515,12 @@ def ground_state(
     ode_steps: int = typer.Option(16, "--ode-steps", help="RK4 steps of the flow"),
     eval_samples: int = typer.Option(8192, "--eval-samples", help="samples of the final energy estimate"),
     init_m2: Optional[float] = typer.Option(None, "--init-m2", help="initial prior M^2 (default: the best Gaussian's)"),
-    seed: int = typer.Option(0, "--seed", help="PRNG seed"),
+    seed: Seed = 0,
     as_json: bool = typer.Option(False, "--json", help="print the result JSON on stdout"),
     out: Path = typer.Option(..., "--out", help="output folder to create (result.json and pictures)"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    quiet: Quiet = False,
 ):
     """Variational ground state of the lattice phi^4 Hamiltonian with a renormalizing-flow ansatz (paper section 6)."""
-    from rgdiff.errors import WriteOutputError
     from rgdiff.quantum.hamiltonian import Hamiltonian
     from rgdiff.cli.ground_state import run_ground_state
     from rgdiff.quantum.train import GroundStateSettings
@@ -539,8 +530,7 @@ def ground_state(
     h = Hamiltonian.make(dim, size, m2=m2, lam=lam, units=units, length=length)
     settings = GroundStateSettings(steps=steps, batch=batch, learning_rate=lr, ode_steps=ode_steps,
                                    eval_samples=eval_samples, init_mass_sq=init_m2, seed=seed)
-    if out.exists():
-        raise WriteOutputError(f"output folder {out} already exists; choose another --out")
+    _check_new_folder(out, f"output folder {out} already exists; choose another --out")
     _setup_jax()
     result = run_ground_state(h, settings, out, units=units, quiet=quiet)  # progress goes to stderr
     if as_json:
@@ -559,42 +549,47 @@ def ground_state(
 
 def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:
     """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the command line."""
-    from rgdiff.train.cnf import FlowTrainSettings, train_flow_job
+    from rgdiff.cli.jobs import train_flow_job
+    from rgdiff.train.cnf import FlowTrainSettings
     from rgdiff.io.locking import output_lock
     from rgdiff.rg import make_scheme
 
     def flag(name, default):
-        source = ctx.get_parameter_source(name)
-        return v[name] if source is not None and source.name == "COMMANDLINE" else default
+        return v[name] if _given_on_command_line(ctx, name) else default
 
     options = {"noise": v["noise"]} if v["noise"] is not None else {}
     sch = make_scheme(v["scheme"], M=v["M"], **options)
     settings = FlowTrainSettings(objective=objective, steps=flag("steps", 1000), batch=v["batch"], learning_rate=flag("lr", 5e-3),
                                  dtype=flag("dtype", "float64"), ode_steps=ode_steps, hmc_steps=hmc_steps)
-    _check_seed(v["seed"])
-    if out.exists():
-        from rgdiff.errors import WriteOutputError
-
-        raise WriteOutputError(f"--out {out} already exists; choose a new model directory")
+    _check_arguments(v["seed"])
+    _check_new_folder(out, f"--out {out} already exists; choose a new model directory")
     _setup_jax()
     with output_lock(out):
         train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet)
 
 
-def _check_seed(seed: int) -> None:
-    from rgdiff.errors import RgdiffError
+def _check_arguments(seed: int | None, *outputs: tuple[Path | None, str]) -> None:
+    """The checks a command makes before any work: `seed` (None: the command takes none) and
+    each output file (path, suffix), where given."""
+    from rgdiff.errors import RgdiffError, WriteOutputError
 
-    if not 0 <= seed < 2**63:
+    if seed is not None and not 0 <= seed < 2**63:
         raise RgdiffError(f"seed must be an integer in [0, 2^63), got {seed}")
+    for out, suffix in outputs:
+        if out is None:
+            continue
+        if out.exists() and out.is_dir():
+            raise WriteOutputError(f"--out {out} is a folder; give a file name ending in {suffix}")
+        if not out.parent.exists() and str(out.parent):
+            raise WriteOutputError(f"cannot write {out}: folder {out.parent} does not exist")
 
 
-def _check_out(out: Path, suffix: str) -> None:
+def _check_new_folder(out: Path, message: str) -> None:
+    """Refuse an output folder that exists already (`message` says which and what to do)."""
     from rgdiff.errors import WriteOutputError
 
-    if out.exists() and out.is_dir():
-        raise WriteOutputError(f"--out {out} is a folder; give a file name ending in {suffix}")
-    if not out.parent.exists() and str(out.parent):
-        raise WriteOutputError(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.exists():
+        raise WriteOutputError(message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Outputs (written into a fresh folder, atomically): `result.json` (what `--json` 
 RG times t = 1 (the IR prior) ... 0 (the UV ground state): the "RG-flowed ground states").
 
 The reported `energy` is the local-energy form where Lap log p is affordable (<= 16 sites; it
-has zero variance at an eigenstate) and the score form otherwise; both are in `estimators`.
+has zero variance at an eigenstate) and the score form otherwise; both are in `rgdiff.quantum.energy`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from rgdiff.io.atomic import atomic_folder, package_versions, write_json
+from rgdiff.cli import quantum_plots
+from rgdiff.cli.progress import progress_bar
 from rgdiff.errors import RgdiffError
+from rgdiff.io.atomic import atomic_folder, package_versions, write_json
 from rgdiff.quantum.energy import estimate_energy, mean_estimate, noise
 from rgdiff.quantum.exact import ED_MAX_SITES, best_gaussian, converged_ground_energy, free_ground_energy
 from rgdiff.quantum.hamiltonian import Hamiltonian
@@ -74,8 +76,8 @@ def _flowed_path(model, xi, keep):
 
 def run_ground_state(h: Hamiltonian, settings: GroundStateSettings, out: Path | None, *, units: str = "lattice",
                      quiet: bool = False) -> dict:
-    from rgdiff.cli.progress import progress_bar
-
+    """Train the flow ansatz on `h`, estimate its energy and correlations against the Gaussian and
+    exact references, and (with `out`) write result.json and the pictures; returns the result."""
     start = time.time()
     key = jax.random.key(settings.seed)
     baseline = best_gaussian(h)
@@ -132,9 +134,7 @@ def run_ground_state(h: Hamiltonian, settings: GroundStateSettings, out: Path | 
         path = np.asarray(_flowed_path(model, xi, keep))  # (4, times, *lattice)
         with atomic_folder(Path(out)) as tmp:
             write_json(tmp / "result.json", result)
-            from rgdiff.cli import quantum_plots as plots
-
-            plots.energy_curve(history, result, h, tmp / "energy.png")
-            plots.two_point(result, h, tmp / "two_point.png")
-            plots.flowed_states(path, PICTURE_TIMES, h, tmp / "flowed_states.png")
+            quantum_plots.energy_curve(history, result, h, tmp / "energy.png")
+            quantum_plots.two_point(result, h, tmp / "two_point.png")
+            quantum_plots.flowed_states(path, PICTURE_TIMES, h, tmp / "flowed_states.png")
     return result

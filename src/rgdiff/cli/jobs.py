@@ -6,28 +6,42 @@ the config, seed, package versions and the checksum of every input file.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import json
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 
-from rgdiff.io.atomic import atomic_folder, package_versions, write_json
-from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
-from rgdiff.errors import InvalidSchemeError, RgdiffError
-from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, file_checksum, load_model_dir, write_config, write_params
-from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
+from rgdiff.cli import plots
 from rgdiff.cli.progress import console, progress_bar
-from rgdiff.train.score import TrainSettings, default_horizon, train
+from rgdiff.errors import InvalidSchemeError, RgdiffError
+from rgdiff.generate.diffusion import likelihood_available, sample_ode, sample_reverse_sde
+from rgdiff.generate.transport import sample as sample_flow
+from rgdiff.io.atomic import atomic_folder, file_checksum, package_versions, write_json
+from rgdiff.io.checkpoint import Checkpointer, NumericalFaultError
+from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
+from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_params
+from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField
+from rgdiff.models.initial import initial_model
+from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
+from rgdiff.observables.compare import compare_flow, solver_failure
+from rgdiff.rg import require_reloadable
+from rgdiff.samplers.bridge import BridgeSettings, run_bridge
+from rgdiff.samplers.uv import sample
+from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
+from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
+
+ODE_STEPS, SDE_STEPS, FLOW_STEPS = 64, 512, 32  # `rgdiff generate` steps by default: PF-ODE, reverse SDE, CNF
 
 
 def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False,
                     checkpoints=None) -> Ensemble:
     """Run the UV sampler with a progress display and wrap the chains with their provenance.
 
-    `checkpoints`: a `rgdiff.checkpoint.Checkpointer` (periodic checkpoints, exact resume)."""
-    from rgdiff.samplers.uv import sample
-
+    `checkpoints`: a `rgdiff.io.checkpoint.Checkpointer` (periodic checkpoints, exact resume)."""
     with progress_bar(not quiet) as cb:
         result = sample(theory, settings, key=jax.random.key(seed), callback=cb, checkpoint=checkpoints)
     return Ensemble(
@@ -40,83 +54,6 @@ def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | N
         units={k: v for k, v in units.items() if v is not None},
         extra=extra or {},
     )
-
-
-def prior_couplings(scheme, lattice) -> tuple[float, float, float]:
-    """(f_1, f_2, f_3) of the score of the scheme's stationary law: a free field of mass M.
-
-    Carosso-M's p_inf has spectrum noise / (|phat|^2 + M^2), so its score is
-    (eps^d / noise) (Delta phi - M^2 phi): the model starts there, knowing nothing of the UV.
-    """
-    e = lattice.spacing**lattice.dim
-    noise = float(scheme.describe().get("noise", 1.0))
-    return (e / noise, -e * scheme.mass**2 / noise, 0.0)
-
-
-def _uv_couplings(flat: np.ndarray, lattice, scheme):
-    """The EFT model's t-dependent starting couplings: the closed-form score-matching estimate on
-    the data at t = 0 (`objectives.hyvarinen_couplings`), relaxing to the stationary law's at
-    the rate 2 w_0 at which the slowest mode forgets the UV (a_t^2 = exp(-2 w_0 t)). Gradient
-    descent alone finds the t = 0 couplings slowly in a broken phase, where phi ~ v on every site
-    makes phi and phi^3 nearly collinear (paper point: m2(0) = -0.31 for the bare -2 after 1500
-    steps). None (constant start at the stationary law) if the estimate is not a usable score."""
-    from rgdiff.objectives.score_matching import hyvarinen_couplings
-
-    try:
-        uv = hyvarinen_couplings(flat, lattice)
-    except np.linalg.LinAlgError:
-        return None, 1.0
-    probe = 1e-2 / lattice.cutoff**2
-    a_probe, _ = scheme.kernel(probe, lattice, half=False)
-    rate = 2.0 * float(np.min(-np.log(np.asarray(a_probe)) / probe))
-    if not (all(np.isfinite(uv)) and uv[0] > 0 and np.isfinite(rate) and rate > 0):
-        return None, 1.0
-    return uv, rate
-
-
-def initial_model(kind: str, lattice, scheme, fields: np.ndarray, horizon: float, *, key):
-    """A fresh score model for training on UV `fields` under `scheme`, starting at the score of the
-    scheme's stationary law.
-
-    The model's field scale follows the flow: sigma(t)^2 is the exact per-site variance of p_t,
-    L^-d sum_p [a_t(p)^2 P0(p) + v_t(p)] with P0 the data's power spectrum, written as a few
-    exponentials (`models.scales.field_scale_flow_terms`; exact for an Ornstein-Uhlenbeck scheme
-    such as Carosso-M, where v_t = G_inf (1 - a_t^2) and a_t = exp(-r t)). Otherwise (no such
-    form) the scale is the constant rms of the data.
-    """
-    from rgdiff.models import ConvScore, EFTScore, InvalidModelError
-    from rgdiff.models.scales import field_scale_flow_terms
-
-    flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
-    sigma = float(np.sqrt(np.mean(flat**2)))
-    flow = []
-    if getattr(scheme, "has_prior", False):
-        axes = tuple(range(1, lattice.dim + 1))
-        power = lattice.volume * np.mean(np.abs(np.fft.fftn(flat, axes=axes) / lattice.sites) ** 2, axis=0)
-        prior = np.asarray(scheme.prior_spectrum(lattice, half=False))
-        probe = 1e-2 / lattice.cutoff**2
-        a_probe, _ = scheme.kernel(probe, lattice, half=False)
-        rates = -np.log(np.asarray(a_probe)) / probe
-        sigma0, terms = field_scale_flow_terms(lattice, power, prior, rates)
-
-        def exact(t):
-            a, v = (np.asarray(x) for x in scheme.kernel(t, lattice, half=False))
-            return float(np.sum(a**2 * power + v)) / lattice.volume
-
-        def approx(t):
-            return sigma0**2 + sum(c * np.expm1(-2.0 * r * t) for c, r in terms)
-
-        checks = [0.0, probe, 1.0 / max(scheme.mass, 1e-12) ** 2, horizon]
-        if np.all(rates > 0) and all(abs(approx(t) - exact(t)) <= 0.05 * exact(t) for t in checks):
-            sigma, flow = sigma0, terms
-    prior_f = prior_couplings(scheme, lattice)
-    if kind == "eft-score":
-        uv, rate = _uv_couplings(flat, lattice, scheme)
-        return EFTScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, coupling_init=prior_f,
-                        coupling_init_uv=uv, coupling_init_rate=rate, key=key)
-    if kind == "score":
-        return ConvScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, prior=prior_f, key=key)
-    raise InvalidModelError(f"unknown score model {kind!r}; choose one of score, eft-score")
 
 
 def train_job(
@@ -135,20 +72,17 @@ def train_job(
     resume: Path | None = None,
     run_config: dict | None = None,
 ) -> Path:
-    """Train a score model on a UV ensemble and write the model directory (see `rgdiff.modeldir`).
+    """Train a score model on a UV ensemble and write the model directory (see `rgdiff.io.modeldir`).
 
     With `checkpoint_every` (or `resume`), the state is saved every that many steps in
-    `checkpoint_dir` (default OUT.ckpt, see `rgdiff.checkpoint`); `resume` continues from it and
+    `checkpoint_dir` (default OUT.ckpt, see `rgdiff.io.checkpoint`); `resume` continues from it and
     ends bitwise where the uninterrupted run ends (CPU). The checkpoint is removed once the model
     directory is written.
     """
     ens = load_ensemble(data)
     lattice = ens.lattice
-    if not scheme.has_prior:
-        raise InvalidSchemeError(
-            f"training needs a scheme with a stationary law to generate from (p_T); "
-            f"{scheme.describe().get('name')} with M = {scheme.mass:g} has none: use carosso with M > 0"
-        )
+    scheme.require_prior("training")
+    require_reloadable(scheme)
     horizon = default_horizon(scheme, ens.fields, lattice)
     kwargs = dict(train_kwargs or {})
     if kwargs.get("horizon") is None:
@@ -175,7 +109,7 @@ def train_job(
             "objective": "denoising score matching on the exact kernel [5.23]",
             "weighting": WEIGHTING,
             "time_sampling": TIME_SAMPLING,
-            "anchor": ANCHOR if model.has_exact_divergence and settings.anchor_weight > 0 else "none",
+            "anchor": ANCHOR if isinstance(model, AbstractExactScoreModel) and settings.anchor_weight > 0 else "none",
             "horizon_rule": "smallest T with a_T(p)^2 <P0(p)> <= 1e-4 v_T(p) for all p (prior p_T = p_inf)",
             "initialization": "score of the scheme's stationary law (free field of mass M)",
         },
@@ -185,8 +119,6 @@ def train_job(
         config["command"] = {"name": "rgdiff train", "config": run_config}
     ckpt = None
     if checkpoint_every is not None or resume is not None:
-        from rgdiff.io.checkpoint import Checkpointer
-
         identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
         identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}  # the checksum identifies it
         ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=checkpoint_every or 100,
@@ -216,8 +148,6 @@ def train_job(
                           checkpoint=ckpt)
         write_params(work / PARAMS, model)
         if hasattr(model, "couplings"):
-            from rgdiff.cli import plots
-
             table = couplings_table(model, settings.horizon)
             write_json(work / COUPLINGS, table)
             plots.couplings(table, ens.theory, scheme, work / "couplings.png")
@@ -241,13 +171,17 @@ def _print_training_summary(out: Path) -> None:
         console.print(f"learned couplings at t = 0: m2 = -f2/f1 = {-f2 / f1:.4g}, lam = -6 f3/f1 = {-6 * f3 / f1:.4g}, f1 = {f1:.4g}")
 
 
+def _model_provenance(model_dir: Path) -> dict:
+    """Which model produced an output: its folder and the checksums of its config and weights."""
+    return {
+        "model": str(model_dir),
+        "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
+        "model_params_sha256": file_checksum(Path(model_dir) / PARAMS),
+    }
+
+
 def _checked_sample_ode(*args, **kwargs):
     """`sample_ode`, with a solver that hits its step limit reported as one clear error."""
-    import equinox as eqx
-
-    from rgdiff.observables.compare import solver_failure
-    from rgdiff.generate.diffusion import sample_ode
-
     try:
         return sample_ode(*args, **kwargs)
     except eqx.EquinoxRuntimeError as exc:
@@ -257,8 +191,6 @@ def _checked_sample_ode(*args, **kwargs):
 def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps: int | None, seed: int,
                  out: Path, quiet: bool = False) -> Path:
     """Sample p_t^theta with the probability-flow ODE or the reverse SDE and write an ensemble."""
-    from rgdiff.generate.diffusion import sample_reverse_sde
-
     loaded = load_model_dir(model_dir)
     if isinstance(samples, bool) or samples < 2:
         raise RgdiffError(f"--samples must be an integer >= 2, got {samples}")
@@ -266,6 +198,11 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
         raise InvalidSchemeError(f"--t must lie in [0, T) with the model's horizon T = {loaded.horizon:.4g}, got {t}")
     if solver not in ("ode", "sde"):
         raise RgdiffError(f"--solver must be ode or sde, got {solver!r}")
+    is_flow = isinstance(loaded.model, AbstractVelocityField)  # a CNF in RG time: its own ODE (rgdiff.generate.transport)
+    if is_flow and solver != "ode":
+        raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
+    steps = steps or (FLOW_STEPS if is_flow else ODE_STEPS if solver == "ode" else SDE_STEPS)
+    log_prob = not is_flow and likelihood_available(loaded.model, loaded.scheme, times=(t, loaded.horizon))
     key = jax.random.key(seed)
     chunk = 256
     fields, log_q = [], []
@@ -274,39 +211,29 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
         for start in range(0, samples, chunk):
             n = min(chunk, samples - start)
             k = jax.random.fold_in(key, start)
-            if getattr(loaded.model, "is_flow", False):  # an RG-time normalizing flow: its own ODE (rgdiff.flows)
-                import equinox as eqx
-
-                from rgdiff.generate.transport import sample as sample_flow
-
-                if solver != "ode":
-                    raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
-                phi, lq = eqx.filter_jit(sample_flow)(loaded.model, loaded.scheme, k, chunk, t, steps=steps or 32)
+            if is_flow:
+                phi, lq = eqx.filter_jit(sample_flow)(loaded.model, loaded.scheme, k, chunk, t, steps=steps)
                 log_q.append(np.asarray(lq)[:n])
             elif solver == "ode":
-                phi, lq = _checked_sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 64,
-                                     log_prob=loaded.model.has_exact_divergence and loaded.scheme.describe().get("name") == "carosso")
+                phi, lq = _checked_sample_ode(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps,
+                                              log_prob=log_prob)
                 if lq is not None:
                     log_q.append(np.asarray(lq)[:n])
             else:
-                phi = sample_reverse_sde(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps or 512)
+                phi = sample_reverse_sde(loaded.model, loaded.scheme, k, chunk, T=loaded.horizon, t_end=t, steps=steps)
             fields.append(np.asarray(phi)[:n])
             cb("generate", start + n, samples)
     fields = np.concatenate(fields)
     if not np.all(np.isfinite(fields)):
-        from rgdiff.io.checkpoint import NumericalFaultError
-
         bad = int(np.sum(~np.all(np.isfinite(fields.reshape(len(fields), -1)), axis=1)))
         raise NumericalFaultError(
             f"the model generated non-finite fields ({bad} of {len(fields)} configurations); it may be untrained or unstable"
         )
     extra = {
-        "model": str(model_dir),
-        "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
-        "model_params_sha256": file_checksum(Path(model_dir) / PARAMS),
+        **_model_provenance(model_dir),
         "t": t,
         "solver": solver,
-        "steps": steps or (64 if solver == "ode" else 512),
+        "steps": steps,
         "note": "independent samples of the model's p_t^theta; the theory attribute is the UV theory it was trained on",
     }
     if log_q:
@@ -320,20 +247,16 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
 
 def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int, solver: str, seed: int, out: Path,
                 quiet: bool = False, plot: Path | None = None) -> dict:
-    from rgdiff.observables.compare import compare_flow
-
+    """The model's flow against the true flow of `data` at `times`, written to CMP.json (and `plot`)."""
     loaded = load_model_dir(model_dir)
     ens = load_ensemble(data)
     loaded.check_compatible(ens.theory, f"data {data}")
     with progress_bar(not quiet) as cb:
         cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov, solver=solver, callback=cb)
     cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions(),
-                        "model": str(model_dir), "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
-                        "model_params_sha256": file_checksum(Path(model_dir) / PARAMS)})
+                        **_model_provenance(model_dir)})
     write_json(out, cmp)
     if plot is not None:
-        from rgdiff.cli import plots
-
         plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], plot,
                     f"learned vs true flow: {model_dir}", xscale="symlog")
     return cmp
@@ -342,9 +265,6 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
 def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, warmup: int, ode_steps: int, seed: int,
                out: Path, quiet: bool = False) -> Path:
     """Exact sampling of the UV theory with the bridge sampler driven by a trained model."""
-    from rgdiff.samplers.bridge import BridgeSettings, run_bridge
-    from rgdiff.train.score import cast_model
-
     loaded = load_model_dir(model_dir)
     settings = BridgeSettings(chains=chains, samples=samples, hmc_steps_between=hmc_steps, warmup=warmup, ode_steps=ode_steps)
     model = cast_model(loaded.model, jax.numpy.float64)  # the Metropolis step compares log-densities: float64
@@ -355,14 +275,9 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
         fields=result.fields,
         markov=True,
         seed=seed,
-        sampler={**dataclasses_asdict(settings), "algorithm": "rg-bridge", "local_algorithm": settings.algorithm},
+        sampler={**dataclasses.asdict(settings), "algorithm": "rg-bridge", "local_algorithm": settings.algorithm},
         diagnostics=result.diagnostics,
-        extra={
-            "model": str(model_dir),
-            "model_config_sha256": file_checksum(Path(model_dir) / CONFIG),
-            "model_params_sha256": file_checksum(Path(model_dir) / PARAMS),
-            "T": loaded.horizon,
-        },
+        extra={**_model_provenance(model_dir), "T": loaded.horizon},
     )
     save_ensemble(out, ens)
     d = result.diagnostics
@@ -377,7 +292,36 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
     return out
 
 
-def dataclasses_asdict(x) -> dict:
-    import dataclasses
+def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float | None, seed: int, out,
+                   quiet: bool = False, diagnostics_samples: int = 1024) -> dict:
+    """`rgdiff train --model cnf`: train on the theory of the UV ensemble `data`, write the model directory.
 
-    return dataclasses.asdict(x)
+    The ensemble gives the theory, the horizon T (`rgdiff.train.score.default_horizon`), the field
+    scale sigma(s), and (objective rg) the starting states of the UV chains. Also writes
+    SAMPLER.json: the flow as a sampler at t = 0 (ESS, IMH acceptance, tau_int of |M|).
+    """
+    ens = load_ensemble(data)
+    lattice = ens.lattice
+    scheme.require_prior("a flow")
+    require_reloadable(scheme)
+    if horizon is None:
+        horizon = default_horizon(scheme, ens.fields, lattice)
+    elif not (math.isfinite(horizon) and horizon > 0):
+        raise InvalidSchemeError(f"--horizon must be a finite time > 0, got {horizon}")
+    key = jax.random.key(seed)
+    k_train, k_diag = jax.random.split(key)
+    flow = initial_flow(lattice, scheme, ens.fields, horizon, settings)
+    data_meta = {"file": str(data), "sha256": file_checksum(data), "chains": int(ens.fields.shape[0]),
+                 "samples_per_chain": int(ens.fields.shape[1]), "uv_seed": ens.seed}
+    config = flow_model_config(flow, scheme, ens.theory, settings, seed=seed, data=data_meta)
+    records: list[dict] = []
+    with progress_bar(not quiet) as cb:
+        flow = train_flow(flow, scheme, ens.theory, settings, key=k_train, uv_start=ens.fields, callback=cb,
+                          on_log=lambda r, f: records.append(r))
+    diag = sampler_diagnostics(flow, scheme, ens.theory, key=k_diag, n=diagnostics_samples, steps=settings.ode_steps)
+    with atomic_folder(Path(out)) as work:
+        write_flow_dir(work, flow, config, records, diag)
+    if not quiet:
+        console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
+                      f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
+    return diag

@@ -11,33 +11,34 @@ import datetime
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
-from rgdiff.cli import plots
-from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
-from rgdiff.io.ensemble import save_ensemble
-from rgdiff.observables.true_flow import true_flow
-from rgdiff.cli.jobs import sample_ensemble
-from rgdiff.observables.estimators import measure
-from rgdiff.rg import make_scheme
+from rgdiff.cli import jobs, plots
 from rgdiff.cli.progress import console, progress_bar
-from rgdiff.observables.stats import format_value_error
 from rgdiff.cli.report import markdown_table, measurement_meta, print_measurement
+from rgdiff.errors import RgdiffError
+from rgdiff.io import config as cfg
+from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
+from rgdiff.io.ensemble import load_ensemble, save_ensemble
+from rgdiff.io.atomic import file_checksum
+from rgdiff.io.modeldir import load_model_dir
+from rgdiff.observables.compare import compare_flow
+from rgdiff.observables.estimators import measure
+from rgdiff.observables.stats import format_value_error
+from rgdiff.observables.true_flow import flow_grid, true_flow
+from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings
+from rgdiff.theory.phi4 import make_phi4
 
 # The settings of the run (theory, sampler, flow grid, training, comparison) are the embedded
-# default configuration `rgdiff.config.RUN` (quick) with `RUN_FULL` over it for --full;
+# default configuration `rgdiff.io.config.RUN` (quick) with `RUN_FULL` over it for --full;
 # `rgdiff config show` prints them and `rgdiff run CONFIG.toml` changes them.
 
 
 def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: dict | None = None) -> Path:
-    """The main job. `config`: the effective run configuration (`rgdiff.config`, default: the
+    """The main job. `config`: the effective run configuration (`rgdiff.io.config`, default: the
     embedded one, i.e. the paper's theory and the quick or --full run)."""
-    import jax
-
-    from rgdiff.io import config as cfg
-    from rgdiff.theory.phi4 import make_phi4
-
     config = cfg.merge(cfg.load("run", None, full=full), config or {}, {"seed": seed})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"run-{stamp}"
@@ -46,7 +47,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
     settings = SamplerSettings(**config["sampler"])
     flow_scheme = make_scheme("carosso", M=config["flow"]["M"])
     flow_times = flow_times_of(config)
-    label = _label(theory)
+    label = plots.theory_label(theory)
     with atomic_folder(target) as work:
         write_text(work / "config.toml", cfg.dumps({"command": "rgdiff run", **config, "versions": package_versions()}))
         if not quiet:
@@ -54,7 +55,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
                 f"[bold]rgdiff run[/]: phi^4 {label} "
                 f"({'full' if full else 'quick'}: {settings.chains} chains x {settings.samples} NUTS samples)"
             )
-        ens = sample_ensemble(
+        ens = jobs.sample_ensemble(
             theory, settings, seed=seed, units={"units": "physical", "length": th["length"], "m2": th["m2"], "lam": th["lam"]},
             extra={"job": "rgdiff run", "full": full, "config": config}, quiet=quiet,
         )
@@ -72,7 +73,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
             )
         flow_json = flow_res.as_json()
         flow_json["meta"].update({"theory": theory.describe(), "uv_sampler": settings.describe(), "seed": seed + 1,
-                                  "input": "ensemble.h5", "input_sha256": _sha256(work / "ensemble.h5"),
+                                  "input": "ensemble.h5", "input_sha256": file_checksum(work / "ensemble.h5"),
                                   "config": config, "versions": package_versions()})
         write_json(work / "FLOW_carosso.json", flow_json)
         plots.flows(
@@ -93,16 +94,8 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
     return target
 
 
-
 def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None) -> str:
     """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth."""
-    import jax
-
-    from rgdiff.io import config as cfg
-    from rgdiff.observables.compare import compare_flow
-    from rgdiff.cli.jobs import train_job
-    from rgdiff.io.modeldir import load_model_dir
-
     config = config or cfg.load("run", None, full=full)
     tr = config["training"]
     kwargs = {"steps": tr["steps"], "batch": tr["batch"], "learning_rate": tr["learning_rate"], "dtype": tr["dtype"]}
@@ -110,27 +103,23 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
     scheme = make_scheme("carosso", M=config["flow"]["M"])
     n_compare = config["compare"]["samples"]
     flow_times = flow_times_of(config)
-    train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
+    jobs.train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
               out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
     loaded = load_model_dir(work / "model")
-    from rgdiff.io.ensemble import load_ensemble
-
     ens = load_ensemble(work / "ensemble.h5")
     times = flow_times[flow_times < loaded.horizon]
-    from rgdiff.errors import RgdiffError
-
     try:
         with progress_bar(not quiet) as cb:
             cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=n_compare, callback=cb)
     except RgdiffError as exc:  # a poor model must not sink the whole job: say what happened
         console.print(f"[yellow]learned flow unavailable:[/] {exc}")
         return f"\n## A renormalizing diffusion model\n\nThe model was trained (`model/`), but its learned flow is unavailable: {exc}\n"
-    cmp["meta"].update({"data": "ensemble.h5", "data_sha256": _sha256(work / "ensemble.h5"), "seed": seed + 3,
-                        "model": "model", "model_params_sha256": _sha256(work / "model" / "params.eqx"),
+    cmp["meta"].update({"data": "ensemble.h5", "data_sha256": file_checksum(work / "ensemble.h5"), "seed": seed + 3,
+                        "model": "model", "model_params_sha256": file_checksum(work / "model" / "params.eqx"),
                         "config": config, "versions": package_versions()})
     write_json(work / "CMP.json", cmp)
     plots.flows([("true Carosso flow", cmp["true"]), ("learned (EFT score, ODE)", cmp["learned"])],
-                work / "learned_vs_true.png", f"learned vs true Carosso flow (M={scheme.mass:g}), {_label(ens.theory)}",
+                work / "learned_vs_true.png", f"learned vs true Carosso flow (M={scheme.mass:g}), {plots.theory_label(ens.theory)}",
                 xscale="symlog")
     c = json.loads((work / "model" / "COUPLINGS.json").read_text())
     f1, f2, f3 = c["kinetic"][0], c["mass"][0], c["quartic"][0]
@@ -163,19 +152,8 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
 
 
 def flow_times_of(config: dict) -> np.ndarray:
-    """t = 0 and n_times - 1 geometric times from 1e-3 to t_max: the couplings move fastest early."""
-    return np.concatenate([[0.0], np.geomspace(1e-3, config["flow"]["t_max"], config["flow"]["n_times"] - 1)])
-
-
-def _label(theory) -> str:
-    lat = theory.lattice
-    return f"d={lat.dim} N={lat.size} L={lat.length:g} m2={theory.m2:g} lam={theory.lam:g}"
-
-
-def _sha256(path: Path) -> str:
-    from rgdiff.io.modeldir import file_checksum
-
-    return file_checksum(path)
+    """The run's grid of flow times (`flow_grid` with the configuration's t_max and n_times)."""
+    return flow_grid(config["flow"]["t_max"], config["flow"]["n_times"])
 
 
 def _flow_table(flow_json) -> str:
@@ -207,7 +185,7 @@ Errors: {meta['error_method']}; vacuum: {meta['vacuum']}.
 
 {markdown_table(m)}
 
-## True Carosso RG flow (M = 1)
+## True Carosso RG flow (M = {flow_json['M']:g})
 
 Each UV configuration pushed through the exact kernel (a_t, v_t) once per t; errors by the Gamma
 method; vacuum {flow_json['meta']['vacuum']}.

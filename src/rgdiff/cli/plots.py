@@ -9,17 +9,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rgdiff.io.atomic import atomic_path
+from rgdiff.models.initial import prior_couplings
+from rgdiff.observables import estimators
 from rgdiff.theory.phi4 import Phi4
 
 
-def _theory_label(theory: Phi4) -> str:
+def theory_label(theory: Phi4) -> str:
+    """The theory's parameters in one line, for titles."""
     lat = theory.lattice
     return f"d={lat.dim}, N={lat.size}, L={lat.length:g}, m2={theory.m2:g}, lam={theory.lam:g}"
 
 
 def save(fig, path) -> None:
-    from rgdiff.io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -44,13 +46,13 @@ def configurations(fields: np.ndarray, theory: Phi4, path, n: int = 6, title: st
         ax.set_title(f"#{i}", fontsize=8)
     if theory.lattice.dim >= 2:
         fig.colorbar(im, ax=list(np.atleast_1d(axes)), shrink=0.8, label="phi(n)")
-    fig.suptitle(f"{title}: {_theory_label(theory)}", fontsize=9)
+    fig.suptitle(f"{title}: {theory_label(theory)}", fontsize=9)
     save(fig, path)
 
 
 def magnetization(fields: np.ndarray, theory: Phi4, path) -> None:
     """Monte Carlo history of M per chain and its histogram."""
-    m = np.mean(fields, axis=theory.lattice.axes)  # (chains, samples)
+    m = estimators.magnetization(fields, theory.lattice)  # (chains, samples)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [3, 1]})
     for c in range(m.shape[0]):
         a1.plot(m[c], lw=0.5, label=f"chain {c}")
@@ -59,7 +61,7 @@ def magnetization(fields: np.ndarray, theory: Phi4, path) -> None:
     a1.legend(fontsize=6, ncol=4)
     a2.hist(m.ravel(), bins=60, orientation="horizontal", color="gray")
     a2.set_xlabel("count")
-    fig.suptitle(f"magnetization history: {_theory_label(theory)}", fontsize=9)
+    fig.suptitle(f"magnetization history: {theory_label(theory)}", fontsize=9)
     save(fig, path)
 
 
@@ -69,13 +71,11 @@ def propagator(fields: np.ndarray, theory: Phi4, path) -> None:
     A free field gives the straight line |phat|^2 + m2 (drawn for the bare m2, dashed).
     """
     lat = theory.lattice
-    phi_p = np.fft.fftn(fields, axes=lat.axes) / lat.sites
-    power = lat.volume * np.abs(phi_p) ** 2  # (chains, samples, *lattice)
+    chain_means = np.stack([lat.power_spectrum(chain, half=False) for chain in fields])  # (chains, *lattice)
     # connected at p = 0 w.r.t. the vacuum-mapped mean
-    m = np.mean(fields, axis=lat.axes)
+    m = estimators.magnetization(fields, lat)
     signs = np.where(m >= 0, 1.0, -1.0)
     zero = (0,) * lat.dim
-    chain_means = power.mean(axis=1)  # (chains, *lattice)
     mm = np.mean(signs * m, axis=1)
     chain_means[(slice(None),) + zero] -= lat.volume * mm**2
     p2 = np.asarray(lat.phat_sq())
@@ -94,7 +94,7 @@ def propagator(fields: np.ndarray, theory: Phi4, path) -> None:
     ax.plot(xs, xs + theory.m2, "--", lw=1, label="free field |phat|^2 + m2 (bare)")
     ax.set_xlabel("|phat|^2  (lattice momentum squared, physical units)")
     ax.set_ylabel("1 / G2(p)")
-    ax.set_title(f"inverse propagator: {_theory_label(theory)}", fontsize=9)
+    ax.set_title(f"inverse propagator: {theory_label(theory)}", fontsize=9)
     ax.legend(fontsize=8)
     save(fig, path)
 
@@ -158,7 +158,7 @@ def flow_rows(rows: list[tuple[str, np.ndarray, np.ndarray]], theory: Phi4, path
             ax.imshow(img, cmap="viridis", vmin=float(np.min(img)), vmax=float(np.max(img)))
             ax.set_title(f"t={times[c]:.3g}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{title}\n{_theory_label(theory)} (colour: min..max of each frame)", fontsize=9)
+    fig.suptitle(f"{title}\n{theory_label(theory)} (colour: min..max of each frame)", fontsize=9)
     fig.tight_layout()
     save(fig, path)
 
@@ -174,11 +174,11 @@ def couplings(table: dict, theory: Phi4, scheme, path) -> None:
     e = lat.spacing**lat.dim
     t = np.asarray(table["t"])
     f1, f2, f3 = (np.asarray(table[k]) for k in ("kinetic", "mass", "quartic"))
-    noise = float(scheme.describe().get("noise", 1.0))
+    g1, g2, g3 = prior_couplings(scheme, lat)
     panels = (
-        ("Z_t = f_1 / eps^d", f1 / e, 1.0, 1.0 / noise),
-        ("m2_t = -f_2 / f_1", -f2 / f1, theory.m2, scheme.mass**2),
-        ("lam_t = -6 f_3 / f_1", -6 * f3 / f1, theory.lam, 0.0),
+        ("Z_t = f_1 / eps^d", f1 / e, 1.0, g1 / e),
+        ("m2_t = -f_2 / f_1", -f2 / f1, theory.m2, -g2 / g1),
+        ("lam_t = -6 f_3 / f_1", -6 * f3 / f1, theory.lam, -6 * g3 / g1),
     )
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, (label, y, bare, ir) in zip(axes, panels):
@@ -190,6 +190,6 @@ def couplings(table: dict, theory: Phi4, scheme, path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"learned running couplings (EFT score [5.26]): {_theory_label(theory)}, scheme {scheme.describe()}", fontsize=8)
+    fig.suptitle(f"learned running couplings (EFT score [5.26]): {theory_label(theory)}, scheme {scheme.describe()}", fontsize=8)
     fig.tight_layout()
     save(fig, path)

@@ -68,3 +68,16 @@ def markdown_table(m: Measurement) -> str:
         tau = "-" if est.tau_int is None else f"{est.tau_int:.2f}"
         lines.append(f"| {name} | {DESCRIPTIONS[name]} | {est} | {tau} |")
     return "\n".join(lines)
+
+
+def theory_line(theory: dict) -> str:
+    """`d = 2, N = 20, L = 1, m2 = -2, lam = 0.0017` from a theory's `describe()`."""
+    return (f"d = {theory['dim']}, N = {theory['size']}, L = {theory['length']:g}, m2 = {theory['m2']:g}, "
+            f"lam = {theory['lam']:g}")
+
+
+def flow_cell(flow: dict, name: str, i: int) -> str:
+    """`value ± error` of observable `name` at the i-th time of a FLOW.json, or null where undefined."""
+    o = flow["observables"][name]
+    v, e = o["value"][i], o["error"][i]
+    return "null" if v is None or e is None else f"{v:.4g} ± {e:.2g}"

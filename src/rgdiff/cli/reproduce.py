@@ -14,23 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
+import jax
+
 from rgdiff.cli import plots
-from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
-from rgdiff.errors import RgdiffError
-from rgdiff.observables.true_flow import true_flow
 from rgdiff.cli.progress import console, progress_bar
+from rgdiff.cli.report import flow_cell, theory_line
+from rgdiff.cli.reproduce_flows import FLOW_FIGURES, fig_flows
+from rgdiff.errors import RgdiffError
+from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
+from rgdiff.observables.true_flow import flow_grid, true_flow
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import paper_theory
 
-FIGURES = ("fig6", "fig7", "fig8")  # fig7, fig8: rgdiff.reproduce_flows
+FIGURES = ("fig6", *FLOW_FIGURES)  # fig7, fig8: `rgdiff.cli.reproduce_flows`
 FIG6_QUICK = SamplerSettings("nuts", chains=4, samples=4000, warmup=1000)
 FIG6_FULL = SamplerSettings("nuts", chains=8, samples=20000, warmup=4000)
-
-
-def flow_grid(t_max: float, n: int, t_min: float = 1e-3) -> np.ndarray:
-    """t = 0 and geometrically spaced times up to t_max: the couplings move fastest early."""
-    return np.concatenate([[0.0], np.geomspace(t_min, t_max, n - 1)])
+FIG6_M = 1.0  # the IR mass of both schemes at the paper's point
 
 
 def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quiet: bool = False) -> Path:
@@ -39,9 +39,7 @@ def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quie
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"{figure}-{stamp}"
     with atomic_folder(target) as work:
-        if figure in ("fig7", "fig8"):
-            from rgdiff.cli.reproduce_flows import fig_flows
-
+        if figure in FLOW_FIGURES:
             fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet)
         else:
             fig6(work, quick=quick, seed=seed, quiet=quiet)
@@ -50,8 +48,6 @@ def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quie
 
 
 def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
-    import jax
-
     theory = paper_theory(m2=-2.0)
     lat = theory.lattice
     settings = FIG6_QUICK if quick else FIG6_FULL
@@ -61,8 +57,8 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
     grid = flow_grid(2.0, n_times)
     frames_t = np.array([0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0])
     slow_t = np.array([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
-    carosso = make_scheme("carosso", M=1.0)
-    polchinski = make_scheme("polchinski", M=1.0, profile="slow")
+    carosso = make_scheme("carosso", M=FIG6_M)
+    polchinski = make_scheme("polchinski", M=FIG6_M, profile="slow")
     with progress_bar(not quiet) as cb:
         uv = sample(theory, settings, key=k_sample, callback=cb)
         flows = {}
@@ -83,7 +79,8 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
         ):
             configs = np.stack([np.asarray(scheme.push_forward(k_s, phi0, float(t), lat)) if t > 0 else phi0 for t in times])
             rows.append((label, times, configs))
-    plots.flow_rows(rows, theory, work / "fig6_samples.png", "Fig. 6 (a)-(c): one configuration along the flows, M = 1")
+    plots.flow_rows(rows, theory, work / "fig6_samples.png",
+                    f"Fig. 6 (a)-(c): one configuration along the flows, M = {carosso.mass:g} (Carosso), {polchinski.mass:g} (Polchinski)")
     write_json(
         work / "fig6_frames.json",
         {
@@ -92,37 +89,31 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
         },
     )
     plots.flows(
-        [("Carosso M=1", flows["carosso"]), ("Polchinski M=1 (slow K_t)", flows["polchinski"])],
+        [(f"Carosso M={carosso.mass:g}", flows["carosso"]), (f"Polchinski M={polchinski.mass:g} (slow K_t)", flows["polchinski"])],
         work / "fig6_couplings.png",
-        "Fig. 6 (d)-(e): true RG flows, d=2 N=20 L=1 m2=-2 lam=0.0017 "
-        f"({settings.chains}x{settings.samples} NUTS samples)",
+        f"Fig. 6 (d)-(e): true RG flows, {plots.theory_label(theory)} ({settings.chains}x{settings.samples} NUTS samples)",
         panels=(("lambda_R", "r_t^2 lambda_R_hat = lambda_R"), ("m_R", "m_R"), ("Z", "Z"), ("max_abs_phi", "<max|phi|>")),
         xscale="symlog",
     )
-    write_text(work / "report.md", _fig6_report(flows, settings, seed, quick))
+    write_text(work / "report.md", _fig6_report(theory, flows, settings, seed, quick))
 
 
-def _fig6_report(flows, settings, seed, quick) -> str:
+def _fig6_report(theory, flows, settings, seed, quick) -> str:
+    c, p = flows["carosso"], flows["polchinski"]
     lines = [
         "# Figure 6: Carosso vs Polchinski flows",
         "",
-        "Theory d = 2, N = 20, L = 1, m2 = -2, lam = 0.0017; M = 1 for both schemes (Polchinski: slow profile K_t = exp(-w t)).",
+        f"Theory {theory_line(theory.describe())}; M = {c['M']:g} (Carosso), M = {p['M']:g} (Polchinski, slow profile K_t = exp(-w t)).",
         f"UV ensemble: NUTS, {settings.chains} chains x {settings.samples} samples, warm-up {settings.warmup}, seed {seed}"
         f" ({'quick' if quick else 'full'}).",
         "",
         "| t | lambda_R Carosso | lambda_R Polchinski | m_R Carosso | m_R Polchinski |",
         "|---|---|---|---|---|",
     ]
-
-    def fmt(o, i):
-        v, e = o["value"][i], o["error"][i]
-        return "null" if v is None else f"{v:.4g} ± {e:.2g}"
-
-    c, p = flows["carosso"], flows["polchinski"]
     for i, t in enumerate(c["t"]):
         lines.append(
-            f"| {t:.4g} | {fmt(c['observables']['lambda_R'], i)} | {fmt(p['observables']['lambda_R'], i)} "
-            f"| {fmt(c['observables']['m_R'], i)} | {fmt(p['observables']['m_R'], i)} |"
+            f"| {t:.4g} | {flow_cell(c, 'lambda_R', i)} | {flow_cell(p, 'lambda_R', i)} "
+            f"| {flow_cell(c, 'm_R', i)} | {flow_cell(p, 'm_R', i)} |"
         )
     lines += ["", "Files: fig6_samples.png, fig6_couplings.png, FLOW_carosso.json, FLOW_polchinski.json, fig6_frames.json.", ""]
     return "\n".join(lines)

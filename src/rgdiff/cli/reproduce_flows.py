@@ -9,7 +9,7 @@ M = 1 with its stationary law (the free field of mass M) as the prior of both fl
 - `figN_samples.png`: one configuration along each flow;
 - `FIDELITY.json`: exactly {"methods": {"rg": {...}, "reverse_kl": {...}}, "meta": {...}} with,
   per method, x = mean over t of |learned - true| / sqrt(err_learned^2 + err_true^2) for m_R, Z,
-  lambda_R, max_abs_phi (`rgdiff.compare.discrepancy`) and "ess_t0" (ESS / n of the flow's
+  lambda_R, max_abs_phi (`rgdiff.observables.compare.discrepancy`) and "ess_t0" (ESS / n of the flow's
   importance weights at t = 0);
 - `FLOW_true.json`, `FLOW_rg.json`, `FLOW_reverse_kl.json`, `models/rg`, `models/reverse_kl`
   (model directories, usable with `rgdiff compare-flow`), `report.md`.
@@ -24,19 +24,23 @@ import dataclasses
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from rgdiff.cli import plots
+from rgdiff.cli.progress import progress_bar
+from rgdiff.cli.report import flow_cell, theory_line
 from rgdiff.io.atomic import package_versions, write_json, write_text
 from rgdiff.observables.compare import COMPARED, discrepancy, learned_flow
-from rgdiff.observables.true_flow import true_flow
-from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
-from rgdiff.cli.progress import progress_bar
+from rgdiff.observables.true_flow import flow_grid, true_flow
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import paper_theory
+from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
+from rgdiff.train.score import default_horizon
 
-FLOW_FIGURES = {"fig7": 0.01, "fig8": -2.0}
+FLOW_FIGURES = {"fig7": 0.01, "fig8": -2.0}  # figure -> the bare m2 of its paper point
+FLOW_M = 1.0  # the Carosso scheme's IR mass at the paper's point
 METHODS = (("rg", "rg", "RG objective [5.22]"), ("reverse_kl", "reverse-kl", "reverse KL [5.5]"))
 
 
@@ -74,15 +78,10 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
 
     `settings` overrides QUICK / FULL (tests use tiny settings).
     """
-    import jax
-
-    from rgdiff.cli.reproduce import flow_grid
-    from rgdiff.train.score import default_horizon
-
     m2 = FLOW_FIGURES[figure]
     theory = paper_theory(m2=m2)
     lat = theory.lattice
-    scheme = make_scheme("carosso", M=1.0)
+    scheme = make_scheme("carosso", M=FLOW_M)
     cfg = settings or (QUICK if quick else FULL)
     key = jax.random.key(seed)
     k_uv, k_true, k_frames = jax.random.split(key, 3)
@@ -147,7 +146,7 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
     result = {"methods": fidelity, "meta": meta}
     write_json(work / "FIDELITY.json", result)
     write_json(work / "metrics.json", histories)
-    title = (f"Fig. {figure[-1]}: true Carosso M=1 flow vs learned flows, d=2 N=20 L=1 m2={m2:g} lam=0.0017 "
+    title = (f"Fig. {figure[-1]}: true Carosso M={scheme.mass:g} flow vs learned flows, {plots.theory_label(theory)} "
              f"({'quick' if quick else 'full'}: {cfg.train.steps} steps, batch {cfg.train.batch})")
     plots.flows([("true flow", true_json)] + [(label, learned[name]) for name, _, label in METHODS],
                 work / f"{figure}_flows.png", title, xscale="symlog")
@@ -172,8 +171,8 @@ def _report(figure: str, result: dict, true_json: dict, learned: dict) -> str:
     lines = [
         f"# {figure}: RG objective [5.22] vs reverse KL [5.5]",
         "",
-        f"Theory d = {th['dim']}, N = {th['size']}, L = {th['length']:g}, m2 = {th['m2']:g}, lam = {th['lam']:g}; "
-        f"Carosso M = 1, horizon T = {meta['horizon_T']:.3g}; {'quick' if meta['quick'] else 'full'} settings.",
+        f"Theory {theory_line(th)}; "
+        f"Carosso M = {meta['scheme']['M']:g}, horizon T = {meta['horizon_T']:.3g}; {'quick' if meta['quick'] else 'full'} settings.",
         f"Training: {s['training']['steps']} steps, batch {s['training']['batch']}, RK4 {s['training']['ode_steps']} steps per "
         f"unit log-time, Adam(b1 = {s['training']['b1']}, b2 = {s['training']['b2']}), lr {s['training']['learning_rate']:g}. "
         f"UV: NUTS {s['uv_sampler']['chains']} x {s['uv_sampler']['samples']}; {s['learned_samples']} flow samples per time.",
@@ -194,13 +193,8 @@ def _report(figure: str, result: dict, true_json: dict, learned: dict) -> str:
                      f"{f(m['ess_t0'])} | {f(d['imh_acceptance'])} |")
     lines += ["", "| t | m_R true | m_R rg | m_R reverse KL | Z true | Z rg | Z reverse KL |", "|---|---|---|---|---|---|---|"]
 
-    def ve(flow, name, i):
-        o = flow["observables"][name]
-        v, e = o["value"][i], o["error"][i]
-        return "null" if v is None or e is None else f"{v:.4g} ± {e:.2g}"
-
     for i, t in enumerate(true_json["t"]):
-        lines.append(f"| {t:.3g} | {ve(true_json, 'm_R', i)} | {ve(learned['rg'], 'm_R', i)} | {ve(learned['reverse_kl'], 'm_R', i)} "
-                     f"| {ve(true_json, 'Z', i)} | {ve(learned['rg'], 'Z', i)} | {ve(learned['reverse_kl'], 'Z', i)} |")
+        cells = [flow_cell(flow, name, i) for name in ("m_R", "Z") for flow in (true_json, learned["rg"], learned["reverse_kl"])]
+        lines.append(f"| {t:.3g} | " + " | ".join(cells) + " |")
     lines += ["", f"Timings (s): {meta['timings_s']}", ""]
     return "\n".join(lines)

@@ -5,9 +5,10 @@ With y = (phi, Delta) and d phi/ds = g_theta(phi, s), d Delta/ds = div g_theta(p
     decode (s = 1 -> s_end):  log p^theta(phi_end) = log p_T(phi_T) - [Delta(s_end) - Delta(1)],
     encode (s_start -> 1):    log p^theta(phi_start) = log p_T(phi_T) + [Delta(1) - Delta(s_start)].
 
-Both directions are one routine, `integrate`, for one configuration (vmapped over a batch; the
+`FlowProposal` packs a flow as an exact proposal (`rgdiff.generate.proposal`) for exact
+samplers. Both directions are one routine, `integrate`, for one configuration (vmapped over a batch; the
 start and end log-times may differ per configuration). Gradients flow through the solver
-(backpropagation through the RK4 scan, or diffrax's recursive-checkpoint adjoint).
+(backpropagation through the RK4 scan, `rgdiff.generate.rk4`, or diffrax's recursive-checkpoint adjoint).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.errors import RgdiffError
+from rgdiff.generate.proposal import AbstractProposal
+from rgdiff.generate.rk4 import rk4
 from rgdiff.models.cnf import ContinuousFlow
 
 SOLVERS = ("rk4", "adaptive")
@@ -57,20 +60,9 @@ def integrate(flow: ContinuousFlow, phi, s_from, s_to, steps: int, solver: str =
             max_steps=ADAPTIVE_MAX_STEPS,
         )
         return sol.ys[0][0], sol.ys[1][0]
-    h = (s_to - s_from) / steps
-
-    def step(carry, i):
-        x, delta = carry
-        s = s_from + i * h
-        k1, d1 = _rhs(flow, x, s)
-        k2, d2 = _rhs(flow, x + 0.5 * h * k1, s + 0.5 * h)
-        k3, d3 = _rhs(flow, x + 0.5 * h * k2, s + 0.5 * h)
-        k4, d4 = _rhs(flow, x + h * k3, s + h)
-        x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        delta = delta + h / 6.0 * (d1 + 2 * d2 + 2 * d3 + d4)
-        return (x, delta), (x if save else None)
-
-    (x, delta), path = jax.lax.scan(step, (phi, jnp.zeros((), dtype)), jnp.arange(steps, dtype=dtype))
+    observe = (lambda y: y[0]) if save else None
+    (x, delta), path = rk4(lambda y, s: _rhs(flow, y[0], s), (phi, jnp.zeros((), dtype)), s_from, s_to, steps,
+                           observe=observe)
     if save:
         return jnp.concatenate([phi[None], path]), delta
     return x, delta
@@ -107,6 +99,31 @@ def sample(flow: ContinuousFlow, scheme, key, n: int, t_end=0.0, *, steps: int =
     """`n` exact prior draws decoded to `t_end`: `(phi_t, log p_t^theta(phi_t))`."""
     phi_T = scheme.prior_sample(key, flow.lattice, (n,), dtype)
     return decode(flow, scheme, phi_T, t_end, steps=steps, solver=solver)
+
+
+class FlowProposal(AbstractProposal):
+    """q = p_t^theta of a CNF at time `t` (default the UV, t = 0): prior draws decoded (`sample`),
+    given fields encoded back to T (`log_prob`), `steps` and `solver` as in `decode`."""
+
+    flow: ContinuousFlow
+    scheme: object = eqx.field(static=True)
+    t: float = eqx.field(static=True, default=0.0)
+    steps: int = eqx.field(static=True, default=32)
+    solver: str = eqx.field(static=True, default="rk4")
+    dtype: object = eqx.field(static=True, default=jnp.float64)
+
+    def __check_init__(self):
+        _check(self.solver, self.steps)
+
+    @property
+    def lattice(self):
+        return self.flow.lattice
+
+    def sample(self, key, n: int):
+        return sample(self.flow, self.scheme, key, n, self.t, steps=self.steps, solver=self.solver, dtype=self.dtype)
+
+    def log_prob(self, fields):
+        return encode(self.flow, self.scheme, fields, self.t, steps=self.steps, solver=self.solver)[1]
 
 
 @eqx.filter_jit

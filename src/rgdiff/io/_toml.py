@@ -1,66 +1,45 @@
-"""A small TOML writer for configuration files (reading uses the standard library's tomllib).
+"""Writing configuration files as TOML with `tomli_w` (reading uses the standard library's tomllib).
 
-Supports what rgdiff configs hold: tables (nested dicts), strings, booleans, integers, floats and
-lists of those. `None` values are omitted (TOML has no null).
+TOML has no null, so rgdiff decides what `None` means before the writer sees it: a key whose
+value is `None` is an unset option and is omitted (reading the file back leaves it unset, which
+is what the config schemas' defaults expect); a `None` inside a list has no such reading (dropping
+it would shift every later element), so it is refused with an error naming the key.
 """
 
 from __future__ import annotations
 
-import math
+import tomli_w
 
 
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return _string(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v if x is not None) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _string(v: str) -> str:
-    """A TOML basic string: escape quote, backslash and control characters; everything else,
-    including characters outside the BMP, is written as itself (TOML has no surrogate pairs)."""
-    out = []
-    for ch in v:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        elif 0xD800 <= ord(ch) <= 0xDFFF:
-            raise ValueError("cannot write a lone surrogate character to TOML")
+def _without_none(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            out[key] = _without_none(value, name)
+        elif isinstance(value, (list, tuple)):
+            out[key] = _list(value, name)
         else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+            out[key] = value
+    return out
+
+
+def _list(values, name: str) -> list:
+    out = []
+    for i, value in enumerate(values):
+        if value is None:
+            raise TypeError(f"cannot write {name}[{i}] = None to TOML: TOML has no null, and a list cannot skip an element")
+        if isinstance(value, dict):
+            out.append(_without_none(value, f"{name}[{i}]"))
+        elif isinstance(value, (list, tuple)):
+            out.append(_list(value, f"{name}[{i}]"))
+        else:
+            out.append(value)
+    return out
 
 
 def dumps(data: dict) -> str:
-    lines: list[str] = []
-
-    def table(d: dict, prefix: str):
-        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
-        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
-        if prefix and (scalars or not tables):
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{_key(k)} = {_value(v)}")
-        if scalars:
-            lines.append("")
-        for k, v in tables.items():
-            table(v, f"{prefix}.{_key(k)}" if prefix else _key(k))
-
-    table(data, "")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isascii() and k.replace("_", "").replace("-", "").isalnum() else _string(k)
+    """`data` as TOML text: None-valued keys omitted, a None in a list refused (`TypeError`)."""
+    return tomli_w.dumps(_without_none(data))

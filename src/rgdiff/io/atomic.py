@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,12 @@ def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), the checksum every provenance record uses."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def package_versions() -> dict:

@@ -2,11 +2,15 @@
 
 A checkpoint folder holds one file, `checkpoint.rgdiff`::
 
-    RGDIFF-CHECKPOINT 1\\n
+    RGDIFF-CHECKPOINT 2\\n
     {header JSON}\\n          command, step, config, identity, versions, created, sha256 of the payload,
-                              and small host state (metrics so far, running sums)
-    payload                   the arrays (numpy .npz): model parameters and optimizer state, or the
-                              chain states, adapted step sizes and mass matrices and the samples so far
+                              the shape and dtype of every array, and small host state (metrics so
+                              far, running sums)
+    payload                   the arrays, `eqx.tree_serialise_leaves` of their list: model parameters
+                              and optimizer state, or the chain states, adapted step sizes and mass
+                              matrices and the samples so far
+
+Format 1 (an .npz payload) is refused with a clear line: start such a run afresh.
 
 It is replaced atomically (temporary file + rename), so a kill at any instant leaves either the
 previous or the new checkpoint. Reading checks the magic line, the header, the SHA-256 of the
@@ -20,6 +24,7 @@ with bitwise the same parameters and samples.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -27,12 +32,17 @@ import json
 import os
 from pathlib import Path
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.io.atomic import atomic_path, package_versions
 from rgdiff.errors import RgdiffError
 
-MAGIC = b"RGDIFF-CHECKPOINT 1\n"
+FORMAT_VERSION = 2
+MAGIC = b"RGDIFF-CHECKPOINT %d\n" % FORMAT_VERSION
+_MAGIC_PREFIX = b"RGDIFF-CHECKPOINT "
 FILE = "checkpoint.rgdiff"
 
 
@@ -51,14 +61,15 @@ def _canonical(x) -> str:
 def write_checkpoint(folder: Path, *, command: str, step: int, arrays: list, config: dict, identity: dict,
                      host: dict | None = None) -> Path:
     """Write (atomically replace) the checkpoint in `folder`."""
+    arrays = [np.asarray(a) for a in arrays]
     buf = io.BytesIO()
-    np.savez(buf, *[np.asarray(a) for a in arrays])
+    eqx.tree_serialise_leaves(buf, arrays)
     payload = buf.getvalue()
     header = {
         "format": "rgdiff-checkpoint",
         "command": command,
         "step": int(step),
-        "n_arrays": len(arrays),
+        "arrays": [{"shape": list(a.shape), "dtype": a.dtype.str} for a in arrays],
         "config": config,
         "identity": identity,
         "identity_sha256": hashlib.sha256(_canonical(identity).encode()).hexdigest(),
@@ -91,6 +102,12 @@ def read_checkpoint(folder: Path) -> tuple[dict, list[np.ndarray]]:
     except OSError as exc:
         raise ReadCheckpointError(f"cannot read {path} ({exc.strerror})") from None
     if not raw.startswith(MAGIC):
+        if raw.startswith(_MAGIC_PREFIX):
+            version = raw[len(_MAGIC_PREFIX):raw.find(b"\n")].decode(errors="replace")
+            raise ReadCheckpointError(
+                f"{path} has checkpoint format {version}, but this rgdiff reads format {FORMAT_VERSION}; "
+                "it was left untouched: start the run afresh without --resume"
+            )
         raise ReadCheckpointError(f"{path} is not an rgdiff checkpoint (bad magic line); it was left untouched")
     end = raw.find(b"\n", len(MAGIC))
     try:
@@ -106,9 +123,12 @@ def read_checkpoint(folder: Path) -> tuple[dict, list[np.ndarray]]:
             f"{path} is corrupt (its SHA-256 does not match the one recorded); it was left untouched"
         )
     try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            arrays = [z[f"arr_{i}"] for i in range(int(header["n_arrays"]))]
-    except Exception as exc:  # numpy raises several types for a damaged archive
+        skeleton = [np.empty(tuple(spec["shape"]), np.dtype(spec["dtype"])) for spec in header["arrays"]]
+        stream = io.BytesIO(payload)
+        arrays = eqx.tree_deserialise_leaves(stream, skeleton)
+        if stream.read(1) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(arrays, skeleton)):
+            raise ValueError("the arrays do not match the header")
+    except Exception as exc:  # numpy raises several types for a damaged stream
         raise ReadCheckpointError(f"{path} has an unreadable payload ({exc.__class__.__name__})") from None
     return header, arrays
 
@@ -200,10 +220,6 @@ class Checkpointer:
         """(start step, model, optimizer state, (running loss sum, count)) from the checkpoint,
         or the given fresh state if not resuming. The fresh state is the skeleton the saved
         arrays are poured into, so a checkpoint of another model shape is refused."""
-        import equinox as eqx
-        import jax
-        import jax.numpy as jnp
-
         if self.resumed is None:
             return 0, model, opt_state, (0.0, 0)
         header, arrays = self.resumed
@@ -218,9 +234,6 @@ class Checkpointer:
         return int(header["step"]), model, opt_state, (float(host.get("running", 0.0)), int(host.get("count", 0)))
 
     def after_training_step(self, step: int, model, opt_state, running) -> None:
-        import equinox as eqx
-        import jax
-
         if not self.due(step) or step == self.total:
             return  # the last step is followed by the output itself
         leaves = [np.asarray(x) for x in jax.tree.leaves(eqx.filter((model, opt_state), eqx.is_array))]
@@ -237,9 +250,6 @@ class Checkpointer:
 
     def resumed_sampling(self, states_skeleton, params_skeleton) -> dict | None:
         """The saved sampler state poured into the given skeletons (chain states, adapted params)."""
-        import jax
-        import jax.numpy as jnp
-
         if self.resumed is None:
             return None
         header, arrays = self.resumed
@@ -259,8 +269,6 @@ class Checkpointer:
     def after_sampling_chunk(self, done: int, states, params, fields, acc_sum, div_sum, nint_sum, *, final: bool) -> None:
         """Save after every `every`-th chunk: chain states, adapted params, the `done` samples so far
         per chain and the running diagnostic sums."""
-        import jax
-
         self._chunks += 1
         if not self.due(self._chunks) or final:
             return  # the final chunk is followed by the output itself
@@ -271,8 +279,6 @@ class Checkpointer:
     def remove(self) -> None:
         """Delete the checkpoint once the final output is safely written (and its folder, if that
         is then empty: a --checkpoint-dir holding other files keeps them)."""
-        import contextlib
-
         with contextlib.suppress(FileNotFoundError):
             (self.folder / FILE).unlink()
         with contextlib.suppress(OSError):

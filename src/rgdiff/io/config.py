@@ -198,7 +198,7 @@ def show(command: str = "run") -> str:
         if prefix and scalars:
             lines.append(f"[{prefix}]")
         for k, v in scalars:
-            text = f"{k} = {_toml._value(v.default)}" if v.default is not None else f"# {k} = (unset)"
+            text = _toml.dumps({k: v.default}).strip() if v.default is not None else f"# {k} = (unset)"
             lines.append(f"{text:<36}# {v.allowed()}" + (f"; {v.help}" if v.help else ""))
         if scalars:
             lines.append("")

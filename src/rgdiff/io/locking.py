@@ -1,13 +1,16 @@
 """Output locks: two commands writing the same output path cannot both do it.
 
-A lock is a file `.NAME.lock` beside the output `NAME`, created with O_CREAT | O_EXCL (atomic on
-POSIX file systems) and holding the owner's process id. The second command that asks for the
-same output sees the lock and refuses with one clear line instead of racing the first one.
+The lock on an output `NAME` is a `filelock.FileLock` on the file `.NAME.lock` beside it (an
+`flock` held by the kernel), taken without waiting: the second command that asks for the same
+output refuses with one clear line instead of racing the first one. The holder writes its
+process id and host into the lock file so that line can say who holds it.
 
-A command killed with SIGKILL cannot remove its lock; a lock whose process no longer exists (on
-this host) is stale and is taken over. Within one process locks are re-entrant, so a command
-that holds the lock on its output may write it through `atomic_path`/`atomic_folder`, which
-lock too.
+A command killed with SIGKILL cannot remove its lock file, but the kernel drops its `flock`, so
+the next command takes the lock over. A lock file naming another host is respected all the same
+(a lock on a network file system may not be visible across machines): the message says to delete
+it if no such command runs. Within one process the lock is re-entrant (one `FileLock` per path),
+so a command that holds the lock on its output may write it through `atomic_path` /
+`atomic_folder`, which lock too. The lock file is removed when the last hold is released.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import os
 import socket
 from pathlib import Path
 
-from rgdiff.errors import WriteOutputError
+import filelock
 
-_HELD: dict[Path, int] = {}  # lock file -> nesting depth, for this process
+from rgdiff.errors import WriteOutputError
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -28,83 +31,63 @@ def lock_path(target: str | os.PathLike) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
-def _owner(lock: Path) -> dict | None:
+class _HeldOnAnotherHost(Exception):
+    def __init__(self, owner: dict):
+        self.owner = owner
+
+
+def _owner(raw: bytes) -> dict | None:
     try:
-        return json.loads(lock.read_text())
-    except (OSError, ValueError):
+        owner = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         return None
+    return owner if isinstance(owner, dict) else None
 
 
-def _alive(owner: dict | None) -> bool:
-    """Whether the lock's owner still runs. An unreadable lock (being written) counts as alive."""
-    if owner is None:
-        return True
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot tell for another machine: be safe
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _claim(fd: int) -> None:
+    """Called by filelock with the locked descriptor: refuse a record of another host, then
+    write ours (a record of this host in a file we could lock is stale: its writer is gone)."""
+    owner = _owner(os.pread(fd, 4096, 0))
+    if owner is not None and owner.get("host") != socket.gethostname():
+        raise _HeldOnAnotherHost(owner)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
 
 
-def _try_create(lock: Path) -> bool:
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-    return True
-
-
-def acquire(target: str | os.PathLike) -> Path:
-    """Take the lock on `target` or raise `WriteOutputError` naming the command holding it."""
-    lock = lock_path(target)
-    if lock in _HELD:
-        _HELD[lock] += 1
-        return lock
-    if not lock.parent.is_dir():
-        raise WriteOutputError(f"cannot write {target}: folder {lock.parent} does not exist")
-    for _ in range(2):
-        try:
-            if _try_create(lock):
-                _HELD[lock] = 1
-                return lock
-        except PermissionError:
-            raise WriteOutputError(f"cannot write {target}: no permission to write in {lock.parent}") from None
-        owner = _owner(lock)
-        if _alive(owner):
-            who = f"process {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
-            raise WriteOutputError(
-                f"{target} is being written by another rgdiff command ({who}); wait for it to finish "
-                f"or choose another output (if no such command runs, delete {lock})"
-            )
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()  # stale: its owner was killed
-    raise WriteOutputError(f"cannot lock {target}: another command keeps taking its lock {lock}")
-
-
-def release(lock: Path) -> None:
-    depth = _HELD.get(lock, 0)
-    if depth > 1:
-        _HELD[lock] = depth - 1
-        return
-    _HELD.pop(lock, None)
-    with contextlib.suppress(FileNotFoundError):
-        lock.unlink()
+def _refusal(target, lock: Path, owner: dict | None) -> WriteOutputError:
+    who = f"process {owner.get('pid')} on {owner.get('host')}" if owner else "another process"
+    return WriteOutputError(
+        f"{target} is being written by another rgdiff command ({who}); wait for it to finish "
+        f"or choose another output (if no such command runs, delete {lock})"
+    )
 
 
 @contextlib.contextmanager
 def output_lock(target: str | os.PathLike):
-    """Hold the lock on the output `target` for the duration of the block."""
-    lock = acquire(target)
+    """Hold the lock on the output `target` for the duration of the block.
+
+    Raises `WriteOutputError` (naming the command holding it) if another command holds it."""
+    lock = lock_path(target)
+    if not lock.parent.is_dir():
+        raise WriteOutputError(f"cannot write {target}: folder {lock.parent} does not exist")
+    held = filelock.FileLock(lock, timeout=0, is_singleton=True, on_acquired=_claim)
+    outermost = not held.is_locked
+    try:
+        held.acquire()
+    except filelock.Timeout:
+        with contextlib.suppress(OSError):
+            raise _refusal(target, lock, _owner(lock.read_bytes())) from None
+        raise _refusal(target, lock, None) from None
+    except _HeldOnAnotherHost as held_elsewhere:
+        raise _refusal(target, lock, held_elsewhere.owner) from None
+    except PermissionError:
+        raise WriteOutputError(f"cannot write {target}: no permission to write in {lock.parent}") from None
     try:
         yield lock
     finally:
-        release(lock)
+        if outermost:
+            # unlinked while still locked: a command that opened this inode and locks it after us
+            # sees it unlinked and refuses, and the next one creates a fresh lock file
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        held.release()

@@ -1,7 +1,8 @@
 """The model directory: a contract between `rgdiff train` and every command that reads a model.
 
     DIR/config.toml     everything needed to rebuild the model and rerun the training
-                        ([model], [scheme], [theory], [data], [training], [versions])
+                        ([model], [scheme], [theory], [data], [training], [versions]); [scheme] is
+                        the scheme's `describe()`, rebuilt by `rgdiff.rg.scheme_from_description`
     DIR/params.eqx      final parameters (Equinox serialization, `eqx.tree_serialise_leaves`)
     DIR/metrics.jsonl   one JSON record per logged step (loss and diagnostics)
     DIR/COUPLINGS.json  (EFT models) {"t": [...], "kinetic": [...], "mass": [...], "quartic": [...]}
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -22,8 +22,9 @@ import jax.numpy as jnp
 
 from rgdiff.io import _toml
 from rgdiff.io.atomic import atomic_path
-from rgdiff.errors import RgdiffError
+from rgdiff.errors import InvalidSchemeError, RgdiffError, WriteOutputError
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.rg.description import scheme_from_description
 from rgdiff.theory.phi4 import Phi4
 
 CONFIG, PARAMS, METRICS, COUPLINGS = "config.toml", "params.eqx", "metrics.jsonl", "COUPLINGS.json"
@@ -60,15 +61,13 @@ class LoadedModel:
             )
 
 
-def file_checksum(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_config(path: Path, config: dict) -> None:
+    """Write config.toml; a scheme that `load_model_dir` could not rebuild is refused first."""
+    if "scheme" in config:
+        try:
+            scheme_from_description(config["scheme"])
+        except InvalidSchemeError as exc:
+            raise WriteOutputError(f"cannot save the model in {Path(path).parent}: {exc}") from None
     with atomic_path(path) as tmp:
         tmp.write_text(_toml.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}))
 
@@ -92,7 +91,6 @@ def couplings_table(model, horizon: float, n: int = 101) -> dict:
 
 def load_model_dir(path: str | Path) -> LoadedModel:
     from rgdiff.models import build_model
-    from rgdiff.rg import make_scheme
 
     path = Path(path)
     if not path.exists():
@@ -114,8 +112,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         th = config["theory"]
         lattice = Lattice(int(th["dim"]), int(th["size"]), float(th["length"]))
         theory = Phi4(lattice, float(th["m2"]), float(th["lam"]))
-        sch = dict(config["scheme"])
-        scheme = make_scheme(sch.pop("name"), M=float(sch.pop("M")), **{k: v for k, v in sch.items() if k in ("noise", "speed", "profile")})
+        scheme = scheme_from_description(config["scheme"])
         skeleton = build_model(config["model"], lattice, key=jax.random.key(0))
         dtype = jnp.dtype(config["training"]["dtype"])
     except (KeyError, TypeError, ValueError) as exc:

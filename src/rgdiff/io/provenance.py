@@ -19,16 +19,11 @@ import tomllib
 from pathlib import Path
 
 from rgdiff.errors import RgdiffError
+from rgdiff.io.atomic import file_checksum
 
 
 class ReadProvenanceError(RgdiffError):
     """The file is not an rgdiff output whose provenance can be shown."""
-
-
-def _sha256(path: Path) -> str:
-    from rgdiff.io.modeldir import file_checksum
-
-    return file_checksum(path)
 
 
 def _checksums(tree, prefix="") -> dict:
@@ -95,7 +90,7 @@ def _describe_ensemble(path: Path) -> dict:
         "file": str(path),
         "kind": "ensemble",
         "format": f"{FORMAT} {_jsonable(version)}",
-        "sha256": _sha256(path),
+        "sha256": file_checksum(path),
         "created": created,
         "shape (chains, samples, *lattice)": shape,
         "theory": meta.get("theory"),
@@ -124,7 +119,7 @@ def _describe_json(path: Path) -> dict:
     return {
         "file": str(path),
         "kind": kind,
-        "sha256": _sha256(path),
+        "sha256": file_checksum(path),
         "theory": meta.get("theory"),
         "seed": meta.get("seed", meta.get("uv_seed")),
         "config": meta.get("config") or {k: v for k, v in meta.items() if k in ("scheme", "uv_sampler", "sampler", "solver", "samples", "times")},
@@ -142,7 +137,7 @@ def _describe_toml(path: Path) -> dict:
     return {
         "file": str(path),
         "kind": "configuration",
-        "sha256": _sha256(path),
+        "sha256": file_checksum(path),
         "command": data.get("command"),
         "seed": data.get("seed"),
         "config": {k: v for k, v in data.items() if k not in ("versions", "command")},
@@ -176,7 +171,7 @@ def _describe_folder(path: Path) -> dict:
             "file": str(path),
             "kind": "model directory",
             "format": f"{config.get('format')} {config.get('format_version')}",
-            "params_sha256": _sha256(path / PARAMS),
+            "params_sha256": file_checksum(path / PARAMS),
             "seed": training.get("seed"),
             "model": config.get("model"),
             "scheme": config.get("scheme"),

@@ -19,7 +19,9 @@ Delta phi(n) = eps^-2 sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i)).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,15 +48,19 @@ class Lattice:
     size: int
     length: float
 
+    # the field theory needs N >= 2 (a one-site "lattice" has no momenta); the Hamiltonian's
+    # spatial lattice also allows the single site (rgdiff.quantum.hamiltonian)
+    min_size: ClassVar[int] = 2
+
     def __post_init__(self):
         if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
             raise InvalidLatticeError(f"dimension must be an integer 1, 2 or 3, got {self.dim!r}")
         if self.dim not in (1, 2, 3):
             raise InvalidLatticeError(f"dimension must be 1, 2 or 3, got {self.dim}")
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)):
-            raise InvalidLatticeError(f"lattice size N must be an integer >= 2, got {self.size!r}")
-        if self.size < 2:
-            raise InvalidLatticeError(f"lattice size N must be >= 2, got {self.size}")
+            raise InvalidLatticeError(f"lattice size N must be an integer >= {self.min_size}, got {self.size!r}")
+        if self.size < self.min_size:
+            raise InvalidLatticeError(f"lattice size N must be >= {self.min_size}, got {self.size}")
         if self.size**self.dim > MAX_SITES:
             raise InvalidLatticeError(
                 f"lattice {self.size}^{self.dim} has more than {MAX_SITES} sites; use a smaller N"
@@ -103,17 +109,21 @@ class Lattice:
 
     @property
     def phat1_sq(self) -> float:
-        """|phat|^2 at the unit momentum e_i: (2N/L)^2 sin^2(pi/N)."""
-        return (2.0 * self.size / self.length) ** 2 * math.sin(math.pi / self.size) ** 2
+        """|phat|^2 at the unit momentum e_i: (2N/L)^2 sin^2(pi/N), the smallest non-zero one."""
+        return float(self._momentum_component()[1] ** 2)
 
     def describe(self) -> dict:
         return {"dim": self.dim, "size": self.size, "length": self.length}
 
     # momenta ----------------------------------------------------------------------------
+    def _momentum_component(self) -> np.ndarray:
+        """phat_i = (2N/L) sin(pi p_i / N) for p_i = 0..N-1, float64 NumPy [4.27]."""
+        p = np.arange(self.size)
+        return (2.0 * self.size / self.length) * np.sin(np.pi * p / self.size)
+
     def momentum_components(self, dtype=jnp.float64) -> list[jnp.ndarray]:
         """phat_i on the full FFT grid, one broadcastable array per axis [4.27]."""
-        p = np.arange(self.size)
-        comp = (2.0 * self.size / self.length) * np.sin(np.pi * p / self.size)
+        comp = self._momentum_component()
         out = []
         for i in range(self.dim):
             shape = [1] * self.dim
@@ -121,40 +131,63 @@ class Lattice:
             out.append(jnp.asarray(comp.reshape(shape), dtype=dtype))
         return out
 
+    @functools.lru_cache(maxsize=64)
+    def phat_sq_np(self) -> np.ndarray:
+        """|phat|^2 = sum_i phat_i^2 on the full FFT grid, shape (N,)*d, float64 NumPy (read-only).
+
+        The one evaluation of [4.27]: `phat_sq`, `phat_sq_half` and every host-side use derive
+        from it (computed in float64 whatever the JAX precision setting).
+        """
+        comp_sq = self._momentum_component() ** 2
+        total = np.zeros(self.shape)
+        for i in range(self.dim):
+            shape = [1] * self.dim
+            shape[i] = self.size
+            total = total + comp_sq.reshape(shape)
+        total.setflags(write=False)
+        return total
+
     def phat_sq(self, dtype=jnp.float64) -> jnp.ndarray:
-        """|phat|^2 on the full FFT grid, shape (N,)*d."""
-        total = sum(c**2 for c in self.momentum_components(dtype))
-        return jnp.broadcast_to(total, self.shape)
+        """|phat|^2 on the full FFT grid, shape (N,)*d (the eigenvalues of -Delta)."""
+        return jnp.asarray(self.phat_sq_np(), dtype)
 
     def phat_sq_half(self, dtype=jnp.float64) -> jnp.ndarray:
         """|phat|^2 on the half grid of `rfftn` (last axis N//2 + 1)."""
         return self.phat_sq(dtype)[..., : self.size // 2 + 1]
 
+    @property
+    def half_shape(self) -> tuple[int, ...]:
+        """The `rfftn` half grid: `shape` with the last axis N//2 + 1."""
+        return self.shape[:-1] + (self.size // 2 + 1,)
+
+    def self_conjugate_planes(self) -> np.ndarray:
+        """On the half grid's last axis q = 0..N//2: True where q = -q mod N (q = 0 and, N even, N/2).
+
+        rfftn stores those planes in full (both p and -p); every other entry of the half grid stands
+        for the pair {p, -p}. The one definition behind `real_mode_mask_half` and `half_multiplicity`.
+        """
+        q = np.arange(self.size // 2 + 1)
+        return (2 * q) % self.size == 0
+
     def real_mode_mask_half(self) -> np.ndarray:
         """On the `rfftn` half grid: True where p = -p mod N (the mode is real)."""
-        n = self.size
-        p = np.arange(n)
-        self_conj = (2 * p) % n == 0
-        masks = []
+        planes = self.self_conjugate_planes()
+        full_axis = np.zeros(self.size, dtype=bool)
+        full_axis[: planes.size] = planes  # p_i = -p_i mod N only at 0 and N/2, both <= N//2
+        out = np.ones((1,) * self.dim, dtype=bool)
         for i in range(self.dim):
-            m = self_conj if i < self.dim - 1 else self_conj[: n // 2 + 1]
+            m = planes if i == self.dim - 1 else full_axis
             shape = [1] * self.dim
             shape[i] = m.shape[0]
-            masks.append(m.reshape(shape))
-        out = masks[0]
-        for m in masks[1:]:
-            out = out & m
-        half_shape = self.shape[:-1] + (n // 2 + 1,)
-        return np.broadcast_to(out, half_shape)
+            out = out & m.reshape(shape)
+        return np.broadcast_to(out, self.half_shape)
 
     def half_multiplicity(self) -> np.ndarray:
         """How many full-grid modes each `rfftn` half-grid mode stands for (1 or 2)."""
-        n = self.size
-        q = np.arange(n // 2 + 1)
-        last = np.where((2 * q) % n == 0, 1, 2)
+        last = np.where(self.self_conjugate_planes(), 1, 2)
         shape = [1] * self.dim
-        shape[-1] = n // 2 + 1
-        return np.broadcast_to(last.reshape(shape), self.shape[:-1] + (n // 2 + 1,))
+        shape[-1] = last.shape[0]
+        return np.broadcast_to(last.reshape(shape), self.half_shape)
 
     # transforms -------------------------------------------------------------------------
     def fourier(self, phi: jnp.ndarray) -> jnp.ndarray:
@@ -183,12 +216,22 @@ class Lattice:
         multiplier = jnp.asarray(multiplier_half).astype(modes.dtype)  # explicit: strict dtype promotion
         return self.inverse_rfourier(multiplier * modes).astype(phi.dtype)
 
-    def laplacian(self, phi: jnp.ndarray) -> jnp.ndarray:
-        """Delta phi(n) = eps^-2 sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i))."""
+    def lattice_laplacian(self, phi: jnp.ndarray) -> jnp.ndarray:
+        """eps^2 Delta phi(n) = sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i)): the stencil in lattice units.
+
+        The one nearest-neighbour stencil of the package; its eigenvalue on the plane wave p is
+        -eps^2 |phat|^2 [4.27]. Acts on the last `dim` axes; a NumPy array stays NumPy (host-side
+        float64 uses such as the Hamiltonian's stiffness matrix), anything else goes through `jnp`.
+        """
+        xp = np if isinstance(phi, np.ndarray) else jnp
         out = -2.0 * self.dim * phi
         for ax in self.axes:
-            out = out + jnp.roll(phi, 1, axis=ax) + jnp.roll(phi, -1, axis=ax)
-        return out / self.spacing**2
+            out = out + xp.roll(phi, 1, axis=ax) + xp.roll(phi, -1, axis=ax)
+        return out
+
+    def laplacian(self, phi: jnp.ndarray) -> jnp.ndarray:
+        """Delta phi(n) = eps^-2 sum_i (phi(n+e_i) - 2 phi(n) + phi(n-e_i))."""
+        return self.lattice_laplacian(phi) / self.spacing**2
 
     def power_spectrum(self, fields, *, half: bool = True) -> np.ndarray:
         """G2(p) = L^d <|phi~(p)|^2> of an ensemble (float64 NumPy), averaged over all leading axes.

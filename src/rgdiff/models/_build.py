@@ -7,23 +7,23 @@ import jax
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.theory.phi4 import Phi4
 from rgdiff.models._errors import InvalidModelError
-from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.base import AbstractScoreModel, AbstractVelocityField
 from rgdiff.models.cnf import ContinuousFlow
 from rgdiff.models.convnet import ConvScore
 from rgdiff.models.eft import EFTScore
 
 MODEL_NAMES = ("score", "eft-score")
 MODEL_CLASSES: dict[str, type] = {"score": ConvScore, "eft-score": EFTScore, "cnf": ContinuousFlow}
-FLOW_NAMES = ("cnf",)  # normalizing flows in RG time (rgdiff.flows); trained by rgdiff.flow_training
+FLOW_NAMES = ("cnf",)  # CNFs in RG time (rgdiff.generate.transport); trained by rgdiff.train.cnf
 
 
-def _model_class(name) -> type[AbstractScoreModel]:
+def _model_class(name) -> type[AbstractScoreModel | AbstractVelocityField]:
     if name not in MODEL_CLASSES:
         raise InvalidModelError(f"unknown score model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     return MODEL_CLASSES[name]
 
 
-def build_model(desc: dict, lattice: Lattice, *, key: jax.Array) -> AbstractScoreModel:
+def build_model(desc: dict, lattice: Lattice, *, key: jax.Array) -> AbstractScoreModel | AbstractVelocityField:
     """Rebuild the skeleton of a model from its `describe()` output.
 
     The weights are fresh (from `key`); load trained ones with
@@ -39,7 +39,8 @@ def build_model(desc: dict, lattice: Lattice, *, key: jax.Array) -> AbstractScor
 
     **Returns:**
 
-    An `EFTScore` or `ConvScore` with the same hyperparameters (and pytree structure).
+    An `EFTScore`, `ConvScore` or `ContinuousFlow` with the same hyperparameters (and pytree
+    structure).
     """
     if not isinstance(desc, dict) or "model" not in desc:
         raise InvalidModelError("a model description must be a dict with a 'model' entry (from model.describe())")

@@ -1,4 +1,4 @@
-"""Small building blocks: a NumPy generator seeded from a JAX key, and a plain MLP.
+"""Small building blocks: a NumPy generator seeded from a JAX key, a plain MLP, odd site features.
 
 Parameters are drawn on the host with NumPy (from a generator seeded by the JAX key, so models
 are still a deterministic function of `key`): eager `jax.random` calls compile one kernel per
@@ -26,6 +26,21 @@ def numpy_rng(key: jax.Array) -> np.random.Generator:
 def to_array(x: np.ndarray, dtype) -> jax.Array:
     """A host array as a JAX array of `dtype` (converted on the host: no compilation)."""
     return jnp.asarray(np.asarray(x).astype(dtype))
+
+
+def odd_sine_features(x: jax.Array, frequencies: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-site odd features F = (x, sin(omega_1 x), ..., sin(omega_K x)) and their derivatives F'(x).
+
+    Shared by the kernel-on-features layers of `EFTScore` and `ContinuousFlow` (as in Gerdes et
+    al.): odd features keep the layer Z2-equivariant, and F' gives its exact divergence.
+
+    **Returns:** `(F, F')`, each of shape `(K + 1, *x.shape)`.
+    """
+    w = frequencies.reshape((-1,) + (1,) * x.ndim)
+    xs = x[None]
+    f = jnp.concatenate([xs, jnp.sin(w * xs)])
+    df = jnp.concatenate([jnp.ones_like(xs), w * jnp.cos(w * xs)])
+    return f, df
 
 
 class MLP(eqx.Module):

@@ -36,35 +36,21 @@ W starts at zero: the flow is the identity at initialization (p_t^theta = p_T fo
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgdiff.theory.gaussian import as_complex
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.lattice.symmetry import lattice_orbits
 from rgdiff.models._errors import InvalidModelError
-
-
-def displacement_classes(lattice: Lattice) -> tuple[np.ndarray, int]:
-    """Class index of every displacement r (array of `lattice.shape`) under the hypercubic group.
-
-    Two displacements share a class when their sorted periodic distances min(|r_i|, N - |r_i|)
-    agree; class 0 is r = 0.
-    """
-    n = lattice.size
-    dist = np.minimum(np.arange(n), n - np.arange(n))
-    keys = {}
-    out = np.zeros(lattice.shape, dtype=np.int32)
-    for idx in itertools.product(range(n), repeat=lattice.dim):
-        key = tuple(sorted(int(dist[i]) for i in idx))
-        if key not in keys:
-            keys[key] = len(keys)
-        out[idx] = keys[key]
-    return out, len(keys)
+from rgdiff.models._layers import odd_sine_features
+from rgdiff.models.base import AbstractVelocityField
+from rgdiff.models.embedding import gaussian_time_basis
+from rgdiff.rg.time import LogTime
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,7 +62,7 @@ def class_normalization(lattice: Lattice) -> np.ndarray:
     changes the flow's rates by O(lr sqrt(C)) on any lattice (raw class weights would move the
     zero mode's rate by lr V).
     """
-    classes, n = displacement_classes(lattice)
+    n, classes = lattice_orbits(lattice.dim, lattice.size)
     counts = np.bincount(classes.reshape(-1), minlength=n).astype(np.float64)
     return 1.0 / (counts * math.sqrt(n))
 
@@ -88,13 +74,13 @@ def class_spectra(lattice: Lattice) -> np.ndarray:
     Each class is closed under r -> -r, so its transform is real; the kernel with weights W_c has
     spectrum sum_c W_c class_spectra[c] (no FFT of the kernel at run time).
     """
-    classes, n = displacement_classes(lattice)
+    n, classes = lattice_orbits(lattice.dim, lattice.size)
     onehot = (classes[None] == np.arange(n).reshape((-1,) + (1,) * lattice.dim)).astype(np.float64)
     onehot *= class_normalization(lattice).reshape((-1,) + (1,) * lattice.dim)
     return np.ascontiguousarray(np.fft.rfftn(onehot, axes=tuple(range(1, lattice.dim + 1))).real)
 
 
-class ContinuousFlow(eqx.Module):
+class ContinuousFlow(AbstractVelocityField):
     """The equivariant CNF vector field g_theta(phi, s) = d phi / ds, for ONE configuration.
 
     **Arguments:**
@@ -120,9 +106,6 @@ class ContinuousFlow(eqx.Module):
     frequencies: jax.Array
     weights: jax.Array
 
-    is_flow: ClassVar[bool] = True
-    has_exact_divergence: ClassVar[bool] = True
-
     def __init__(self, lattice: Lattice, horizon: float, frequencies: int = 6, time_bumps: int = 8,
                  time_floor: float | None = None, field_scale=(1.0,), *, key: jax.Array | None = None):
         if not isinstance(lattice, Lattice):
@@ -147,7 +130,7 @@ class ContinuousFlow(eqx.Module):
         k = int(frequencies)
         # spread over the scale of u = phi / sigma ~ 1; learned
         self.frequencies = jnp.linspace(0.5, 3.0, k) if k else jnp.zeros((0,))
-        _, n_classes = displacement_classes(lattice)
+        n_classes, _ = lattice_orbits(lattice.dim, lattice.size)
         self.weights = jnp.zeros((int(time_bumps), k + 1, n_classes))
 
     # description ----------------------------------------------------------------------------
@@ -164,24 +147,24 @@ class ContinuousFlow(eqx.Module):
 
     # time --------------------------------------------------------------------------------------
     @property
+    def log_time(self) -> LogTime:
+        """The log-time s(t) = log(1 + t / t0) / log(1 + T / t0) (`rgdiff.rg.LogTime`)."""
+        return LogTime(self.horizon, self.time_floor)
+
+    @property
     def log_span(self) -> float:
         """Lambda = log(1 + T / t0): s = log(1 + t / t0) / Lambda."""
-        return math.log1p(self.horizon / self.time_floor)
+        return self.log_time.log_span
 
     def s_of_t(self, t):
-        return jnp.log1p(jnp.asarray(t) / self.time_floor) / self.log_span
+        return self.log_time.s_of_t(t)
 
     def t_of_s(self, s):
-        return self.time_floor * jnp.expm1(jnp.asarray(s) * self.log_span)
+        return self.log_time.t_of_s(s)
 
     def time_basis(self, s) -> jax.Array:
         """c_b(s): B Gaussian bumps centred on an even grid of [0, 1], width the grid spacing."""
-        b = self.weights.shape[0]
-        if b == 1:
-            return jnp.ones((1,), dtype=jnp.result_type(s, self.weights.dtype))
-        centres = jnp.linspace(0.0, 1.0, b, dtype=self.weights.dtype)
-        width = 1.0 / (b - 1)
-        return jnp.exp(-0.5 * ((s - centres) / width) ** 2)
+        return gaussian_time_basis(s, self.weights.shape[0], self.weights.dtype)
 
     def scale(self, s) -> jax.Array:
         values = jnp.asarray(self.field_scale, dtype=self.weights.dtype)
@@ -191,15 +174,9 @@ class ContinuousFlow(eqx.Module):
         return jnp.interp(s, nodes, values)
 
     # the vector field ---------------------------------------------------------------------------
-    def _features(self, u):
-        arg = self.frequencies.reshape((-1,) + (1,) * self.lattice.dim) * u
-        return jnp.concatenate([u[None], jnp.sin(arg)]), jnp.concatenate(
-            [jnp.ones_like(u)[None], self.frequencies.reshape((-1,) + (1,) * self.lattice.dim) * jnp.cos(arg)]
-        )
-
     def kernels(self, s) -> jax.Array:
         """K_{s,k}(r) in position space, shape (K + 1, *lattice.shape)."""
-        classes, _ = displacement_classes(self.lattice)
+        _, classes = lattice_orbits(self.lattice.dim, self.lattice.size)
         w = jnp.tensordot(self.time_basis(s), self.weights, axes=1)  # (K + 1, classes)
         return (w * jnp.asarray(class_normalization(self.lattice), w.dtype))[:, classes]
 
@@ -207,17 +184,17 @@ class ContinuousFlow(eqx.Module):
         """g_theta(phi, s) = d phi / ds, shape `lattice.shape`."""
         axes = self.lattice.axes
         sigma = self.scale(s)
-        feats, _ = self._features(phi / sigma)
+        feats, _ = odd_sine_features(phi / sigma, self.frequencies)
         w = jnp.tensordot(self.time_basis(s), self.weights, axes=1)  # (K + 1, classes)
         khat = jnp.tensordot(w, jnp.asarray(class_spectra(self.lattice), w.dtype), axes=1)
         fhat = jnp.fft.rfftn(feats, axes=axes)
-        out = jnp.fft.irfftn(jnp.sum(khat * fhat, axis=0), s=self.lattice.shape, axes=axes)
+        out = jnp.fft.irfftn(jnp.sum(as_complex(khat, fhat) * fhat, axis=0), s=self.lattice.shape, axes=axes)
         return (sigma * out).astype(phi.dtype)
 
     def divergence(self, phi: jax.Array, s: jax.Array) -> jax.Array:
         """div_phi g_theta(phi, s) = sum_x sum_k K_{s,k}(0) F_k'(u(x)) (exact, O(V x K))."""
         sigma = self.scale(s)
-        _, dfeats = self._features(phi / sigma)
+        _, dfeats = odd_sine_features(phi / sigma, self.frequencies)
         centre = jnp.tensordot(self.time_basis(s), self.weights[:, :, 0], axes=1) * class_normalization(self.lattice)[0]
         return jnp.sum(centre.reshape((-1,) + (1,) * self.lattice.dim) * dfeats).astype(phi.dtype)
 

@@ -19,14 +19,13 @@
 - With `z2_odd=True`, net(x) is replaced by (net(x) - net(-x)) / 2, so s(-phi) = -s(phi).
 - The output layer starts at zero: at initialization the model equals the prior exactly.
 
-`has_exact_divergence` is False: likelihoods need an estimator (e.g. Hutchinson) elsewhere.
+It is an `AbstractScoreModel` without an exact divergence: likelihoods need an estimator (e.g.
+Hutchinson) elsewhere.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -40,6 +39,7 @@ from rgdiff.models._errors import InvalidModelError
 from rgdiff.models._layers import MLP, numpy_rng, to_array
 from rgdiff.lattice.symmetry import stencil_orbits
 from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.eft import eft_basis
 from rgdiff.models.embedding import TimeEmbedding
 from rgdiff.models.scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
 from rgdiff.models.scales import score_scale as _default_score_scale
@@ -97,8 +97,6 @@ class ConvScore(AbstractScoreModel):
     conv_weights: tuple[jax.Array, ...]
     global_weights: tuple[jax.Array, ...]
     biases: tuple[jax.Array, ...]
-
-    has_exact_divergence: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -239,13 +237,10 @@ class ConvScore(AbstractScoreModel):
         else:
             net = self._net(x[None], t)[0]
         out = self.score_scale * net
-        c1, c2, c3 = self.prior
-        if c1 != 0.0:
-            out = out + c1 * self.lattice.laplacian(p)
-        if c2 != 0.0:
-            out = out + c2 * p
-        if c3 != 0.0:
-            out = out + c3 * p**3
+        # the fixed prior sum_i c_i g_i on the EFT basis [5.26]; zero couplings add nothing
+        for c, g in zip(self.prior, eft_basis(p, self.lattice)):
+            if c != 0.0:
+                out = out + c * g
         return out.astype(phi.dtype)
 
     def describe(self) -> dict:

@@ -53,7 +53,6 @@ sum_i f_init_i g_i (e.g. the UV score when f_init = `phi4_couplings(theory)`).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -64,21 +63,38 @@ from rgdiff.lattice.geometry import Lattice
 from rgdiff.theory.phi4 import Phi4
 from rgdiff.models._checks import check_inputs, count, positive, resolve_dtype, triple
 from rgdiff.models._errors import InvalidModelError
-from rgdiff.models._layers import MLP, numpy_rng, to_array
+from rgdiff.models._layers import MLP, numpy_rng, odd_sine_features, to_array
 from rgdiff.lattice.symmetry import lattice_orbits
-from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.models.embedding import TimeEmbedding
 from rgdiff.models.scales import check_field_scale_flow, field_scale_at, phi4_couplings, phi4_field_scale
 from rgdiff.models.scales import coupling_scale as _default_coupling_scale
 from rgdiff.models.scales import score_scale as _default_score_scale
 
 
-def lattice_laplacian_units(x: jax.Array, dim: int) -> jax.Array:
-    """eps^2 Delta x = sum_i (x(n+e_i) - 2 x(n) + x(n-e_i)) on the last `dim` axes."""
-    out = -2.0 * dim * x
-    for ax in range(-dim, 0):
-        out = out + jnp.roll(x, 1, axis=ax) + jnp.roll(x, -1, axis=ax)
-    return out
+def eft_basis(phi, lattice: Lattice, *, lattice_units: bool = False) -> tuple:
+    """g = (Delta phi, phi, phi^3): the phi-gradients of the kinetic, mass and quartic terms [5.26].
+
+    The EFT score is f_1 g_1 + f_2 g_2 + f_3 g_3. With `lattice_units=True` the first entry is
+    eps^2 Delta phi (the same span, O(1) on O(1) fields). Acts on the last `dim` axes (batch axes
+    kept); a NumPy `phi` stays NumPy (float64 host estimators such as `hyvarinen_couplings`).
+    """
+    laplacian = lattice.lattice_laplacian(phi) if lattice_units else lattice.laplacian(phi)
+    return laplacian, phi, phi**3
+
+
+def eft_basis_divergence(phi, lattice: Lattice, *, lattice_units: bool = False) -> tuple:
+    """div_phi g_i = sum_n d g_i(n) / d phi(n) of `eft_basis` [5.26]: (-2 d V / eps^2, V, 3 sum_n phi^2).
+
+    With `lattice_units=True` the first entry is -2 d V (that of eps^2 Delta phi). The constants
+    are Python floats; the last entry has `phi`'s batch shape (NumPy for a NumPy `phi`).
+    """
+    v = float(lattice.sites)
+    kinetic = -2.0 * lattice.dim * v
+    if not lattice_units:
+        kinetic = kinetic / lattice.spacing**2
+    total = np.sum if isinstance(phi, np.ndarray) else jnp.sum
+    return kinetic, v, 3.0 * total(phi**2, axis=lattice.axes)
 
 
 def _cholesky_solver_3x3(a: jax.Array):
@@ -105,7 +121,7 @@ def _cholesky_solver_3x3(a: jax.Array):
     return solve
 
 
-class EFTScore(AbstractScoreModel):
+class EFTScore(AbstractExactScoreModel):
     """The EFT-structured score [5.26] with an exact O(V x features) divergence.
 
     See the module docstring for the parameterization
@@ -167,8 +183,6 @@ class EFTScore(AbstractScoreModel):
     coupling_mlp: MLP
     frequencies: jax.Array
     kernel_weights: jax.Array
-
-    has_exact_divergence: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -278,14 +292,10 @@ class EFTScore(AbstractScoreModel):
 
     def _features(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """F_k(x) and F_k'(x), each of shape (num_features, *lattice.shape)."""
-        d = self.lattice.dim
-        xs = x[None]
-        w = self.frequencies.reshape((-1,) + (1,) * d)
-        ws, wt = w[: self.num_sin], w[self.num_sin :]
-        th = jnp.tanh(wt * xs)
-        f = jnp.concatenate([xs, jnp.sin(ws * xs), th])
-        df = jnp.concatenate([jnp.ones_like(xs), ws * jnp.cos(ws * xs), wt * (1.0 - th**2)])
-        return f, df
+        odd, d_odd = odd_sine_features(x, self.frequencies[: self.num_sin])
+        wt = self.frequencies[self.num_sin :].reshape((-1,) + (1,) * self.lattice.dim)
+        th = jnp.tanh(wt * x[None])
+        return jnp.concatenate([odd, th]), jnp.concatenate([d_odd, wt * (1.0 - th**2)])
 
     def _kernel(self, h: jax.Array) -> jax.Array:
         """K_{t,k}(n), shape (num_features, *lattice.shape); symmetric under the hypercubic group."""
@@ -303,7 +313,7 @@ class EFTScore(AbstractScoreModel):
 
     def _basis(self, x: jax.Array) -> jax.Array:
         """ghat = (eps^2 Delta x, x, x^3), shape (3, *lattice.shape): spans the same space as g."""
-        return jnp.stack([lattice_laplacian_units(x, self.lattice.dim), x, x**3])
+        return jnp.stack(eft_basis(x, self.lattice, lattice_units=True))
 
     def _coefficients(self, x: jax.Array, r: jax.Array) -> jax.Array:
         """c ~ G^-1 <ghat, r>, shape (3,): the ridge solve of the correlation form, refined once."""
@@ -346,10 +356,7 @@ class EFTScore(AbstractScoreModel):
         g = self._basis(x)
         centre = kernel[(slice(None),) + (0,) * lat.dim]  # K_k(0), shape (num_features,)
         div_raw = jnp.sum(centre @ df.reshape(self.num_features, -1))
-        v = float(lat.sites)
-        div_g = jnp.stack(
-            [jnp.asarray(-2.0 * lat.dim * v, x.dtype), jnp.asarray(v, x.dtype), 3.0 * jnp.sum(x**2)]
-        )
+        div_g = jnp.stack([jnp.asarray(d, x.dtype) for d in eft_basis_divergence(x, lat, lattice_units=True)])
         # dc[i, j] = ghat_i . grad c_j: one jvp per direction ghat_i; keep the diagonal.
         dc = jax.vmap(lambda tangent: jax.jvp(coefficients, (x,), (tangent,))[1])(g)
         div = div_raw - jnp.dot(c, div_g) - jnp.trace(dc)
@@ -362,12 +369,12 @@ class EFTScore(AbstractScoreModel):
         return phi, p, t
 
     def _eft_part(self, p: jax.Array, f: jax.Array) -> jax.Array:
-        return f[0] * self.lattice.laplacian(p) + f[1] * p + f[2] * p**3
+        g = eft_basis(p, self.lattice)
+        return f[0] * g[0] + f[1] * g[1] + f[2] * g[2]
 
     def _eft_divergence(self, p: jax.Array, f: jax.Array) -> jax.Array:
-        lat = self.lattice
-        v = float(lat.sites)
-        return f[0] * (-2.0 * lat.dim * v / lat.spacing**2) + f[1] * v + f[2] * 3.0 * jnp.sum(p**2)
+        d = eft_basis_divergence(p, self.lattice)
+        return f[0] * d[0] + f[1] * d[1] + f[2] * d[2]
 
     # --- public API ---------------------------------------------------------------------
     def __call__(self, phi: jax.Array, t: jax.Array) -> jax.Array:

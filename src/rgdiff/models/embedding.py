@@ -1,6 +1,6 @@
 """Time embedding shared by the score models.
 
-RG time t in [0, T] is mapped to a warped coordinate
+RG time t in [0, T] is mapped to a warped coordinate (`rgdiff.rg.LogTime` with floor T / w)
 
     u(t) = log(1 + w t / T) / log(1 + w)        (u(t) = t / T when w = 0)
 
@@ -9,7 +9,7 @@ and then to the fixed feature vector
     h(t) = [1, exp(-(u - c_1)^2 / (2 b^2)), ..., exp(-(u - c_K)^2 / (2 b^2))],
 
 K Gaussian radial basis functions with centres c_j evenly spaced on [0, 1] and width
-b = 1 / (K - 1). The warp w > 0 spaces the centres logarithmically in t between ~T/w and T: under
+b = 1 / (K - 1) (`gaussian_time_basis`, also the time bumps of `ContinuousFlow`). The warp w > 0 spaces the centres logarithmically in t between ~T/w and T: under
 the Carosso and slow Polchinski schemes a mode of momentum p relaxes on the time scale
 1/(|phat|^2 + M^2), so the couplings of the effective action move fastest at small t (the UV modes
 decay by t ~ 1/Lambda_0^2). The score models default to w = T Lambda_0^2, which puts the first
@@ -27,6 +27,20 @@ import jax
 import jax.numpy as jnp
 
 from rgdiff.models._errors import InvalidModelError
+from rgdiff.rg.time import LogTime
+
+
+def gaussian_time_basis(u: jax.Array, num: int, dtype) -> jax.Array:
+    """exp(-(u - c_j)^2 / (2 b^2)), j = 1..num: bumps centred on an even grid c_j of [0, 1], b = 1 / (num - 1).
+
+    `num = 1` gives the constant (1,). The centres have `dtype`; the result has the promoted dtype
+    of `u` and `dtype`, shape `(num,)` for a scalar `u`.
+    """
+    if num == 1:
+        return jnp.ones((1,), dtype=jnp.result_type(u, dtype))
+    centres = jnp.linspace(0.0, 1.0, num, dtype=dtype)
+    width = 1.0 / (num - 1)
+    return jnp.exp(-0.5 * ((u - centres) / width) ** 2)
 
 
 class TimeEmbedding(eqx.Module):
@@ -61,12 +75,14 @@ class TimeEmbedding(eqx.Module):
         """The number of features, K + 1."""
         return self.num_basis + 1
 
+    @property
+    def log_time(self) -> LogTime:
+        """The warp as a `LogTime`: floor T / w (uniform for w = 0)."""
+        return LogTime.from_warp(self.time_scale, self.warp)
+
     def warped_time(self, t: jax.Array) -> jax.Array:
         """u(t), with u(0) = 0 and u(T) = 1 (elementwise)."""
-        s = t / self.time_scale
-        if self.warp == 0.0:
-            return s
-        return jnp.log1p(self.warp * s) / math.log1p(self.warp)
+        return self.log_time.s_of_t(t)
 
     def __call__(self, t: jax.Array) -> jax.Array:
         """**Arguments:**
@@ -82,10 +98,7 @@ class TimeEmbedding(eqx.Module):
             t = t.astype(jnp.result_type(float))
         if t.shape != ():
             raise InvalidModelError(f"TimeEmbedding takes one scalar time, got shape {t.shape}; use jax.vmap")
-        u = self.warped_time(t)
-        centres = jnp.linspace(0.0, 1.0, self.num_basis, dtype=t.dtype)
-        width = 1.0 / (self.num_basis - 1)
-        rbf = jnp.exp(-0.5 * ((u - centres) / width) ** 2)
+        rbf = gaussian_time_basis(self.warped_time(t), self.num_basis, t.dtype)
         return jnp.concatenate([jnp.ones((1,), t.dtype), rbf])
 
     def describe(self) -> dict:

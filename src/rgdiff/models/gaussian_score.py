@@ -21,8 +21,6 @@ with spectrum scale * G_0), which the tests use to show that the bridge sampler 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -30,11 +28,12 @@ import jax.numpy as jnp
 from rgdiff.errors import InvalidSchemeError, InvalidTheoryError, require_finite
 from rgdiff.theory.gaussian import free_field_spectrum, gaussian_field_log_prob, gaussian_modes_score
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.rg.base import AbstractLinearScheme
-from rgdiff.models.base import AbstractScoreModel
+from rgdiff.rg.rescaling import flowed_spectrum
 
 
-class GaussianFlowScore(AbstractScoreModel):
+class GaussianFlowScore(AbstractExactScoreModel):
     """s(phi, t) = grad log p_t(phi) for a Gaussian p_0 (spectrum G_0) flowed by a linear scheme.
 
     **Arguments:**
@@ -44,20 +43,19 @@ class GaussianFlowScore(AbstractScoreModel):
     - `spectrum0`: G_0(p) = L^d <|phi~_0(p)|^2> on the `rfftn` half grid, > 0 and even in p.
     - `scale`: factor multiplying G_0 (default 1: the exact score); != 1 gives a wrong model.
 
-    Exact, linear, translation invariant; `has_exact_divergence = True`.
+    Exact, linear, translation invariant, with an exact divergence.
     """
 
     lattice: Lattice = eqx.field(static=True)
     scheme: AbstractLinearScheme = eqx.field(static=True)
     spectrum0: jax.Array
     scale: jax.Array
-    has_exact_divergence: ClassVar[bool] = True
 
     def __init__(self, lattice: Lattice, scheme: AbstractLinearScheme, spectrum0, scale: float = 1.0):
         if not isinstance(scheme, AbstractLinearScheme):
             raise InvalidSchemeError(f"GaussianFlowScore needs a linear RG scheme, got {scheme!r}")
         spectrum0 = jnp.asarray(spectrum0)
-        half_shape = lattice.shape[:-1] + (lattice.size // 2 + 1,)
+        half_shape = lattice.half_shape
         if spectrum0.shape != half_shape:
             raise InvalidTheoryError(
                 f"spectrum0 must be given on the rfftn half grid of shape {half_shape}, got {spectrum0.shape}"
@@ -81,14 +79,12 @@ class GaussianFlowScore(AbstractScoreModel):
 
     # the flowed spectrum --------------------------------------------------------------------
     def spectrum(self, t, dtype=None) -> jax.Array:
-        """G_t = a_t^2 scale G_0 + v_t on the half grid (shape `t.shape + half grid`)."""
+        """G_t = a_t^2 scale G_0 + v_t on the half grid (shape `t.shape + half grid`; `rg.flowed_spectrum`)."""
         dtype = self.spectrum0.dtype if dtype is None else jnp.dtype(dtype)
         t = jnp.asarray(t, dtype)
-        a, v = self.scheme.kernel(t, self.lattice, dtype)
-        g0 = (self.scale * self.spectrum0).astype(dtype)
-        return a**2 * g0 + v
+        return flowed_spectrum(self.scheme, self.lattice, (self.scale * self.spectrum0).astype(dtype), t, dtype)
 
-    # the AbstractScoreModel interface -------------------------------------------------------
+    # the AbstractExactScoreModel interface -------------------------------------------------------
     def __call__(self, phi: jax.Array, t: jax.Array) -> jax.Array:
         """-F^-1[eps^d phi~ / G_t] (`rgdiff.gaussian.gaussian_field_score`)."""
         spectrum = self.spectrum(t, phi.dtype)

@@ -72,9 +72,7 @@ def phi4_field_scale(theory: Phi4) -> float:
     vol = lat.volume
     m2, lam = theory.m2, theory.lam
     m2_eff = m2 if m2 >= 0 else -2.0 * m2
-    comp = (2.0 * lat.size / lat.length) * np.sin(np.pi * np.arange(lat.size) / lat.size)
-    grids = np.meshgrid(*([comp**2] * lat.dim), indexing="ij")
-    w = sum(grids).reshape(-1)[1:] + m2_eff  # |phat|^2 + m2_eff over p != 0 [4.27]
+    w = lat.phat_sq_np().reshape(-1)[1:] + m2_eff  # |phat|^2 + m2_eff over p != 0 [4.27]
     nonzero = float(np.sum(1.0 / w)) / vol if w.size else 0.0
 
     if lam == 0.0:

@@ -16,20 +16,14 @@ lambda(t) = 1 / ((t + t0) log(1 + T / t0)) (normalized; it weighs each scale of 
 `rg_weight`. p_t samples are UV samples pushed through the exact kernel at t_j
 (`scheme.push_forward`), and log p_t^theta(phi_t) comes from encoding phi_t up to T.
 
-UV samples (the training loop after [5.22]): a Markov chain per batch entry that leaves exp(-S)
-invariant, each step
-
-1. an independence-Metropolis step whose proposal is the flow's own fresh sample phi' ~ p_0^theta
-   (the reverse-KL part's draws), accepted with min(1, exp(-S(phi') + S(phi) + log q(phi) -
-   log q(phi'))), where q = p_0^theta at the current parameters (log q(phi) by encoding phi);
-2. optionally k HMC trajectories on S (identity mass, fixed step).
-
-Both steps are exact for exp(-S) whatever the flow; the flow only sets the acceptance.
+UV samples (the training loop after [5.22], `rgdiff.train.cnf`): a Markov chain per batch entry
+that leaves exp(-S) invariant, each step an independence-Metropolis step (`rgdiff.samplers.imh`)
+whose proposal is the flow's own fresh sample phi' ~ p_0^theta (the reverse-KL part's draws), then
+optionally k HMC trajectories on S (`rgdiff.samplers.uv.hmc_refresh`). Both are exact for exp(-S)
+whatever the flow; the flow only sets the acceptance.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -90,65 +84,3 @@ def rg_loss(flow: ContinuousFlow, scheme, theory: Phi4, key, uv_fields, steps: i
     reverse, (phi, log_q) = reverse_kl_loss(flow, scheme, theory, k_rev, uv_fields.shape[0], steps, solver)
     cross = flowed_cross_entropy(flow, scheme, k_rg, uv_fields, steps, solver)
     return reverse + rg_weight * cross, (phi, log_q, reverse, cross)
-
-
-# the UV Markov chain ---------------------------------------------------------------------------
-
-
-def hmc_step_size(theory: Phi4) -> float:
-    """A stable leapfrog step for identity mass: 1/2 over the largest free frequency sqrt(eps^d (Lambda_0^2 + |m2|))."""
-    lat = theory.lattice
-    return 0.5 / math.sqrt(lat.spacing**lat.dim * (lat.cutoff**2 + abs(theory.m2)))
-
-
-def hmc(theory: Phi4, key, phi, step_size: float, leapfrog: int):
-    """One HMC trajectory per configuration (batch, *lattice) on exp(-S); identity mass.
-
-    **Returns:** `(phi, acceptance probability per configuration)`.
-    """
-    k_p, k_u = jax.random.split(key)
-    p0 = jax.random.normal(k_p, phi.shape, phi.dtype)
-
-    def grad(x):
-        return theory.grad_action(x)
-
-    def body(carry, _):
-        x, p = carry
-        x = x + step_size * p
-        p = p - step_size * grad(x)
-        return (x, p), None
-
-    p = p0 - 0.5 * step_size * grad(phi)
-    (x, p), _ = jax.lax.scan(body, (phi, p), None, length=leapfrog - 1)
-    x = x + step_size * p
-    p = p - 0.5 * step_size * grad(x)
-    lat = theory.lattice
-    h0 = theory.action(phi) + 0.5 * lat.sum_sites(p0**2)
-    h1 = theory.action(x) + 0.5 * lat.sum_sites(p**2)
-    log_ratio = h0 - h1
-    u = jax.random.uniform(k_u, log_ratio.shape, phi.dtype)
-    accept = jnp.log(u) < log_ratio
-    shape = (-1,) + (1,) * lat.dim
-    prob = jnp.where(jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
-    return jnp.where(accept.reshape(shape), x, phi), prob
-
-
-def imh(theory: Phi4, key, current, log_q_current, proposal, log_q_proposal):
-    """Independence Metropolis for exp(-S) with proposal density q (both log q at the same theta).
-
-    **Returns:** `(fields, accepted (bool per chain), log importance weight of the proposals)`.
-    """
-    log_w_prop = -theory.action(proposal) - log_q_proposal
-    log_w_cur = -theory.action(current) - log_q_current
-    log_ratio = log_w_prop - log_w_cur
-    u = jax.random.uniform(key, log_ratio.shape, current.dtype)
-    accept = jnp.log(u) < log_ratio  # False for NaN
-    shape = (-1,) + (1,) * theory.lattice.dim
-    return jnp.where(accept.reshape(shape), proposal, current), accept, log_w_prop
-
-
-def effective_sample_size(log_w) -> jax.Array:
-    """ESS / n = (sum w)^2 / (n sum w^2) from log importance weights (in (0, 1])."""
-    log_w = log_w - jnp.max(log_w)
-    w = jnp.exp(log_w)
-    return jnp.sum(w) ** 2 / (log_w.shape[0] * jnp.sum(w**2))

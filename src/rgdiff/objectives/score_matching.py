@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.models.eft import eft_basis, eft_basis_divergence
 
 WEIGHTING = "lambda_t(p) = L^d v_t(p) / eps^(2d) per Fourier mode (whitened conditional score)"
 ANCHOR = "implicit score matching at t = 0 on the UV data, E[|s|^2 + 2 div s] / (eps^d sum_p |phat|^2)"
@@ -81,7 +83,7 @@ def fisher_scale(lattice: Lattice) -> float:
 
 def anchor_loss(model, lattice: Lattice, phi0: jax.Array) -> jax.Array:
     """Implicit score matching at t = 0 (Hyvarinen): mean over phi0 (B, *lattice) of
-    (|s(phi, 0)|^2 + 2 div s(phi, 0)) / F. Needs `model.has_exact_divergence`."""
+    (|s(phi, 0)|^2 + 2 div s(phi, 0)) / F. Needs an `AbstractExactScoreModel`."""
     t = jnp.zeros(phi0.shape[0], phi0.dtype)
     score, div = jax.vmap(model.score_and_divergence)(phi0, t)
     per_config = jnp.sum(score**2, axis=lattice.axes) + 2.0 * div
@@ -101,14 +103,10 @@ def training_loss(
 def hyvarinen_couplings(fields, lattice: Lattice) -> tuple[float, float, float]:
     """The (f_1, f_2, f_3) that minimize `anchor_loss` for the pure EFT score
     f_1 Delta phi + f_2 phi + f_3 phi^3 on UV `fields` (..., *lattice): a 3 x 3 linear solve,
-    sum_j <g_i . g_j> f_j = -<div g_i>, the classic score-matching estimator of (Z, m2, lam)."""
-    import numpy as np
-
+    sum_j <g_i . g_j> f_j = -<div g_i> (g = `eft_basis`, [5.26]), the classic score-matching
+    estimator of (Z, m2, lam). Computed in float64 NumPy."""
     phi = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
-    axes = tuple(range(1, lattice.dim + 1))
-    lap = sum(np.roll(phi, 1, a) + np.roll(phi, -1, a) - 2.0 * phi for a in axes) / lattice.spacing**2
-    g = np.stack([lap, phi, phi**3], axis=1).reshape(phi.shape[0], 3, -1)
+    g = np.stack(eft_basis(phi, lattice), axis=1).reshape(phi.shape[0], 3, -1)
     gram = np.einsum("nix,njx->ij", g, g) / phi.shape[0]
-    div = np.array([-2.0 * lattice.dim / lattice.spacing**2 * lattice.sites, lattice.sites,
-                    3.0 * np.mean(np.sum(phi.reshape(phi.shape[0], -1) ** 2, axis=1))])
+    div = np.array([np.mean(d) for d in eft_basis_divergence(phi, lattice)])
     return tuple(float(x) for x in np.linalg.solve(gram, -div))

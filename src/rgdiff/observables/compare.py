@@ -4,7 +4,7 @@ Learned samples at every t of a grid come from ONE generation per configuration:
 then the probability-flow ODE [6.14] (or the reverse SDE [5.25]) segment by segment down the grid
 to t = 0. Each generated trajectory thus ends at a UV configuration phi_0, and, when the true
 flow maps vacua (broken phase without tunnelling), the learned samples are mapped with the sign
-of their own phi_0 — the same rule as `rgdiff.flow`, so the two flows are measured alike.
+of their own phi_0 — the same rule as `rgdiff.observables.true_flow`, so the two flows are measured alike.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgdiff.observables.true_flow import FLOW_OBSERVABLES, FlowResult, rescale, true_flow
-from rgdiff.observables.estimators import OBSERVABLES, magnetization, measure
 from rgdiff.errors import RgdiffError
-from rgdiff.observables.stats import Estimate
+from rgdiff.generate.diffusion import decode, reverse_sde
+from rgdiff.generate.transport import decode_to_times
+from rgdiff.models.base import AbstractVelocityField
+from rgdiff.observables.estimators import magnetization, measure
+from rgdiff.observables.true_flow import FlowResult, empty_series, record, rescaling, true_flow
 
 COMPARED = ("m_R", "Z", "lambda_R", "max_abs_phi")
 
@@ -47,14 +49,10 @@ def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horiz
     the UV modes of a fine lattice make the probability-flow ODE stiff wherever the learned score
     misses the exact cancellation of drift and score, and a fixed grid then blows up.
     """
-    if getattr(model, "is_flow", False):  # an RG-time normalizing flow (rgdiff.flows): its own ODE, RK4 in log-time
-        from rgdiff.generate.transport import decode_to_times
-
+    if isinstance(model, AbstractVelocityField):  # a CNF in RG time: its own ODE, RK4 in log-time
         if solver != "ode":
             raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
         return decode_to_times(model, scheme, key, n, times, steps=steps)
-    from rgdiff.generate.diffusion import decode, reverse_sde
-
     lattice = model.lattice
     times = np.asarray(times, dtype=np.float64)
     dtype = jnp.float64
@@ -93,15 +91,11 @@ def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped
     if uv_mapped:
         m0 = magnetization(traj[0], lattice)  # times[0] is 0: the trajectory's UV end
         signs = np.where(m0 >= 0, 1.0, -1.0)[None, :]
-    r_t = np.atleast_1d(np.asarray(scheme.r(np.asarray(times), lattice), dtype=np.float64))
-    series: dict[str, list[Estimate]] = {name: [] for name in FLOW_OBSERVABLES}
-    for i, t in enumerate(times):
+    r_t = rescaling(scheme, times, lattice)
+    series = empty_series()
+    for i in range(len(times)):
         m = measure(traj[i][None], lattice, markov=False, vacuum="mapped" if uv_mapped else "raw", signs=signs)
-        for name in OBSERVABLES:
-            series[name].append(m.observables[name])
-        for name, base, power in (("m_R_hat", "m_R", 1), ("lambda_R_hat", "lambda_R", 4 - lattice.dim)):
-            est = m.observables[base]
-            series[name].append(rescale(est, r_t[i], power))
+        record(series, m, r_t[i], lattice.dim)
     meta = {
         "vacuum": "mapped" if uv_mapped else "raw",
         "vacuum_rule": "each generated trajectory mapped with the sign of its own t = 0 end" if uv_mapped else "no mapping",

@@ -2,7 +2,7 @@
 
 Per configuration we record the magnetization M = mean_n phi(n) = phi~(0), its powers, the unit
 Fourier modes phi~(e_i) and max_n |phi(n)|. Ensemble estimators are then functions of means of
-these series, with errors by the Gamma method (`rgdiff.stats`):
+these series, with errors by the Gamma method (`rgdiff.observables.stats`):
 
 - abs_magnetization <|M|>; chi = V <M^2>; chi_conn = V (<M^2> - <|M|>^2);
   binder U4 = 1 - <M^4> / (3 <M^2>^2)
@@ -26,6 +26,7 @@ import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.observables.stats import UNDEFINED, Estimate, derived, evaluate, primaries
+from rgdiff.theory.gaussian import free_field_spectrum
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -240,10 +241,13 @@ def measure(
 
 
 def free_field_expectations(m2: float, lattice: Lattice) -> dict[str, float]:
-    """Exact values for the free field (lam = 0, m2 > 0): m_R^2 = m2, Z = 1, lambda_R = 0."""
+    """Exact values for the free field (lam = 0, m2 > 0): G2 is the free propagator [7.2]
+    (`free_field_spectrum`), so m_R^2 = m2 [7.8], Z = 1 [7.9] and lambda_R = 0 [7.10]."""
+    spectrum = np.asarray(free_field_spectrum(lattice, m2, half=True))
+    unit = (0,) * (lattice.dim - 1) + (1,)  # e_d on the rfftn half grid; every e_i has the same |phat|^2
     return {
-        "G2_0": 1.0 / m2,
-        "G2_p1": 1.0 / (lattice.phat1_sq + m2),
+        "G2_0": float(spectrum[(0,) * lattice.dim]),
+        "G2_p1": float(spectrum[unit]),
         "m_R": math.sqrt(m2),
         "Z": 1.0,
         "lambda_R": 0.0,

@@ -2,7 +2,7 @@
 
 For each time t of a grid, every UV configuration phi_0 is replaced by one exact sample of
 p_{t|0}(. | phi_0) (`AbstractLinearScheme.push_forward`), and the estimators of
-`rgdiff.observables` are applied. Flowed configurations inherit the chains' autocorrelation
+`rgdiff.observables.estimators` are applied. Flowed configurations inherit the chains' autocorrelation
 (the noise is independent), so the Gamma method still applies chain by chain.
 
 Vacuum: if the UV ensemble does not tunnel, every flowed configuration is mapped with the sign
@@ -25,7 +25,7 @@ import numpy as np
 
 from rgdiff.errors import InvalidSchemeError
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.observables.estimators import OBSERVABLES, magnetization, maps_vacuum, measure
+from rgdiff.observables.estimators import OBSERVABLES, Measurement, magnetization, maps_vacuum, measure
 from rgdiff.rg import AbstractLinearScheme, check_times
 from rgdiff.observables.stats import UNDEFINED, Estimate
 
@@ -85,6 +85,11 @@ def time_grid(times: list[float] | None = None, t_max: float | None = None, n_ti
     return grid
 
 
+def flow_grid(t_max: float, n: int, t_min: float = 1e-3) -> np.ndarray:
+    """t = 0 and `n` - 1 geometrically spaced times from `t_min` to `t_max`: the couplings move fastest early."""
+    return np.concatenate([[0.0], np.geomspace(t_min, t_max, n - 1)])
+
+
 def push_ensemble(scheme: AbstractLinearScheme, key, fields: np.ndarray, t: float, lattice: Lattice) -> np.ndarray:
     """One exact sample of p_{t|0}(.|phi_0) per configuration; fields (chains, samples, *lattice)."""
     if t == 0:
@@ -136,19 +141,16 @@ def true_flow(
     m0 = magnetization(fields, lattice)
     mapped = maps_vacuum(m0, markov=markov)
     signs = np.where(m0 >= 0, 1.0, -1.0) if mapped else None
-    r_t = np.atleast_1d(np.asarray(scheme.r(times, lattice), dtype=np.float64))
+    r_t = rescaling(scheme, times, lattice)
     d = lattice.dim
-    series: dict[str, list[Estimate]] = {name: [] for name in FLOW_OBSERVABLES}
+    series = empty_series()
     kept = [] if keep_configurations else None
     callback = callback or (lambda *a: None)
     callback("flow", 0, len(times))
     for i, t in enumerate(times):
         flowed = push_ensemble(scheme, jax.random.fold_in(key, i), fields, float(t), lattice)
         m = measure(flowed, lattice, markov=markov, vacuum="mapped" if mapped else "raw", signs=signs)
-        for name in OBSERVABLES:
-            series[name].append(m.observables[name])
-        series["m_R_hat"].append(rescale(m.observables["m_R"], r_t[i], 1))
-        series["lambda_R_hat"].append(rescale(m.observables["lambda_R"], r_t[i], 4 - d))
+        record(series, m, r_t[i], d)
         if kept is not None:
             flat = flowed.reshape(-1, *lattice.shape)
             idx = np.linspace(0, len(flat) - 1, keep_configurations).astype(int)
@@ -166,7 +168,27 @@ def true_flow(
     return FlowResult(scheme, times, r_t, series, meta), (np.stack(kept) if kept is not None else None)
 
 
+def rescaling(scheme: AbstractLinearScheme, times: np.ndarray, lattice: Lattice) -> np.ndarray:
+    """r_t at each time (the scheme's field rescaling [7.4]), float64, shape (len(times),)."""
+    return np.atleast_1d(np.asarray(scheme.r(np.asarray(times), lattice), dtype=np.float64))
+
+
+def empty_series() -> dict[str, list[Estimate]]:
+    """{name: []} for every observable of a flow."""
+    return {name: [] for name in FLOW_OBSERVABLES}
+
+
+def record(series: dict[str, list[Estimate]], m: Measurement, r: float, dim: int) -> None:
+    """Append one time's measurement to `series`, with the rescaled m_R_hat = m_R / r_t and
+    lambda_R_hat = lambda_R / r_t^(4-d) [7.4]-[7.10]."""
+    for name in OBSERVABLES:
+        series[name].append(m.observables[name])
+    series["m_R_hat"].append(rescale(m.observables["m_R"], r, 1))
+    series["lambda_R_hat"].append(rescale(m.observables["lambda_R"], r, 4 - dim))
+
+
 def rescale(est: Estimate, r: float, power: int) -> Estimate:
+    """est / r^power (UNDEFINED where est is or r <= 0)."""
     if not est.defined or r <= 0:
         return UNDEFINED
     f = r**power

@@ -23,8 +23,8 @@ Along a trajectory, log p and the score obey [6.14] and the system of section 6.
       d log p / ds = -div v,      d score / ds = -J^T score - grad div v,
 
 (and, for the local-energy form, the Hessian of log p: see `_rhs`), so one fixed-step RK4 solve
-(lax.scan) gives samples, log p_theta, the score and optionally Lap log p together; J^T score and
-the Hessian terms are in closed form because v is linear plus feature-wise. With all flow
+(`rgdiff.generate.rk4`) gives samples, log p_theta, the score and optionally Lap log p together;
+J^T score and the Hessian terms are in closed form because v is linear plus feature-wise. With all flow
 coefficients zero the ansatz is exactly the Gaussian |Psi_M|^2. `log_prob` integrates backwards
 from a given field (a cross-check of the forward-propagated score, by autodiff).
 
@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgdiff.generate.rk4 import rk4
 from rgdiff.quantum.hamiltonian import Hamiltonian
 
 TIME_BASIS = 4  # Legendre polynomials P_0..P_3 in 2s - 1
@@ -84,16 +85,6 @@ def _tables_np(h: Hamiltonian):
 def _time_basis(s):
     x = 2.0 * s - 1.0
     return jnp.stack([jnp.ones_like(x), x, 0.5 * (3 * x**2 - 1), 0.5 * (5 * x**3 - 3 * x)])
-
-
-def _rk4(rhs, state, s, dt):
-    add = lambda a, b, c: jax.tree_util.tree_map(lambda u, w: u + c * w, a, b)  # noqa: E731
-    k1 = rhs(state, s)
-    k2 = rhs(add(state, k1, 0.5 * dt), s + 0.5 * dt)
-    k3 = rhs(add(state, k2, 0.5 * dt), s + 0.5 * dt)
-    k4 = rhs(add(state, k3, dt), s + dt)
-    incr = jax.tree_util.tree_map(lambda a, b, c, d: (a + 2 * b + 2 * c + d) / 6.0, k1, k2, k3, k4)
-    return add(state, incr, dt)
 
 
 class FlowAnsatz(eqx.Module):
@@ -213,13 +204,7 @@ class FlowAnsatz(eqx.Module):
         state = (x0, self.prior_log_prob(x0), self.prior_score(x0).reshape(-1))
         if hessian:
             state = state + (-self._circulant(1.0 / self.prior_variances()),)
-        dt = 1.0 / self.steps
-
-        def step(state, i):
-            new = _rk4(self._rhs, state, i * dt, dt)
-            return new, (new[0] if keep else None)
-
-        state, path = jax.lax.scan(step, state, jnp.arange(self.steps))
+        state, path = rk4(self._rhs, state, 0.0, 1.0, self.steps, observe=(lambda y: y[0]) if keep else None)
         shape = self.h.shape
         out = (state[0].reshape(shape), state[1], state[2].reshape(shape))
         if hessian:
@@ -231,15 +216,10 @@ class FlowAnsatz(eqx.Module):
 
     def log_prob(self, x):
         """log p_theta(phi) for one configuration, by integrating the ODE backwards to the prior."""
-        dt = 1.0 / self.steps
-
         def rhs(state, s):
             terms = self._field_terms(state[0], s)
             return terms[6], terms[7]
 
-        def step(state, i):
-            return _rk4(rhs, state, 1.0 - i * dt, -dt), None
-
-        (z, integral), _ = jax.lax.scan(step, (x.reshape(-1), jnp.zeros(())), jnp.arange(self.steps))
+        (z, integral), _ = rk4(rhs, (x.reshape(-1), jnp.zeros(())), 1.0, 0.0, self.steps)
         # integral = int_1^0 div ds = -int_0^1 div ds, and log p_1 = log p_0 - int_0^1 div ds.
         return self.prior_log_prob(z) + integral

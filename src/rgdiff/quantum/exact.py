@@ -47,13 +47,18 @@ class GaussianState:
         return {"mass_sq": self.mass_sq, "energy": self.energy, "phi_sq": self.phi_sq}
 
 
+def _phi_sq(h: Hamiltonian, omega: np.ndarray) -> float:
+    """<phi(n)^2> = L^-d sum_p 1/(2 omega_p) of the free-field-shaped Gaussian with frequencies omega."""
+    return float(np.sum(1.0 / (2.0 * omega)) / h.length**h.dim)
+
+
 def gaussian_state(h: Hamiltonian, mass_sq: float) -> GaussianState:
     """Exact energy of |Psi|^2 = the free ground state of mass^2 `mass_sq` > 0 (see module doc)."""
     if not mass_sq > 0:
         raise InvalidTheoryError(f"the Gaussian state needs M^2 > 0, got {mass_sq}")
     k = h.phat_sq() + h.m2
     w = h.omega(mass_sq)
-    phi_sq = float(np.sum(1.0 / (2.0 * w)) / h.length**h.dim)
+    phi_sq = _phi_sq(h, w)
     energy = 0.25 * np.sum(w + k / w) + h.cell * h.lam / 8.0 * h.sites * phi_sq**2
     return GaussianState(float(mass_sq), float(energy), phi_sq, 1.0 / (2.0 * w))
 
@@ -80,12 +85,9 @@ def best_gaussian(h: Hamiltonian) -> GaussianState:
     """
     if h.lam == 0:
         return gaussian_state(h, h.m2)
-    p2 = h.phat_sq()
-
     def gap(log_m2):
         m2 = math.exp(log_m2)
-        phi_sq = np.sum(1.0 / (2.0 * np.sqrt(p2 + m2))) / h.length**h.dim
-        return m2 - h.m2 - 0.5 * h.lam * phi_sq
+        return m2 - h.m2 - 0.5 * h.lam * _phi_sq(h, h.omega(m2))
 
     lo, hi = -60.0, 2.0
     while gap(hi) < 0:

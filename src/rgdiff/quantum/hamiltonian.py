@@ -3,11 +3,11 @@
     H = sum_n [ -1/2 eps^-d d^2/dphi(n)^2 ] + V(phi),
     V(phi) = eps^d sum_n [ 1/2 sum_i (phi(n+e_i) - phi(n))^2 / eps^2 + 1/2 m2 phi(n)^2 + lam/4! phi(n)^4 ],
 
-on the periodic spatial lattice Z_N^d of side L (eps = L/N). V has the form of the Euclidean
-action of `rgdiff.theory` in d dimensions; here d counts space dimensions only. N = 1 (a single
-site) is allowed and is the anharmonic oscillator H = -1/2 eps^-d d^2/dphi^2 + eps^d (m2/2 phi^2 +
-lam/24 phi^4), which `rgdiff.lattice.Lattice` (N >= 2) does not cover, so this module carries its
-own geometry (same formulas, tested equal to `Lattice` for N >= 2).
+on the periodic spatial lattice Z_N^d of side L (eps = L/N). V is the Euclidean action [4.6] of
+`rgdiff.theory.Phi4` in d dimensions (here d counts space dimensions only), and the geometry
+(momenta, Laplacian, symmetry orbits) is that of `rgdiff.lattice.Lattice`: the Hamiltonian is
+built on a `SpatialLattice` and a `Phi4`. N = 1 (a single site) is allowed and is the anharmonic
+oscillator H = -1/2 eps^-d d^2/dphi^2 + eps^d (m2/2 phi^2 + lam/24 phi^4).
 
 With canonical coordinates q(n) = eps^(d/2) phi(n) the Hamiltonian is
 H = sum_n -1/2 d^2/dq(n)^2 + 1/2 q.K q + lam/(24 eps^d) sum_n q(n)^4, K = -Delta + m2, whose free
@@ -17,15 +17,31 @@ normal-mode frequencies are omega_p = sqrt(|phat|^2 + m2).
 from __future__ import annotations
 
 import dataclasses
-import itertools
+from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgdiff.errors import InvalidLatticeError, InvalidTheoryError, require_finite
+from rgdiff.errors import InvalidLatticeError, InvalidTheoryError
+from rgdiff.lattice.geometry import Lattice
+from rgdiff.lattice.symmetry import lattice_orbits
+from rgdiff.theory.phi4 import Phi4
 
 UNITS = ("lattice", "physical")
 MAX_SITES = 4096  # a variational ground state on more sites is far beyond this CPU package
+
+
+class SpatialLattice(Lattice):
+    """The Hamiltonian's spatial lattice: a `Lattice` that also allows N = 1 (one site).
+
+    All formulas are `Lattice`'s; on one site |phat|^2 = 0 and the Laplacian vanishes.
+    """
+
+    min_size: ClassVar[int] = 1
+
+
+jax.tree_util.register_static(SpatialLattice)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,31 +57,17 @@ class Hamiltonian:
     length: float
     m2: float
     lam: float
+    lattice: SpatialLattice = dataclasses.field(init=False, repr=False, compare=False)
+    theory: Phi4 = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        for name, val, lo in (("dimension d", self.dim, 1), ("lattice size N", self.size, 1)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
-                raise InvalidLatticeError(f"{name} must be an integer, got {val!r}")
-            if val < lo:
-                raise InvalidLatticeError(f"{name} must be >= {lo}, got {val}")
-        if self.dim not in (1, 2, 3):
-            raise InvalidLatticeError(f"dimension must be 1, 2 or 3, got {self.dim}")
-        if self.size**self.dim > MAX_SITES:
-            raise InvalidLatticeError(f"{self.size}^{self.dim} sites is more than {MAX_SITES}; use a smaller N")
-        length = require_finite("length L", self.length, InvalidLatticeError)
-        if length <= 0:
-            raise InvalidLatticeError(f"length L must be > 0, got {self.length}")
-        m2 = require_finite("m2", self.m2, InvalidTheoryError)
-        lam = require_finite("lam", self.lam, InvalidTheoryError)
-        if lam < 0:
-            raise InvalidTheoryError(f"lam must be >= 0 (lam < 0 has no ground state), got {lam}")
-        if lam == 0 and m2 <= 0:
-            raise InvalidTheoryError(f"the free field needs m2 > 0 (m2 <= 0 has a zero mode with no ground state), got m2 = {m2}")
-        object.__setattr__(self, "dim", int(self.dim))
-        object.__setattr__(self, "size", int(self.size))
-        object.__setattr__(self, "length", length)
-        object.__setattr__(self, "m2", m2)
-        object.__setattr__(self, "lam", lam)
+        lattice = SpatialLattice(self.dim, self.size, self.length)  # validates d, N, L
+        if lattice.sites > MAX_SITES:
+            raise InvalidLatticeError(f"{lattice.size}^{lattice.dim} sites is more than {MAX_SITES}; use a smaller N")
+        theory = Phi4(lattice, self.m2, self.lam)  # lam >= 0; lam = 0 needs m2 > 0 (no ground state otherwise)
+        for name, value in (("dim", lattice.dim), ("size", lattice.size), ("length", lattice.length),
+                            ("m2", theory.m2), ("lam", theory.lam), ("lattice", lattice), ("theory", theory)):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def make(cls, dim: int, size: int, *, m2: float, lam: float, units: str = "lattice", length: float | None = None) -> "Hamiltonian":
@@ -80,22 +82,22 @@ class Hamiltonian:
             length = 1.0
         return cls(dim, size, length, m2, lam)
 
-    # geometry ---------------------------------------------------------------------------
+    # geometry (the lattice's) -----------------------------------------------------------
     @property
     def spacing(self) -> float:
-        return self.length / self.size
+        return self.lattice.spacing
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.size,) * self.dim
+        return self.lattice.shape
 
     @property
     def sites(self) -> int:
-        return self.size**self.dim
+        return self.lattice.sites
 
     @property
     def axes(self) -> tuple[int, ...]:
-        return tuple(range(-self.dim, 0))
+        return self.lattice.axes
 
     @property
     def cell(self) -> float:
@@ -110,10 +112,8 @@ class Hamiltonian:
         return f"d={self.dim}, N={self.size}, L={self.length:g}, m2={self.m2:g}, lam={self.lam:g}"
 
     def phat_sq(self) -> np.ndarray:
-        """|phat|^2 = sum_i (2N/L)^2 sin^2(pi p_i/N) on the full FFT grid [4.27] (zero for N = 1)."""
-        comp = (2.0 * self.size / self.length) ** 2 * np.sin(np.pi * np.arange(self.size) / self.size) ** 2
-        grids = np.meshgrid(*([comp] * self.dim), indexing="ij")
-        return np.sum(grids, axis=0)
+        """|phat|^2 on the full FFT grid [4.27], float64 NumPy, read-only (zero for N = 1)."""
+        return self.lattice.phat_sq_np()
 
     def omega(self, mass_sq: float | None = None) -> np.ndarray:
         """Normal-mode frequencies sqrt(|phat|^2 + M^2) (M^2 = m2 by default) on the FFT grid."""
@@ -122,39 +122,26 @@ class Hamiltonian:
 
     def momentum_classes(self) -> np.ndarray:
         """Integer label per FFT-grid momentum: its orbit under the lattice point group (p -> -p, axis permutations)."""
-        return _orbit_labels(self.size, self.dim)
+        return lattice_orbits(self.dim, self.size)[1]
 
     def distance_classes(self) -> np.ndarray:
         """Integer label per separation r: its orbit under the lattice point group."""
-        return _orbit_labels(self.size, self.dim)
+        return lattice_orbits(self.dim, self.size)[1]
 
     def stiffness_matrix(self) -> np.ndarray:
-        """K = -Delta + m2 as a dense (V, V) matrix (row-major site order), for exact diagonalization."""
-        eye = np.eye(self.sites).reshape((self.sites,) + self.shape)
-        lap = -2.0 * self.dim * eye
-        for ax in range(1, self.dim + 1):
-            lap = lap + np.roll(eye, 1, axis=ax) + np.roll(eye, -1, axis=ax)
-        return -lap.reshape(self.sites, self.sites) / self.spacing**2 + self.m2 * np.eye(self.sites)
+        """K = -Delta + m2 as a dense (V, V) matrix (row-major site order), for exact diagonalization.
+
+        Column j is -Delta applied to the j-th unit field (`Lattice.laplacian` on the identity).
+        """
+        basis = np.eye(self.sites).reshape((self.sites,) + self.shape)
+        laplacian = self.lattice.laplacian(basis).reshape(self.sites, self.sites)
+        return -laplacian + self.m2 * np.eye(self.sites)
 
     # the Hamiltonian --------------------------------------------------------------------
     def potential(self, phi: jnp.ndarray) -> jnp.ndarray:
-        """V(phi) [6.9], summed over the lattice axes (batch axes kept)."""
-        grad = 0.0
-        for ax in self.axes:
-            grad = grad + (jnp.roll(phi, -1, axis=ax) - phi) ** 2
-        density = 0.5 * grad / self.spacing**2 + 0.5 * self.m2 * phi**2 + (self.lam / 24.0) * phi**4
-        return self.cell * jnp.sum(density, axis=self.axes)
+        """V(phi) [6.9] = the Euclidean action S[phi] of `theory`, summed over the lattice axes (batch axes kept)."""
+        return self.theory.action(phi)
 
     def kinetic_prefactor(self) -> float:
         """eps^-d in -1/2 eps^-d d^2/dphi(n)^2."""
         return 1.0 / self.cell
-
-
-def _orbit_labels(n: int, d: int) -> np.ndarray:
-    fold = np.minimum(np.arange(n), (n - np.arange(n)) % n)
-    keys = {}
-    out = np.zeros((n,) * d, dtype=np.int64)
-    for idx in itertools.product(range(n), repeat=d):
-        key = tuple(sorted(int(fold[i]) for i in idx))
-        out[idx] = keys.setdefault(key, len(keys))
-    return out

@@ -2,7 +2,8 @@
 
 Each step draws fresh white noise, pushes it through the flow (samples + scores) and takes one
 Adam step on the batch-mean score-form energy; the learning rate follows a cosine decay to 10% of
-its initial value. Progress goes to a callback(stage, done, total) (see `rgdiff.progress`).
+its initial value. The loop is `rgdiff.train.loop.fit` (checkpoints, exact resume, the non-finite
+rule). Progress goes to a callback(stage, done, total) (see `rgdiff.cli.progress`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -20,6 +18,7 @@ from rgdiff.errors import RgdiffError
 from rgdiff.quantum.ansatz import FlowAnsatz
 from rgdiff.quantum.energy import energy_loss, noise
 from rgdiff.quantum.hamiltonian import Hamiltonian
+from rgdiff.train.loop import fit
 
 
 class InvalidGroundStateSettingsError(RgdiffError):
@@ -59,30 +58,25 @@ class GroundStateSettings:
         return dataclasses.asdict(self)
 
 
-_ADAM = optax.scale_by_adam()  # one object: the jitted step is shared by every run of the same shapes
+def train(h: Hamiltonian, settings: GroundStateSettings, init_mass_sq: float, key, progress=None, *, checkpoint=None):
+    """Train a `FlowAnsatz` from the Gaussian of mass^2 `init_mass_sq`; returns (model, per-step batch energies).
 
-
-@eqx.filter_jit
-def _step(model, opt_state, xi, learning_rate):
-    """One Adam step on the batch score-form energy; the rate is traced, so schedules never retrace."""
-    loss, grads = eqx.filter_value_and_grad(energy_loss)(model, xi)
-    updates, opt_state = _ADAM.update(grads, opt_state)
-    updates = jax.tree_util.tree_map(lambda u: -learning_rate * u, updates)
-    return eqx.apply_updates(model, updates), opt_state, loss
-
-
-def train(h: Hamiltonian, settings: GroundStateSettings, init_mass_sq: float, key, progress=None):
-    """Train a `FlowAnsatz` from the Gaussian of mass^2 `init_mass_sq`; returns (model, per-step batch energies)."""
+    `checkpoint`: a `rgdiff.io.checkpoint.Checkpointer`; the run continues from its saved state
+    when resuming (bitwise the uninterrupted run on the CPU: the noise of step i is drawn from
+    fold_in(key, i)), and the energies so far travel in the checkpoint's host state.
+    """
     model = FlowAnsatz(h, init_mass_sq, steps=settings.ode_steps)
-    schedule = optax.cosine_decay_schedule(settings.learning_rate, max(settings.steps, 1), alpha=0.1)
-    opt_state = _ADAM.init(eqx.filter(model, eqx.is_array))
-    history = np.empty(settings.steps)
-    report = progress or (lambda *a: None)
-    for i in range(settings.steps):
-        xi = noise(jax.random.fold_in(key, i), h, settings.batch)
-        model, opt_state, loss = _step(model, opt_state, xi, jnp.asarray(np.float64(schedule(i))))
-        history[i] = float(loss)
-        if not math.isfinite(history[i]):
-            raise RgdiffError(f"training diverged at step {i} (energy {history[i]}); lower --lr or raise --ode-steps")
-        report("train", i + 1, settings.steps)
-    return model, history
+    optimizer = optax.adam(optax.cosine_decay_schedule(settings.learning_rate, max(settings.steps, 1), alpha=0.1))
+    history: list[float] = []
+    if checkpoint is not None:
+        if checkpoint.resumed is not None:
+            history.extend(checkpoint.resumed[0]["host"]["history"])
+        checkpoint.host_extra = {**(checkpoint.host_extra or {}), "history": history}
+
+    def energy(model, state, data, key):  # the batch score-form energy [6.13] on fresh white noise
+        return energy_loss(model, noise(key, h, settings.batch)), (state, {})
+
+    model, _ = fit(model, optimizer, energy, key=key, steps=settings.steps,
+                   on_log=lambda record, _: history.append(record["loss"]), callback=progress,
+                   checkpoint=checkpoint, hint="lower --lr or raise --ode-steps")
+    return model, np.asarray(history, dtype=np.float64).reshape(settings.steps)

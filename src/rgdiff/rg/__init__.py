@@ -3,13 +3,17 @@
 - `AbstractLinearScheme`: per-mode rates (beta_t, gamma_t), kernel (a_t, v_t), push-forward,
   transition density, conditional score, stationary law, effective cutoff [7.3], [7.4].
 - `Carosso`, `Polchinski`: closed forms; `make_scheme` builds them from command-line names.
-- `WegnerMorris`: any rates, kernel by quadrature; from a cutoff profile or a Gaussian seed.
+- `WegnerMorris`: any rates, kernel by quadrature; from a cutoff profile or a Gaussian seed
+  (describable ingredients: `PolchinskiProfile`, `LinearInW`, numbers).
 - `Rescaled`, `FieldRenormalized`, `comparison_constant`: field rescalings [5.48]-[5.50], [5.55].
+- `scheme_from_description`: the inverse of `describe()` for every scheme (model directories).
 - `simulate_sde`: the position-space SDE with diffrax, including nonlinear seed actions.
 """
 
 from rgdiff.rg.base import AbstractLinearScheme as AbstractLinearScheme
 from rgdiff.rg.base import check_times as check_times
+from rgdiff.rg.description import require_reloadable as require_reloadable
+from rgdiff.rg.description import scheme_from_description as scheme_from_description
 from rgdiff.rg.quadrature import transition_by_quadrature as transition_by_quadrature
 from rgdiff.rg.rescaling import ExponentialScale as ExponentialScale
 from rgdiff.rg.rescaling import FieldRenormalized as FieldRenormalized
@@ -28,4 +32,6 @@ from rgdiff.rg.sde import diffusion_function as diffusion_function
 from rgdiff.rg.sde import drift_function as drift_function
 from rgdiff.rg.sde import sde_terms as sde_terms
 from rgdiff.rg.sde import simulate_sde as simulate_sde
+from rgdiff.rg.wegner_morris import LinearInW as LinearInW
+from rgdiff.rg.wegner_morris import PolchinskiProfile as PolchinskiProfile
 from rgdiff.rg.wegner_morris import WegnerMorris as WegnerMorris

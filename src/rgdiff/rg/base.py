@@ -100,6 +100,19 @@ def _field_dtype(phi) -> jnp.dtype:
     return dtype
 
 
+def describe_part(part):
+    """A scheme's ingredient (rate function, cutoff profile, field scale) as data: a number as a
+    float, a describable part by its own `describe()`, and a plain Python function by its name,
+    `{"python": "module.qualname"}`, which records it but cannot rebuild it
+    (`rgdiff.rg.scheme_from_description` refuses it)."""
+    if isinstance(part, (int, float)) and not isinstance(part, bool):
+        return float(part)
+    if hasattr(part, "describe"):
+        return part.describe()
+    name = getattr(part, "__qualname__", None) or type(part).__qualname__
+    return {"python": f"{getattr(part, '__module__', None) or '?'}.{name}"}
+
+
 # the abstraction ----------------------------------------------------------------------------
 
 
@@ -112,8 +125,9 @@ class AbstractLinearScheme:
       to broadcast against `phat_sq`);
     - optionally `mode_transition(start, t, phat_sq, lattice) -> (a, v)`: the closed form
       (default: quadrature of the rates);
-    - `mass` (the M of the M-modified schemes), `describe()`, and, if a stationary law exists,
-      `has_prior = True` and `mode_prior_spectrum(phat_sq, lattice)`.
+    - `mass` (the M of the M-modified schemes), `describe()` (plain data from which
+      `rgdiff.rg.scheme_from_description` rebuilds an equal scheme), and, if a stationary law
+      exists, `has_prior = True` and `mode_prior_spectrum(phat_sq, lattice)`.
     """
 
     quadrature_nodes: int = DEFAULT_NODES
@@ -222,6 +236,15 @@ class AbstractLinearScheme:
 
     def no_prior_reason(self) -> str:
         return f"the scheme {self.describe().get('name')!r} has no known stationary law"
+
+    def require_prior(self, purpose: str) -> None:
+        """Refuse (`InvalidSchemeError`) a scheme without a stationary law for `purpose`, which
+        needs p_T to generate from (every learned model: [5.25], [6.14], and CNFs [5.8])."""
+        if not self.has_prior:
+            raise InvalidSchemeError(
+                f"{purpose} needs a scheme with a stationary law to generate from (p_T); "
+                f"{self.describe().get('name')} with M = {self.mass:g} has none: use carosso with M > 0"
+            )
 
     def mode_prior_spectrum(self, phat_sq, lattice: Lattice):
         raise InvalidSchemeError(self.no_prior_reason())

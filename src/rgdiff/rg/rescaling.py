@@ -41,7 +41,7 @@ import numpy as np
 from rgdiff.errors import InvalidSchemeError, require_finite
 from rgdiff.theory.gaussian import two_point_function
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.rg.base import AbstractLinearScheme, check_times
+from rgdiff.rg.base import AbstractLinearScheme, check_times, describe_part
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +78,6 @@ def _scale_and_log_rate(scale, t):
     return c, dc_dt / c
 
 
-def _describe_scale(scale):
-    return scale.describe() if hasattr(scale, "describe") else getattr(scale, "__name__", repr(scale))
-
-
 @dataclasses.dataclass(frozen=True)
 class Rescaled(AbstractLinearScheme):
     """The flow of `base` followed by phi_t -> c_t phi_t (exact push-forward, [5.48]).
@@ -107,7 +103,7 @@ class Rescaled(AbstractLinearScheme):
         return self.base.mass
 
     def describe(self) -> dict:
-        return {"name": "rescaled", "base": self.base.describe(), "scale": _describe_scale(self.scale)}
+        return {"name": "rescaled", "base": self.base.describe(), "scale": describe_part(self.scale)}
 
     def mode_rates(self, t, phat_sq, lattice: Lattice):
         beta, gamma = self.base.mode_rates(t, phat_sq, lattice)
@@ -147,7 +143,7 @@ class FieldRenormalized(AbstractLinearScheme):
         return self.base.mass
 
     def describe(self) -> dict:
-        return {"name": "field-renormalized", "base": self.base.describe(), "scale": _describe_scale(self.scale)}
+        return {"name": "field-renormalized", "base": self.base.describe(), "scale": describe_part(self.scale)}
 
     def mode_rates(self, t, phat_sq, lattice: Lattice):
         beta, gamma = self.base.mode_rates(t, phat_sq, lattice)

@@ -81,6 +81,14 @@ class Carosso(AbstractLinearScheme):
 POLCHINSKI_PROFILES = ("slow", "exponential")
 
 
+def polchinski_log_profile(profile: str, t, w, lattice: Lattice):
+    """log K_t(w) of a Polchinski cutoff profile: -w t ("slow", [5.42]) or -e^{2t} w / Lambda_0^2
+    ("exponential", [5.38], [5.39])."""
+    if profile == "slow":
+        return -w * t
+    return -jnp.exp(2.0 * t) * w / lattice.cutoff**2
+
+
 @dataclasses.dataclass(frozen=True)
 class Polchinski(AbstractLinearScheme):
     """The M-modified Polchinski scheme [5.38]-[5.42], with cutoff profile K_t(p).
@@ -125,9 +133,7 @@ class Polchinski(AbstractLinearScheme):
 
     def log_cutoff_profile(self, t, w, lattice: Lattice):
         """log K_t(w) of the chosen profile."""
-        if self.profile == "slow":
-            return -w * t
-        return -jnp.exp(2.0 * t) * w / lattice.cutoff**2
+        return polchinski_log_profile(self.profile, t, w, lattice)
 
     def mode_rates(self, t, phat_sq, lattice: Lattice):
         w = phat_sq + self.M**2

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import lineax
 
 from rgdiff.errors import InvalidSchemeError
-from rgdiff.theory.gaussian import as_complex
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg.base import AbstractLinearScheme, check_times, require_positive
 
@@ -56,19 +55,14 @@ class SeedForce:
         return grad / self.lattice.spacing**self.lattice.dim
 
 
-def _fourier_multiply(lattice: Lattice, multiplier, phi):
-    modes = lattice.rfourier(phi)
-    return lattice.inverse_rfourier(as_complex(multiplier, modes) * modes).astype(phi.dtype)
-
-
 def drift_function(scheme: AbstractLinearScheme, lattice: Lattice, seed_force: Callable | None = None):
     """The drift f(t, phi) of the position-space SDE (one configuration)."""
 
     def drift(t, phi, args):
         beta, gamma = scheme.rates(t, lattice, phi.dtype)
         if seed_force is None:
-            return _fourier_multiply(lattice, -beta, phi)
-        return _fourier_multiply(lattice, -gamma, seed_force(t, phi))
+            return lattice.fourier_multiply(phi, -beta)
+        return lattice.fourier_multiply(seed_force(t, phi), -gamma)
 
     return drift
 
@@ -81,7 +75,7 @@ def diffusion_function(scheme: AbstractLinearScheme, lattice: Lattice):
         _, gamma = scheme.rates(t, lattice, phi.dtype)
         amplitude = white * jnp.sqrt(gamma)
         return lineax.FunctionLinearOperator(
-            lambda dw: _fourier_multiply(lattice, amplitude, dw),
+            lambda dw: lattice.fourier_multiply(dw, amplitude),
             jax.ShapeDtypeStruct(lattice.shape, phi.dtype),
         )
 

@@ -15,6 +15,10 @@ Any pair of rates defines a scheme; two families are built in:
 
 Rate functions are called as `fn(t, w, lattice)` with w = |phat|^2 + M^2 on the mode grid and `t`
 an array that broadcasts against it; they must act elementwise (jnp arithmetic does).
+
+A scheme can be saved with a model (and rebuilt by `rgdiff.rg.scheme_from_description`) when every
+ingredient is describable: numbers, `PolchinskiProfile`, `LinearInW`, and the builders' rate
+functions over them. A plain Python function is recorded by name only, and refused when saving.
 """
 
 from __future__ import annotations
@@ -27,14 +31,52 @@ import jax.numpy as jnp
 
 from rgdiff.errors import InvalidSchemeError
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.rg.base import AbstractLinearScheme, require_nonnegative
+from rgdiff.errors import require_finite
+from rgdiff.rg.base import AbstractLinearScheme, describe_part, require_nonnegative
 from rgdiff.rg.quadrature import DEFAULT_NODES, DEFAULT_PANELS
+from rgdiff.rg.schemes import POLCHINSKI_PROFILES, polchinski_log_profile
 
 
 def _evaluate(fn_or_constant, t, w, lattice):
     if callable(fn_or_constant):
         return fn_or_constant(t, w, lattice)
     return fn_or_constant * jnp.ones_like(t * w)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolchinskiProfile:
+    """The cutoff profile K_t(w) of `Polchinski` ("slow" or "exponential") as a describable
+    function of (t, w, lattice), for `WegnerMorris.from_cutoff_profile`."""
+
+    kind: str = "slow"
+
+    def __post_init__(self):
+        if self.kind not in POLCHINSKI_PROFILES:
+            raise InvalidSchemeError(f"unknown Polchinski profile {self.kind!r}; choose one of {', '.join(POLCHINSKI_PROFILES)}")
+
+    def __call__(self, t, w, lattice):
+        return jnp.exp(polchinski_log_profile(self.kind, t, w, lattice))
+
+    def describe(self) -> dict:
+        return {"function": "polchinski-profile", "kind": self.kind}
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearInW:
+    """f_t(p) = constant + slope w, time-independent: e.g. the seed kernel w / 2 of Carosso [5.37]."""
+
+    constant: float = 0.0
+    slope: float = 1.0
+
+    def __post_init__(self):
+        for field in ("constant", "slope"):
+            object.__setattr__(self, field, require_finite(f"LinearInW {field}", getattr(self, field), InvalidSchemeError))
+
+    def __call__(self, t, w, lattice):
+        return (self.constant + self.slope * w) * jnp.ones_like(t)
+
+    def describe(self) -> dict:
+        return {"function": "linear-in-w", "constant": self.constant, "slope": self.slope}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +88,9 @@ class ProfileBeta:
     def __call__(self, t, w, lattice):
         k, dk_dt = jax.jvp(lambda s: self.profile(s, w, lattice), (t,), (jnp.ones_like(t),))
         return -dk_dt / k
+
+    def describe(self) -> dict:
+        return {"function": "profile-beta", "profile": describe_part(self.profile)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +108,9 @@ class ProfileGamma:
         limit = jax.jvp(lambda u: self._dk_dt(t, u, lattice), (zero,), (jnp.ones_like(w),))[1]
         return jnp.where(w == 0, -limit, -self._dk_dt(t, safe_w, lattice) / safe_w)
 
+    def describe(self) -> dict:
+        return {"function": "profile-gamma", "profile": describe_part(self.profile)}
+
 
 @dataclasses.dataclass(frozen=True)
 class SeedBeta:
@@ -74,6 +122,10 @@ class SeedBeta:
     def __call__(self, t, w, lattice):
         return _evaluate(self.cutoff_function, t, w, lattice) * _evaluate(self.seed_kernel, t, w, lattice)
 
+    def describe(self) -> dict:
+        return {"function": "seed-beta", "cutoff_function": describe_part(self.cutoff_function),
+                "seed_kernel": describe_part(self.seed_kernel)}
+
 
 @dataclasses.dataclass(frozen=True)
 class SeedGamma:
@@ -84,6 +136,9 @@ class SeedGamma:
     def __call__(self, t, w, lattice):
         return _evaluate(self.cutoff_function, t, w, lattice)
 
+    def describe(self) -> dict:
+        return {"function": "seed-gamma", "cutoff_function": describe_part(self.cutoff_function)}
+
 
 @dataclasses.dataclass(frozen=True)
 class WegnerMorris(AbstractLinearScheme):
@@ -93,7 +148,7 @@ class WegnerMorris(AbstractLinearScheme):
 
     - `beta_fn`, `gamma_fn`: `fn(t, w, lattice)`, elementwise, with w = |phat|^2 + M^2; gamma >= 0.
     - `M`: mass shift entering w and the effective cutoff [7.3].
-    - `name`: recorded in `describe()`.
+    - `name`: a label, recorded in `describe()` as `"label"`.
     - `n_quad`, `n_panels`: Gauss-Legendre nodes per panel and graded panels
       (`rgdiff.rg.quadrature`). The defaults reproduce the closed forms to ~1e-12 relative.
     """
@@ -141,11 +196,13 @@ class WegnerMorris(AbstractLinearScheme):
         return self.M
 
     def describe(self) -> dict:
+        """`name` is always "wegner-morris"; the user's `name` is the `label`."""
         return {
-            "name": self.name,
+            "name": "wegner-morris",
+            "label": self.name,
             "M": self.M,
-            "beta": getattr(self.beta_fn, "__name__", repr(self.beta_fn)),
-            "gamma": getattr(self.gamma_fn, "__name__", repr(self.gamma_fn)),
+            "beta": describe_part(self.beta_fn),
+            "gamma": describe_part(self.gamma_fn),
             "n_quad": self.n_quad,
             "n_panels": self.n_panels,
         }

@@ -3,14 +3,17 @@
 The paper's reading (sections 1.2, 2.3, 5.1): a bridge / parallel-tempering sampler runs chains for
 a family of distributions that interpolates between an easy one and the target p_0 ∝ exp(-S);
 the RG flow p_t is the natural bridge, and a learned inverse flow carries samples of the easy end
-(p_T) to the UV. Here the whole bridge is collapsed into one exact proposal: the probability-flow
-ODE [6.14] maps phi_T ~ p_T to phi' ~ q = p_0^theta with its exact log-density log q(phi')
-(`rgdiff.generative`). Each chain alternates
+(p_T) to the UV. Here the whole bridge is collapsed into one exact proposal
+(`rgdiff.generate.proposal.AbstractProposal`): for a score model the probability-flow ODE [6.14]
+maps phi_T ~ p_T to phi' ~ q = p_0^theta with its exact log-density log q(phi')
+(`rgdiff.generate.diffusion.ode_proposal`); any other exact proposal (a CNF,
+`rgdiff.generate.transport.FlowProposal`) runs through `sample_bridge`. Each chain alternates
 
 1. an independence-Metropolis step (section 5.2: a state-independent proposal Q_theta(phi'),
-   here q, with its exact density as in [5.3]): accept phi' with probability
-   min(1, exp(-S(phi') + S(phi) + log q(phi) - log q(phi'))). The log q of the current state is
-   cached; after HMC moves it is recomputed with `rgdiff.generative.encode` (the ODE run 0 -> T);
+   here q, with its exact density as in [5.3]; the kernel `rgdiff.samplers.imh`): accept phi'
+   with probability min(1, exp(-S(phi') + S(phi) + log q(phi) - log q(phi'))). The log q of the
+   current state is cached; after HMC moves it is recomputed with `proposal.log_prob` (for the
+   ODE, the run 0 -> T);
 2. k HMC (or NUTS) transitions on the UV action (Blackjax), which explore locally where the
    model is poor.
 
@@ -23,8 +26,8 @@ the model's proposals, so the chain, not only the training data, is exact.
 
 Proposals do not depend on the chain state, so a whole chunk of them (chunk x chains) is
 generated ahead by one batched ODE solve; the encodes after HMC moves are batched over chains.
-PRNG keys: the proposals of sweep k use fold_in(proposal_key, 2k) and its Metropolis uniforms
-fold_in(proposal_key, 2k + 1); HMC step j of sweep k of chain c uses
+PRNG keys: the proposals of sweep k use fold_in(proposal_key, 2k) and the Metropolis uniform of
+chain c split(fold_in(proposal_key, 2k + 1), chains)[c]; HMC step j of sweep k of chain c uses
 fold_in(chain_key[c], k * k_hmc + j). So the recorded chains do not depend on the chunk size
 (except through the pure-IMH burn-in, which runs whole chunks).
 """
@@ -44,13 +47,14 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from rgdiff.generate import diffusion as gen
 from rgdiff.errors import InvalidSamplerSettingsError, InvalidSchemeError
-from rgdiff.theory.gaussian import gaussian_field_log_prob, sample_gaussian_field
+from rgdiff.generate import diffusion as gen
+from rgdiff.generate.proposal import AbstractProposal
 from rgdiff.models.base import AbstractScoreModel
 from rgdiff.observables.estimators import magnetization
-from rgdiff.rg.base import AbstractLinearScheme
 from rgdiff.observables.stats import tau_int as gamma_tau_int
+from rgdiff.rg.base import AbstractLinearScheme
+from rgdiff.samplers import imh
 from rgdiff.theory.phi4 import Phi4
 
 ALGORITHMS = ("hmc", "nuts")
@@ -71,7 +75,7 @@ class BridgeSettings:
       instead (rounded up to whole chunks).
     - `target_acceptance`: of the adaptation.
     - `ode_steps`, `ode_solver`, `ode_grid`: the probability-flow ODE solves
-      (`rgdiff.generative.decode` / `encode`).
+      (`rgdiff.generate.diffusion.decode` / `encode`).
     - `chunk`: sweeps per jitted call (0: min(samples, 50)).
     """
 
@@ -128,35 +132,14 @@ class BridgeResult:
 # pieces ---------------------------------------------------------------------------------------
 
 
-class _Flow(eqx.Module):
-    """Everything the jitted sweep needs to generate and encode: model, grid, prior."""
-
-    model: AbstractScoreModel
-    scheme: AbstractLinearScheme = eqx.field(static=True)
-    plan: gen._ODEPlan
-    prior: jax.Array
-
-    def generate(self, key, n, dtype):
-        """n proposals and their exact log q (the ODE from T to 0)."""
-        lattice = self.model.lattice
-        phi_T = sample_gaussian_field(key, lattice, self.prior, (n,), dtype)
-        phi, ell = gen._run_plan(self.model, self.scheme, self.plan, phi_T, forward=False, with_log_prob=True)
-        return phi, gaussian_field_log_prob(phi_T, lattice, self.prior) + ell
-
-    def encode(self, phi):
-        """log q(phi) by the ODE from 0 to T."""
-        phi_T, ell = gen._run_plan(self.model, self.scheme, self.plan, phi, forward=True, with_log_prob=True)
-        return gaussian_field_log_prob(phi_T, self.model.lattice, self.prior) - ell
+@eqx.filter_jit
+def _sample(proposal: AbstractProposal, key, n: int):
+    return proposal.sample(key, n)
 
 
 @eqx.filter_jit
-def _generate(flow: _Flow, key, n: int, dtype):
-    return flow.generate(key, n, dtype)
-
-
-@eqx.filter_jit
-def _encode(flow: _Flow, phi):
-    return flow.encode(phi)
+def _log_prob(proposal: AbstractProposal, fields):
+    return proposal.log_prob(fields)
 
 
 def _kernel(theory: Phi4, algorithm: str, leapfrog: int, step_size, inverse_mass_matrix):
@@ -168,7 +151,7 @@ def _kernel(theory: Phi4, algorithm: str, leapfrog: int, step_size, inverse_mass
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _warmup(theory: Phi4, algorithm: str, leapfrog: int, target: float, steps: int, keys, positions):
-    """Stan's window adaptation per chain (as in `rgdiff.sampling`); cached per theory and options."""
+    """Stan's window adaptation per chain (as in `rgdiff.samplers.uv`); cached per theory and options."""
     logdensity = theory.logdensity_fn()
     algo = blackjax.nuts if algorithm == "nuts" else blackjax.hmc
     extra = {} if algorithm == "nuts" else {"num_integration_steps": leapfrog}
@@ -181,7 +164,8 @@ def _warmup(theory: Phi4, algorithm: str, leapfrog: int, target: float, steps: i
     )
 
     def one_chain(key, position):
-        (state, params), _ = adaptation.run(key, position, num_steps=steps)
+        with jax.numpy_dtype_promotion("standard"):  # blackjax's window adaptation mixes bool and int
+            (state, params), _ = adaptation.run(key, position, num_steps=steps)
         return state, params["step_size"], params["inverse_mass_matrix"]
 
     return jax.vmap(one_chain)(keys, positions)
@@ -193,7 +177,7 @@ def _init_states(theory: Phi4, positions):
 
 
 @eqx.filter_jit
-def _run_chunk(flow, theory, hmc, states, log_q, step_size, imm, proposal_key, chain_keys, start, chunk):
+def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_key, chain_keys, start, chunk):
     """`chunk` sweeps for all chains: IMH with pre-generated proposals, then k HMC steps, then encode.
 
     `hmc` = (algorithm, leapfrog steps, k): the only settings that shape the compiled code.
@@ -204,7 +188,7 @@ def _run_chunk(flow, theory, hmc, states, log_q, step_size, imm, proposal_key, c
 
     # proposals for the whole chunk, one batched ODE solve (they do not depend on the chains)
     def proposals_of(k):
-        return flow.generate(jax.random.fold_in(proposal_key, 2 * k), chains, dtype)
+        return proposal.sample(jax.random.fold_in(proposal_key, 2 * k), chains)
 
     sweeps = start + jnp.arange(chunk)
     prop_phi, prop_log_q = jax.vmap(proposals_of)(sweeps)  # (chunk, chains, ...), (chunk, chains)
@@ -218,27 +202,26 @@ def _run_chunk(flow, theory, hmc, states, log_q, step_size, imm, proposal_key, c
 
         return jax.lax.scan(body, state, jnp.arange(k_hmc))
 
+    logdensity = theory.logdensity_fn()
+    imh_step = jax.vmap(imh.build_kernel(), in_axes=(0, 0, 0, 0, None))
+
     def sweep_fn(carry, xs):
         states, log_q = carry
         phi_p, log_q_p, sweep = xs
         # independence Metropolis (section 5.2): target exp(-S), proposal q
-        proposed = _init_states(theory, phi_p)
-        log_w_p = proposed.logdensity - log_q_p  # log importance weight of the proposal
-        log_ratio = log_w_p - (states.logdensity - log_q)
-        u = jax.random.uniform(jax.random.fold_in(proposal_key, 2 * sweep + 1), (chains,), dtype)
-        accept = jnp.log(u) < log_ratio  # False for NaN ratios
-        states = jax.tree.map(
-            lambda new, old: jnp.where(accept.reshape((-1,) + (1,) * (old.ndim - 1)), new, old), proposed, states
-        )
-        log_q = jnp.where(accept, log_q_p, log_q)
-        prob = jnp.where(jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
+        keys = jax.random.split(jax.random.fold_in(proposal_key, 2 * sweep + 1), chains)
+        current = imh.IMHState(states.position, states.logdensity - log_q)
+        moved, info = imh_step(keys, current, phi_p, log_q_p, logdensity)
+        log_q = jnp.where(info.is_accepted, log_q_p, log_q)
+        states = _init_states(theory, moved.position)
         if k_hmc > 0:
             states, hmc_acc = jax.vmap(hmc_chain, in_axes=(0, 0, 0, 0, None))(states, step_size, imm, chain_keys, sweep)
             hmc_acc = jnp.mean(hmc_acc, axis=1)
-            log_q = flow.encode(states.position)  # the cached log q must follow the HMC moves
+            log_q = proposal.log_prob(states.position)  # the cached log q must follow the HMC moves
         else:
             hmc_acc = jnp.zeros((chains,), dtype)
-        return (states, log_q), (states.position, accept, prob, hmc_acc, log_w_p)
+        out = (states.position, info.is_accepted, info.acceptance_rate, hmc_acc, info.proposal_log_weight)
+        return (states, log_q), out
 
     (states, log_q), out = jax.lax.scan(sweep_fn, (states, log_q), (prop_phi, prop_log_q, sweeps))
     return states, log_q, out
@@ -262,10 +245,10 @@ def run_bridge(
 
     **Arguments:**
 
-    - `model`: a score model with an exact divergence (else `LikelihoodUnavailableError`), on
-      the theory's lattice.
+    - `model`: a score model with an exact divergence (an `AbstractExactScoreModel`, else
+      `LikelihoodUnavailableError`), on the theory's lattice.
     - `scheme`: the linear RG scheme the model inverts; its noise must be p-independent (e.g.
-      Carosso), else `InvalidSchemeError` (see `rgdiff.generative`).
+      Carosso), else `InvalidSchemeError` (see `rgdiff.generate.diffusion`).
     - `theory`: the UV theory (`Phi4`), target exp(-S).
     - `settings`: a `BridgeSettings`.
     - `key`: a JAX PRNG key (keyword-only).
@@ -273,16 +256,33 @@ def run_bridge(
       `prior_spectrum`, a half-grid Gaussian spectrum, e.g. an exact finite-T marginal).
     - `callback(stage, done, total)`: progress, stage in {"warmup", "sampling"}.
 
+    The proposal is `rgdiff.generate.diffusion.ode_proposal(model, scheme, ...)` with the
+    settings' ODE options; `sample_bridge` takes any `AbstractProposal`.
+
     **Returns:** a `BridgeResult`: `fields` (chains, samples, *lattice) in float64, and
     diagnostics: IMH acceptance (fraction accepted, and mean acceptance probability), HMC
     acceptance, tau_int of |M| (Gamma method) and ESS = chains x samples / (2 tau_int), the
     spread of the proposals' log importance weights -S - log q, timings.
     """
-    if not isinstance(theory, Phi4):
-        raise InvalidSamplerSettingsError(f"the bridge samples a Phi4 theory, got {type(theory).__name__}")
+    _check_settings(settings)
+    proposal = gen.ode_proposal(
+        model, scheme, T=T, steps=settings.ode_steps, solver=settings.ode_solver, grid=settings.ode_grid,
+        prior_spectrum=prior_spectrum, dtype=jnp.zeros(()).dtype,  # float64 under x64
+    )  # refuses models without exact divergence and schemes with coloured noise
+    result = sample_bridge(proposal, theory, settings, key=key, callback=callback)
+    result.diagnostics.update({"T": float(T), "model": _describe(model), "scheme": scheme.describe()})
+    return result
+
+
+def _check_settings(settings) -> None:
     if not isinstance(settings, BridgeSettings):
         raise InvalidSamplerSettingsError(f"settings must be a BridgeSettings, got {type(settings).__name__}")
-    lattice = gen._check_model(model, scheme)
+
+
+def _check_run(theory, settings, lattice) -> None:
+    if not isinstance(theory, Phi4):
+        raise InvalidSamplerSettingsError(f"the bridge samples a Phi4 theory, got {type(theory).__name__}")
+    _check_settings(settings)
     if lattice != theory.lattice:
         raise InvalidSchemeError(
             f"the model's lattice {lattice.describe()} is not the theory's {theory.lattice.describe()}"
@@ -293,11 +293,21 @@ def run_bridge(
             f"{settings.chains} chains x {settings.samples} samples x {lattice.sites} sites is more than "
             f"{MAX_VALUES:.3g} numbers; sample less"
         )
+
+
+def sample_bridge(
+    proposal: AbstractProposal,
+    theory: Phi4,
+    settings: BridgeSettings,
+    *,
+    key: jax.Array,
+    callback: Callable[[str, int, int], None] | None = None,
+) -> BridgeResult:
+    """The bridge sampler of `theory` with any exact `proposal` on its lattice (`run_bridge` for the
+    arguments and the result; the ODE settings in `settings` are the proposal's business)."""
+    lattice = proposal.lattice
+    _check_run(theory, settings, lattice)
     dtype = jnp.zeros(()).dtype  # float64 under x64
-    plan = gen._ode_plan(
-        model, scheme, 0.0, T, settings.ode_steps, settings.ode_solver, settings.ode_grid, None, None, None, True, dtype
-    )  # refuses models without exact divergence and schemes with coloured noise
-    flow = _Flow(model, scheme, plan, gen._prior(scheme, lattice, prior_spectrum, dtype))
     callback = callback or (lambda *a: None)
     k_init, k_warm, k_prop, k_chain, k_burn = jax.random.split(key, 5)
     chunk = settings.chunk or min(settings.samples, 50)  # a fixed size: one compilation per setup
@@ -307,13 +317,13 @@ def run_bridge(
     # start from the model's own samples, then tune HMC from there
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    positions, log_q = _generate(flow, k_init, settings.chains, dtype)
+    positions, log_q = _sample(proposal, k_init, settings.chains)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         states, step_size, imm = _warmup(
             theory, settings.algorithm, settings.hmc_leapfrog, float(settings.target_acceptance), settings.warmup,
             jax.random.split(k_warm, settings.chains), positions,
         )
-        log_q = _encode(flow, states.position)
+        log_q = _log_prob(proposal, states.position)
     else:
         states = _init_states(theory, positions)
         step_size = jnp.full((settings.chains,), settings.step_size, dtype)
@@ -322,7 +332,7 @@ def run_bridge(
         # their start, a draw from q rather than from exp(-S)
         for burned in range(0, settings.warmup, chunk):
             states, log_q, _ = _run_chunk(
-                flow, theory, hmc, states, log_q, step_size, imm, k_burn, chain_keys, jnp.asarray(burned), chunk
+                proposal, theory, hmc, states, log_q, step_size, imm, k_burn, chain_keys, jnp.asarray(burned), chunk
             )
     jax.block_until_ready(log_q)
     callback("warmup", settings.warmup, settings.warmup)
@@ -339,7 +349,7 @@ def run_bridge(
     callback("sampling", 0, settings.samples)
     while done < settings.samples:
         states, log_q, out = _run_chunk(
-            flow, theory, hmc, states, log_q, step_size, imm, k_prop, chain_keys, jnp.asarray(done), chunk
+            proposal, theory, hmc, states, log_q, step_size, imm, k_prop, chain_keys, jnp.asarray(done), chunk
         )
         pos, acc, prob, h_acc, lw = (np.asarray(x) for x in out)  # (chunk, chains, ...)
         if t_compile is None:
@@ -373,10 +383,7 @@ def run_bridge(
         "ess_abs_M": n_total / (2.0 * tau) if tau else None,
         "log_weight_std": float(finite_w.std()) if finite_w.size else None,
         "step_size": np.asarray(step_size).tolist(),
-        "T": float(T),
         "settings": settings.describe(),
-        "model": _describe(model),
-        "scheme": scheme.describe(),
         "warmup_seconds": t_warm,
         "sampling_seconds": t_sample,
         "first_chunk_seconds_incl_compile": t_compile,

@@ -10,6 +10,7 @@ depend on the chunk size.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
@@ -72,6 +73,32 @@ class SampleResult:
     diagnostics: dict
 
 
+def hmc_step_size(theory: Phi4) -> float:
+    """A stable leapfrog step for identity mass: 1/2 over the largest free frequency sqrt(eps^d (Lambda_0^2 + |m2|))."""
+    lat = theory.lattice
+    return 0.5 / math.sqrt(lat.spacing**lat.dim * (lat.cutoff**2 + abs(theory.m2)))
+
+
+def hmc_refresh(theory: Phi4, key: jax.Array, phi: jax.Array, *, step_size, leapfrog: int):
+    """One HMC trajectory (identity mass, `leapfrog` steps of `step_size`) per configuration of
+    `phi` (batch, *lattice) on exp(-S): Blackjax's kernel vmapped over the batch, one key each.
+
+    The refresh of a batch of UV chains that a learned proposal moves between (the training
+    loop after [5.22]); exact for exp(-S) whatever the step.
+
+    **Returns:** `(phi_new, acceptance probability per configuration)`.
+    """
+    logdensity = theory.logdensity_fn()
+    kernel = blackjax.hmc.build_kernel()
+    inverse_mass = jnp.ones((theory.lattice.sites,), phi.dtype)
+
+    def one(k, x):
+        state, info = kernel(k, blackjax.hmc.init(x, logdensity), logdensity, step_size, inverse_mass, leapfrog)
+        return state.position, info.acceptance_rate
+
+    return jax.vmap(one)(jax.random.split(key, phi.shape[0]), phi)
+
+
 def _kernel(theory: Phi4, settings: SamplerSettings, params: dict):
     logdensity = theory.logdensity_fn()
     if settings.algorithm == "nuts":
@@ -94,7 +121,8 @@ def _warmup(theory: Phi4, settings: SamplerSettings, keys, positions):
     )
 
     def one_chain(key, position):
-        (state, params), _ = adaptation.run(key, position, num_steps=settings.warmup)
+        with jax.numpy_dtype_promotion("standard"):  # blackjax's window adaptation mixes bool and int
+            (state, params), _ = adaptation.run(key, position, num_steps=settings.warmup)
         return state, {"step_size": params["step_size"], "inverse_mass_matrix": params["inverse_mass_matrix"]}
 
     return jax.jit(jax.vmap(one_chain))(keys, positions)

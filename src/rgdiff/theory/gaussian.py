@@ -51,12 +51,6 @@ def as_complex(multiplier, modes):
     return jnp.asarray(multiplier).astype(jnp.asarray(modes).dtype)
 
 
-def _self_conjugate_last_axis(lattice: Lattice) -> np.ndarray:
-    """On the half grid's last axis: True for q = 0 and q = N/2, the planes rfftn stores in full."""
-    q = np.arange(lattice.size // 2 + 1)
-    return (2 * q) % lattice.size == 0
-
-
 def _reflect_leading_axes(z: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
     """z(p) -> z(-p mod N) along every lattice axis except the last."""
     for ax in lattice.axes[:-1]:
@@ -87,7 +81,7 @@ def standard_half_spectrum_noise(key, lattice: Lattice, batch_shape=(), dtype=jn
 
 @functools.partial(jax.jit, static_argnames=("batch_shape", "dtype"))
 def _standard_half_spectrum_noise(key, lattice, batch_shape, dtype):
-    half_shape = batch_shape + lattice.shape[:-1] + (lattice.size // 2 + 1,)
+    half_shape = batch_shape + lattice.half_shape
     k_re, k_im = jax.random.split(key)
     scale = math.sqrt(0.5)
     z = jax.lax.complex(
@@ -97,7 +91,7 @@ def _standard_half_spectrum_noise(key, lattice, batch_shape, dtype):
     # On the stored-twice planes, (z(p) + conj z(-p)) / sqrt 2 keeps variance 1/2 per part for
     # pairs and gives a real number of variance 1 where p = -p. Only those (at most 2) planes are
     # reflected: symmetrizing the whole array cost four extra passes over memory (rgdiff bench).
-    planes_idx = np.flatnonzero(_self_conjugate_last_axis(lattice))
+    planes_idx = np.flatnonzero(lattice.self_conjugate_planes())
     planes = z[..., planes_idx]
     return z.at[..., planes_idx].set((planes + jnp.conj(_reflect_leading_axes(planes, lattice))) * scale)
 
@@ -220,7 +214,11 @@ def two_point_function(lattice: Lattice, spectrum_half) -> jnp.ndarray:
 
 
 def free_field_spectrum(lattice: Lattice, m2: float, dtype=jnp.float64, half: bool = True) -> jnp.ndarray:
-    """G(p) = 1 / (|phat|^2 + m2), the free field of mass squared m2 [7.2] (needs m2 > 0)."""
+    """G(p) = 1 / (|phat|^2 + m2), the free field of mass squared m2 [7.2] (needs m2 > 0).
+
+    The one closed form of the free propagator (`Phi4.free_propagator` is this on the full grid);
+    on the `rfftn` half grid by default, on the full FFT grid with `half=False`.
+    """
     m2 = require_finite("m2", m2)
     if m2 <= 0:
         raise InvalidTheoryError(f"the free field needs m2 > 0 (the zero mode is not normalizable), got {m2}")

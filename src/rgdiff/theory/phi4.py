@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from rgdiff.errors import InvalidTheoryError, require_finite
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.theory.gaussian import free_field_spectrum
 
 UNITS = ("physical", "lattice", "albergo", "hopping")
 
@@ -101,10 +102,10 @@ class Phi4:
 
     # free-field closed forms ------------------------------------------------------------
     def free_propagator(self, dtype=jnp.float64) -> jnp.ndarray:
-        """G2(p) = 1/(|phat|^2 + m2) on the full grid; only valid for lam = 0."""
+        """G2(p) = 1/(|phat|^2 + m2) on the full grid (`theory.gaussian.free_field_spectrum`); lam = 0 only."""
         if not self.is_free:
             raise InvalidTheoryError("the closed-form propagator exists only for lam = 0")
-        return 1.0 / (self.lattice.phat_sq(dtype) + self.m2)
+        return free_field_spectrum(self.lattice, self.m2, dtype, half=False)
 
 
 # converters ---------------------------------------------------------------------------

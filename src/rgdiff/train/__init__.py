@@ -1,4 +1,6 @@
-"""Training loops: score models (denoising score matching) and continuous flows (RG objective,
-reverse KL), with parameter averaging, checkpoints and exact resume; data parallelism over a
-one-dimensional `jax.sharding` mesh (`train.parallel`).
+"""Training: one loop (`train.loop.fit`: jitted step, parameter average, checkpoints, exact
+resume, one rule for non-finite losses) under score models (`train.score`, denoising score
+matching), continuous flows (`train.cnf`, RG objective or reverse KL) and the ground-state ansatz
+(`rgdiff.quantum.train`); data parallelism over a one-dimensional `jax.sharding` mesh
+(`train.parallel`).
 """

@@ -5,16 +5,17 @@ with exponential decay (8000 transition steps, rate 0.1), 1000 gradient steps. B
 use the same flow (`ContinuousFlow`), the same prior (the scheme's stationary law) and the same
 number of gradient steps.
 
-One RG-objective step (the loop after [5.22], see `rgdiff.flow_objectives`): the gradient of the
+One RG-objective step (the loop after [5.22], see `rgdiff.objectives.cnf`): the gradient of the
 loss at the chain's current UV states, then the chain moves (IMH with the flow's fresh samples as
 proposals, log q of both at the same parameters, then `hmc_steps` HMC trajectories), then Adam.
+The loop is `rgdiff.train.loop.fit` (checkpoints, exact resume, the non-finite rule); the UV
+chains are its carried state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Callable
 
 import equinox as eqx
@@ -24,13 +25,17 @@ import numpy as np
 import optax
 
 from rgdiff.errors import RgdiffError
-from rgdiff.objectives.cnf import OBJECTIVES, effective_sample_size, hmc, hmc_step_size, imh, reverse_kl_loss, rg_loss
 from rgdiff.generate.transport import SOLVERS, encode, sample
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models.cnf import ContinuousFlow
+from rgdiff.objectives.cnf import OBJECTIVES, reverse_kl_loss, rg_loss
 from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.stats import tau_int
+from rgdiff.rg import LogTime, flowed_site_variance
+from rgdiff.samplers import imh
+from rgdiff.samplers.uv import hmc_refresh, hmc_step_size
 from rgdiff.theory.phi4 import Phi4
+from rgdiff.train.loop import cast, fit
 
 
 class InvalidFlowSettingsError(RgdiffError):
@@ -100,19 +105,14 @@ class FlowTrainSettings:
 
 
 def field_scale_nodes(scheme, lattice: Lattice, fields, horizon: float, t0: float, nodes: int = 17) -> tuple:
-    """sigma(s) at `nodes` log-time nodes: the exact rms of p_t, L^-d sum_p [a_t^2 P0(p) + v_t(p)].
+    """sigma(s) at `nodes` log-time nodes (`LogTime(horizon, t0)`): the exact rms of p_t,
+    sigma^2 = L^-d sum_p [a_t^2 G_0(p) + v_t(p)] (`rgdiff.rg.flowed_site_variance`).
 
-    P0 is the data's power per mode; the scale only normalizes the features (not learned).
+    G_0 is the data's power spectrum; the scale only normalizes the features (not learned).
     """
-    flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
-    power = lattice.volume * np.mean(np.abs(np.fft.fftn(flat, axes=lattice.axes) / lattice.sites) ** 2, axis=0)
-    span = math.log1p(horizon / t0)
-    out = []
-    for s in np.linspace(0.0, 1.0, nodes):
-        t = t0 * math.expm1(s * span)
-        a, v = (np.asarray(x) for x in scheme.kernel(t, lattice, half=False))
-        out.append(float(np.sqrt(np.sum(a**2 * power + v) / lattice.volume)))
-    return tuple(out)
+    spectrum = lattice.power_spectrum(fields)
+    times = LogTime(horizon, t0).grid(0.0, horizon, nodes - 1)
+    return tuple(math.sqrt(flowed_site_variance(scheme, lattice, spectrum, t)) for t in times)
 
 
 def initial_flow(lattice: Lattice, scheme, fields, horizon: float, settings: FlowTrainSettings) -> ContinuousFlow:
@@ -123,46 +123,47 @@ def initial_flow(lattice: Lattice, scheme, fields, horizon: float, settings: Flo
     return cast(flow, settings.dtype)
 
 
-def cast(flow, dtype):
-    dtype = jnp.dtype(dtype)
-    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, flow)
+# the objectives as `fit` losses ----------------------------------------------------------------
 
 
-# one jitted step per objective ---------------------------------------------------------------
+def _reverse_kl_objective(scheme, theory: Phi4, settings: FlowTrainSettings):
+    def loss_fn(flow, state, data, key):
+        loss, (phi, log_q) = reverse_kl_loss(flow, scheme, theory, key, settings.batch, settings.ode_steps,
+                                             settings.solver)
+        log_w = jax.lax.stop_gradient(-theory.action(phi) - log_q)
+        return loss, (state, {"reverse_kl": loss, "ess": imh.importance_ess(log_w)})
+
+    return loss_fn
 
 
-@eqx.filter_jit
-def _reverse_kl_step(flow, opt_state, key, scheme, theory, optimizer, batch, ode_steps, solver):
-    (loss, (phi, log_q)), grads = eqx.filter_value_and_grad(
-        lambda f: reverse_kl_loss(f, scheme, theory, key, batch, ode_steps, solver), has_aux=True
-    )(flow)
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(flow, eqx.is_inexact_array))
-    log_w = -theory.action(phi) - log_q
-    finite = jnp.isfinite(loss)
-    flow = eqx.apply_updates(flow, jax.tree.map(lambda u: jnp.where(finite, u, 0.0), updates))
-    return flow, opt_state, {"loss": loss, "reverse_kl": loss, "ess": effective_sample_size(log_w)}
+def _rg_objective(scheme, theory: Phi4, settings: FlowTrainSettings):
+    """The RG loss [5.22] at the UV chains (the carried state), which then move: IMH with the
+    flow's samples as proposals, then `hmc_steps` HMC trajectories."""
+    logdensity = theory.logdensity_fn()
+    kernel = jax.vmap(imh.build_kernel(), in_axes=(0, 0, 0, 0, None))
+    step_size = hmc_step_size(theory)
 
+    def loss_fn(flow, chain, data, key):
+        k_loss, k_imh, k_hmc = jax.random.split(key, 3)
+        loss, aux = rg_loss(flow, scheme, theory, k_loss, chain, settings.ode_steps, settings.rg_weight, settings.solver)
+        phi, log_q, reverse, cross = jax.lax.stop_gradient(aux)
+        # the chain moves with the parameters the proposals came from (exact IMH)
+        params, static = eqx.partition(flow, eqx.is_inexact_array)
+        frozen = eqx.combine(jax.lax.stop_gradient(params), static)
+        _, log_q_chain = encode(frozen, scheme, chain, 0.0, steps=settings.ode_steps, solver=settings.solver)
+        state = jax.vmap(imh.init, in_axes=(0, 0, None))(chain, log_q_chain, logdensity)
+        state, info = kernel(jax.random.split(k_imh, chain.shape[0]), state, phi, log_q, logdensity)
+        chain = state.position
+        hmc_acc = jnp.zeros((), chain.dtype)
+        for j in range(settings.hmc_steps):
+            chain, prob = hmc_refresh(theory, jax.random.fold_in(k_hmc, j), chain, step_size=step_size,
+                                      leapfrog=settings.leapfrog)
+            hmc_acc = hmc_acc + jnp.mean(prob) / settings.hmc_steps
+        metrics = {"reverse_kl": reverse, "cross_entropy": cross, "ess": imh.importance_ess(info.proposal_log_weight),
+                   "imh_acceptance": jnp.mean(info.is_accepted.astype(chain.dtype)), "hmc_acceptance": hmc_acc}
+        return loss, (chain, metrics)
 
-@eqx.filter_jit
-def _rg_step(flow, opt_state, chain, key, scheme, theory, optimizer, ode_steps, solver, rg_weight, hmc_steps,
-             leapfrog, step_size):
-    k_loss, k_imh, k_hmc = jax.random.split(key, 3)
-    (loss, (phi, log_q, reverse, cross)), grads = eqx.filter_value_and_grad(
-        lambda f: rg_loss(f, scheme, theory, k_loss, chain, ode_steps, rg_weight, solver), has_aux=True
-    )(flow)
-    # the chain moves with the parameters the proposals came from (exact IMH)
-    _, log_q_chain = encode(flow, scheme, chain, 0.0, steps=ode_steps, solver=solver)
-    chain, accepted, log_w = imh(theory, k_imh, chain, log_q_chain, phi, log_q)
-    hmc_acc = jnp.zeros((), chain.dtype)
-    for j in range(hmc_steps):
-        chain, prob = hmc(theory, jax.random.fold_in(k_hmc, j), chain, step_size, leapfrog)
-        hmc_acc = hmc_acc + jnp.mean(prob) / hmc_steps
-    updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(flow, eqx.is_inexact_array))
-    finite = jnp.isfinite(loss)
-    flow = eqx.apply_updates(flow, jax.tree.map(lambda u: jnp.where(finite, u, 0.0), updates))
-    metrics = {"loss": loss, "reverse_kl": reverse, "cross_entropy": cross, "ess": effective_sample_size(log_w),
-               "imh_acceptance": jnp.mean(accepted.astype(chain.dtype)), "hmc_acceptance": hmc_acc}
-    return flow, opt_state, chain, metrics
+    return loss_fn
 
 
 def train_flow(
@@ -175,18 +176,22 @@ def train_flow(
     uv_start=None,
     callback: Callable[[str, int, int], None] | None = None,
     on_log: Callable[[dict, ContinuousFlow], None] | None = None,
+    checkpoint=None,
 ) -> ContinuousFlow:
     """Train `flow` with `settings.objective`; returns the trained flow.
 
-    `uv_start` (rg only): configurations (any leading axes) from which the `batch` UV chains
-    start, drawn at random; without it the chains start from the flow's own samples.
+    - `uv_start` (rg only): configurations (any leading axes) from which the `batch` UV chains
+      start, drawn at random; without it the chains start from the flow's own samples.
+    - `on_log(record, flow)`: every `settings.log_every` steps, {"step", "loss" (mean since the
+      last record), the objective's metrics at that step, "seconds"}.
+    - `checkpoint`: a `rgdiff.io.checkpoint.Checkpointer`: the run starts from its saved (flow,
+      optimizer state, UV chains) when resuming and saves them every `checkpoint.every` steps;
+      the key of step i is fold_in(key, i), so a resumed run is bitwise the uninterrupted one (CPU).
     """
     if theory.lattice != flow.lattice:
         raise RgdiffError(f"the flow is on lattice {flow.lattice.describe()}, the theory on {theory.lattice.describe()}")
     dtype = jnp.dtype(settings.dtype)
     flow = cast(flow, dtype)
-    optimizer = settings.optimizer()
-    opt_state = optimizer.init(eqx.filter(flow, eqx.is_inexact_array))
     key, k_chain = jax.random.split(key)
     chain = None
     if settings.objective == "rg":
@@ -196,25 +201,13 @@ def train_flow(
             chain = jnp.asarray(flat[idx], dtype)
         else:
             chain, _ = sample(flow, scheme, k_chain, settings.batch, 0.0, steps=settings.ode_steps, dtype=dtype)
-    step_size = hmc_step_size(theory)
-    callback = callback or (lambda *a: None)
-    start = time.time()
-    callback("train", 0, settings.steps)
-    for i in range(settings.steps):
-        k = jax.random.fold_in(key, i)
-        if settings.objective == "rg":
-            flow, opt_state, chain, metrics = _rg_step(
-                flow, opt_state, chain, k, scheme, theory, optimizer, settings.ode_steps, settings.solver,
-                settings.rg_weight, settings.hmc_steps, settings.leapfrog, step_size,
-            )
-        else:
-            flow, opt_state, metrics = _reverse_kl_step(
-                flow, opt_state, k, scheme, theory, optimizer, settings.batch, settings.ode_steps, settings.solver
-            )
-        if on_log is not None and ((i + 1) % settings.log_every == 0 or i + 1 == settings.steps):
-            record = {"step": i + 1, "seconds": time.time() - start, **{k: float(v) for k, v in metrics.items()}}
-            on_log(record, flow)
-        callback("train", i + 1, settings.steps)
+        loss_fn = _rg_objective(scheme, theory, settings)
+    else:
+        loss_fn = _reverse_kl_objective(scheme, theory, settings)
+    if callback is not None:
+        callback("train", 0, settings.steps)
+    flow, _ = fit(flow, settings.optimizer(), loss_fn, key=key, steps=settings.steps, state=chain,
+                  log_every=settings.log_every, on_log=on_log, callback=callback, checkpoint=checkpoint)
     return flow
 
 
@@ -222,9 +215,28 @@ def train_flow(
 
 
 @eqx.filter_jit
-def _proposals(flow, scheme, theory, key, n, steps, solver, dtype):
-    phi, log_q = sample(flow, scheme, key, n, 0.0, steps=steps, solver=solver, dtype=dtype)
-    return phi, -theory.action(phi) - log_q
+def _proposals(flow, scheme, key, n, steps, solver, dtype):
+    return sample(flow, scheme, key, n, 0.0, steps=steps, solver=solver, dtype=dtype)
+
+
+@eqx.filter_jit
+def _imh_chains(theory: Phi4, key, proposals, log_q):
+    """IMH chains (`rgdiff.samplers.imh`) over the given proposals (chains, per, *lattice), each
+    starting at its first; **Returns:** the positions (chains, per, *lattice) and the acceptances."""
+    logdensity = theory.logdensity_fn()
+    kernel = imh.build_kernel()
+
+    def chain(key, phi, lq):
+        def one(state, xs):
+            k, x, q = xs
+            state, info = kernel(k, state, x, q, logdensity)
+            return state, (state.position, info.is_accepted)
+
+        first = imh.init(phi[0], lq[0], logdensity)
+        _, (positions, accepted) = jax.lax.scan(one, first, (jax.random.split(key, phi.shape[0] - 1), phi[1:], lq[1:]))
+        return jnp.concatenate([phi[:1], positions]), accepted
+
+    return jax.vmap(chain)(jax.random.split(key, proposals.shape[0]), proposals, log_q)
 
 
 def sampler_diagnostics(flow: ContinuousFlow, scheme, theory: Phi4, *, key, n: int = 1024, chains: int = 4,
@@ -236,33 +248,24 @@ def sampler_diagnostics(flow: ContinuousFlow, scheme, theory: Phi4, *, key, n: i
     "ode_steps", "non_finite_weights"}; tau_int from the Gamma method on |M| of the IMH chains.
     """
     dtype = flow.weights.dtype
-    fields, log_w = [], []
+    fields, log_q = [], []
     for start in range(0, n, chunk):
-        phi, lw = _proposals(flow, scheme, theory, jax.random.fold_in(key, start), chunk, steps, solver, dtype)
+        phi, lq = _proposals(flow, scheme, jax.random.fold_in(key, start), chunk, steps, solver, dtype)
         fields.append(np.asarray(phi))
-        log_w.append(np.asarray(lw, dtype=np.float64))
+        log_q.append(np.asarray(lq))
     fields = np.concatenate(fields)[:n]
-    log_w = np.concatenate(log_w)[:n]
+    log_q = np.concatenate(log_q)[:n]
+    log_w = np.asarray(-theory.action(jnp.asarray(fields)), np.float64) - log_q
     finite = np.isfinite(log_w)
-    lw = np.where(finite, log_w, -np.inf)
-    w = np.exp(lw - np.max(lw))
-    ess = float(np.sum(w) ** 2 / (n * np.sum(w**2)))
-    # IMH chains over the stream of proposals (uniforms from the key, independent of the flow's)
+    ess = float(imh.importance_ess(jnp.asarray(log_w)))
+    # IMH chains over the stream of proposals; a non-finite weight counts as w = 0 (log q = +inf)
     per = n // chains
-    u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 2**31 - 1), (chains, per)), dtype=np.float64)
-    m = np.abs(magnetization(fields[: chains * per], flow.lattice)).reshape(chains, per)
-    lw_c = lw[: chains * per].reshape(chains, per)
-    series = np.empty_like(m)
-    accepted = 0
-    for c in range(chains):
-        cur_w, cur_m = lw_c[c, 0], m[c, 0]
-        series[c, 0] = cur_m
-        for j in range(1, per):
-            if np.log(u[c, j]) < lw_c[c, j] - cur_w:
-                cur_w, cur_m = lw_c[c, j], m[c, j]
-                accepted += 1
-            series[c, j] = cur_m
-    acc = accepted / (chains * (per - 1))
+    lq = np.where(finite, log_q, np.inf)[: chains * per].reshape(chains, per)
+    positions, accepted = _imh_chains(theory, jax.random.fold_in(key, 2**31 - 1),
+                                      jnp.asarray(fields[: chains * per]).reshape(chains, per, *flow.lattice.shape),
+                                      jnp.asarray(lq, dtype))
+    series = np.abs(magnetization(np.asarray(positions), flow.lattice))
+    acc = float(np.mean(np.asarray(accepted)))
     tau = tau_int(series) if per >= 5 and np.ptp(series) > 0 else None  # the Gamma method needs >= 5 per chain
     return {
         "ess": ess,
@@ -281,7 +284,7 @@ SAMPLER = "SAMPLER.json"
 
 
 def flow_model_config(flow, scheme, theory, settings: FlowTrainSettings, *, seed: int, data: dict | None) -> dict:
-    """config.toml of a flow model directory (the `rgdiff.modeldir` contract, [training] with horizon and dtype)."""
+    """config.toml of a flow model directory (the `rgdiff.io.modeldir` contract, [training] with horizon and dtype)."""
     from rgdiff.io.atomic import package_versions
     from rgdiff.objectives.cnf import TIME_WEIGHTING
 
@@ -320,50 +323,3 @@ def write_flow_dir(work, flow, config: dict, records: list[dict], diagnostics: d
     write_params(work / PARAMS, flow)
     if diagnostics is not None:
         write_json(work / SAMPLER, diagnostics)
-
-
-def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float | None, seed: int, out,
-                   quiet: bool = False, diagnostics_samples: int = 1024) -> dict:
-    """`rgdiff train --model cnf`: train on the theory of the UV ensemble `data`, write the model directory.
-
-    The ensemble gives the theory, the horizon T (`rgdiff.training.default_horizon`), the field
-    scale sigma(s), and (objective rg) the starting states of the UV chains. Also writes
-    SAMPLER.json: the flow as a sampler at t = 0 (ESS, IMH acceptance, tau_int of |M|).
-    """
-    from pathlib import Path
-
-    from rgdiff.io.atomic import atomic_folder
-    from rgdiff.io.ensemble import load_ensemble
-    from rgdiff.errors import InvalidSchemeError
-    from rgdiff.io.modeldir import file_checksum
-    from rgdiff.cli.progress import console, progress_bar
-    from rgdiff.train.score import default_horizon
-
-    ens = load_ensemble(data)
-    lattice = ens.lattice
-    if not scheme.has_prior:
-        raise InvalidSchemeError(
-            f"a flow starts from the scheme's stationary law p_T; {scheme.describe().get('name')} with "
-            f"M = {scheme.mass:g} has none: use carosso with M > 0"
-        )
-    if horizon is None:
-        horizon = default_horizon(scheme, ens.fields, lattice)
-    elif not (math.isfinite(horizon) and horizon > 0):
-        raise InvalidSchemeError(f"--horizon must be a finite time > 0, got {horizon}")
-    key = jax.random.key(seed)
-    k_train, k_diag = jax.random.split(key)
-    flow = initial_flow(lattice, scheme, ens.fields, horizon, settings)
-    data_meta = {"file": str(data), "sha256": file_checksum(data), "chains": int(ens.fields.shape[0]),
-                 "samples_per_chain": int(ens.fields.shape[1]), "uv_seed": ens.seed}
-    config = flow_model_config(flow, scheme, ens.theory, settings, seed=seed, data=data_meta)
-    records: list[dict] = []
-    with progress_bar(not quiet) as cb:
-        flow = train_flow(flow, scheme, ens.theory, settings, key=k_train, uv_start=ens.fields, callback=cb,
-                          on_log=lambda r, f: records.append(r))
-    diag = sampler_diagnostics(flow, scheme, ens.theory, key=k_diag, n=diagnostics_samples, steps=settings.ode_steps)
-    with atomic_folder(Path(out)) as work:
-        write_flow_dir(work, flow, config, records, diag)
-    if not quiet:
-        console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
-                      f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
-    return diag

@@ -1,32 +1,29 @@
 """Training a score model on UV data with Optax (denoising score matching, `rgdiff.objectives`).
 
-The step is one `eqx.filter_jit`-compiled function of (model, optimizer state, batch, key), so it
-compiles once; batches are drawn on the host from the UV ensemble with random Z2 flips
-phi -> -phi (an exact symmetry of the theory and of every linear scheme, so the model learns both
-vacua even when the chains never tunnel).
+The loop is `rgdiff.train.loop.fit` (one jitted step, parameter average, checkpoints, exact
+resume, the non-finite rule); each step draws its batch inside the step from the UV ensemble, with
+random Z2 flips phi -> -phi (an exact symmetry of the theory and of every linear scheme, so the
+model learns both vacua even when the chains never tunnel).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rgdiff.train import parallel
-from rgdiff.errors import RgdiffError
+from rgdiff.errors import InvalidSchemeError, RgdiffError
 from rgdiff.lattice.geometry import Lattice
+from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.objectives.score_matching import training_loss
-
-
-class NonFiniteLossError(RgdiffError):
-    """The training loss became NaN or infinite."""
+from rgdiff.train import parallel
+from rgdiff.train.loop import cast as cast_model
+from rgdiff.train.loop import fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +40,7 @@ class TrainSettings:
     - `ema`: decay of an exponential moving average of the parameters (0: off), returned
       instead of the last iterate; kept in the optimizer state, so checkpoints carry it.
     - `anchor_weight`: weight of the implicit score-matching anchor at t = 0
-      (`rgdiff.objectives.anchor_loss`), used for models with an exact divergence; 0 turns it off.
+      (`rgdiff.objectives.anchor_loss`), used for `AbstractExactScoreModel`s; 0 turns it off.
     """
 
     steps: int = 2000
@@ -81,39 +78,12 @@ class TrainSettings:
     def describe(self) -> dict:
         return dataclasses.asdict(self)
 
+    def schedule(self) -> optax.Schedule:
+        return optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
+
     def optimizer(self) -> optax.GradientTransformation:
-        schedule = optax.exponential_decay(self.learning_rate, self.decay_steps, self.decay_rate)
-        adam = optax.adam(schedule, b1=self.b1, b2=self.b2)
-        return optax.chain(adam, _parameter_average(self.ema)) if self.ema > 0 else adam
-
-
-def _parameter_average(decay: float) -> optax.GradientTransformation:
-    """Leaves the updates alone and keeps ema <- decay ema + (1 - decay) (params + updates) in its
-    state, bias-corrected like Adam's moments (`averaged_parameters` reads it)."""
-
-    def init(params):
-        return (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
-
-    def update(updates, state, params):
-        ema, count = state
-        new = jax.tree.map(lambda e, p, u: decay * e + (1 - decay) * (p + u), ema, params, updates)
-        return updates, (new, count + 1)
-
-    return optax.GradientTransformation(init, update)
-
-
-def averaged_parameters(model, opt_state, decay: float):
-    """The model with the bias-corrected parameter average of `_parameter_average`."""
-    ema, count = opt_state[-1]
-    correction = 1.0 - decay ** count.astype(jnp.float64)
-    averaged = jax.tree.map(lambda e: (e / correction).astype(e.dtype), ema)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    return eqx.combine(averaged, static)
-
-
-def cast_model(model, dtype):
-    """The model with every floating-point array cast to `dtype`."""
-    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+        """Adam on `schedule`; `train` adds the parameter average (`rgdiff.train.loop.with_parameter_average`)."""
+        return optax.adam(self.schedule(), b1=self.b1, b2=self.b2)
 
 
 def train(
@@ -137,10 +107,10 @@ def train(
     - `on_log(record, model)`: called every `settings.log_every` steps with
       {"step", "loss", "learning_rate", "seconds"} (the loss averaged since the last record)
       and the current model.
-    - `checkpoint`: a `rgdiff.checkpoint.Checkpointer`: the run starts from its saved state (if
+    - `checkpoint`: a `rgdiff.io.checkpoint.Checkpointer`: the run starts from its saved state (if
       resuming) and saves (model, optimizer state) every `checkpoint.every` steps. The key of step
       i is fold_in(key, i), so a resumed run is bitwise the uninterrupted one (on the CPU).
-    - `mesh`: a 1-D device mesh (`rgdiff.parallel.batch_mesh`) to split each batch over (data
+    - `mesh`: a 1-D device mesh (`rgdiff.train.parallel.batch_mesh`) to split each batch over (data
       parallel; parameters replicated); default: as many devices as divide `settings.batch`.
     """
     dtype = jnp.dtype(settings.dtype)
@@ -148,58 +118,27 @@ def train(
     if data.shape[0] < 2:
         raise RgdiffError(f"need at least 2 UV configurations to train, got {data.shape[0]}")
     model = cast_model(model, dtype)
-    opt = settings.optimizer()
-    opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
-    schedule = optax.exponential_decay(settings.learning_rate, settings.decay_steps, settings.decay_rate)
+    schedule = settings.schedule()
     horizon, t_min = settings.horizon, settings.t_min * settings.horizon
-    anchor = settings.anchor_weight if getattr(model, "has_exact_divergence", False) else 0.0
+    anchor = settings.anchor_weight if isinstance(model, AbstractExactScoreModel) else 0.0
     mesh = mesh if mesh is not None else parallel.mesh_for_batch(settings.batch)
     parallel.check_divisible(settings.batch, mesh)
 
-    @eqx.filter_jit
-    def step(model, opt_state, data, key):
+    def loss_fn(model, state, data, key):
         k_idx, k_flip, k_loss = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (settings.batch,), 0, data.shape[0])
         flips = jnp.where(jax.random.bernoulli(k_flip, 0.5, (settings.batch,)), 1.0, -1.0).astype(data.dtype)
         batch = data[idx] * flips.reshape(-1, *([1] * lattice.dim))
         batch = parallel.constrain_batch(batch, mesh)  # data parallel: split over the mesh
-        loss, grads = eqx.filter_value_and_grad(training_loss)(
-            model, scheme, lattice, batch, k_loss, horizon, t_min, anchor
-        )
-        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
+        return training_loss(model, scheme, lattice, batch, k_loss, horizon, t_min, anchor), (state, {})
 
-    # one code path for 1 or n devices: parameters and data replicated, each batch split (above)
-    model, opt_state = parallel.replicate((model, opt_state), mesh)
-    data = parallel.replicate(jnp.asarray(data), mesh)
-    callback = callback or (lambda *a: None)
-    t0 = time.perf_counter()
-    running, count, start = 0.0, 0, 0
-    if checkpoint is not None:
-        start, model, opt_state, (running, count) = checkpoint.restore_training(model, opt_state)
-    for i in range(start, settings.steps):
-        model, opt_state, loss = step(model, opt_state, data, jax.random.fold_in(key, i))
-        loss = float(loss)
-        if not math.isfinite(loss):
-            kept = f"; {checkpoint.last_good()}" if checkpoint is not None else ""
-            raise NonFiniteLossError(f"the training loss became {loss} at step {i}; lower the learning rate{kept}")
-        running += loss
-        count += 1
-        if (i + 1) % settings.log_every == 0 or i + 1 == settings.steps:
-            record = {
-                "step": i + 1,
-                "loss": running / count,
-                "learning_rate": float(schedule(i)),
-                "seconds": time.perf_counter() - t0,
-            }
-            running, count = 0.0, 0
-            if on_log is not None:
-                on_log(record, model)
-        callback("training", i + 1, settings.steps)
-        if checkpoint is not None:
-            checkpoint.after_training_step(i + 1, model, opt_state, (running, count))
-    if settings.ema > 0:
-        return averaged_parameters(model, opt_state, settings.ema)
+    def log(record, current):
+        on_log({"step": record["step"], "loss": record["loss"], "learning_rate": float(schedule(record["step"] - 1)),
+                "seconds": record["seconds"]}, current)
+
+    model, _ = fit(model, settings.optimizer(), loss_fn, key=key, steps=settings.steps, data=jnp.asarray(data),
+                   ema=settings.ema, log_every=settings.log_every, on_log=log if on_log is not None else None,
+                   callback=callback, stage="training", checkpoint=checkpoint, mesh=mesh)
     return model
 
 
@@ -210,15 +149,12 @@ def default_horizon(scheme, fields: np.ndarray, lattice: Lattice, tol: float = 1
     the kernel noise sqrt(v_T(p) / L^d) in every mode, using the data's power per mode. Bisection
     in log T. Needs a scheme with a stationary law (e.g. Carosso with M > 0).
     """
-    from rgdiff.errors import InvalidSchemeError
-
-    if not getattr(scheme, "has_prior", False):
+    if not scheme.has_prior:
         raise InvalidSchemeError(
             f"the scheme {scheme.describe().get('name')!r} has no stationary law to start generation from; "
             "use carosso with M > 0"
         )
-    flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
-    power = lattice.volume * np.mean(np.abs(np.fft.rfftn(flat, axes=lattice.axes) / lattice.sites) ** 2, axis=0)
+    power = lattice.power_spectrum(fields)
 
     def ok(t):
         a, v = (np.asarray(x) for x in scheme.kernel(t, lattice))
