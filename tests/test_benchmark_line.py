@@ -8,12 +8,13 @@ import pytest
 
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.generate.diffusion import sample_reverse_sde
-from rgdiff.models.initial import initial_model
+from rgdiff.train.initial import initial_model
 from rgdiff.observables.estimators import measure
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import benchmark_theory
-from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
+from rgdiff.models.base import cast_model
+from rgdiff.train.score import TrainSettings, default_horizon, train
 
 THEORY = benchmark_theory(8)
 SCHEME = make_scheme("carosso", M=1.0)

@@ -52,7 +52,7 @@ def files(tmp_path_factory):
     """A real small ensemble and a real (untrained) model directory, built without sampling."""
     import jax
 
-    from rgdiff.models.initial import initial_model
+    from rgdiff.train.initial import initial_model
     from rgdiff.io.modeldir import CONFIG, PARAMS, write_config, write_params
     from rgdiff.rg import make_scheme
 
@@ -68,7 +68,7 @@ def files(tmp_path_factory):
     config = {"model": model.describe(), "scheme": scheme.describe(), "theory": theory.describe(),
               "training": {"dtype": "float32", "horizon": 1.0}}
     write_config(mdir / CONFIG, config)
-    from rgdiff.train.score import cast_model
+    from rgdiff.models.base import cast_model
 
     write_params(mdir / PARAMS, cast_model(model, np.float32))
     return Files({"dir": d, "h5": (d / "good.h5").read_bytes(), "fields": fields, "model": mdir,

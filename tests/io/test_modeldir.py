@@ -10,7 +10,7 @@ from rgdiff.io.modeldir import CONFIG, PARAMS, load_model_dir, write_config, wri
 from rgdiff.models import make_model
 from rgdiff.rg import Carosso, ExponentialScale, FieldRenormalized, LinearInW, Polchinski, PolchinskiProfile, Rescaled, WegnerMorris
 from rgdiff.theory.phi4 import make_phi4
-from rgdiff.train.score import cast_model
+from rgdiff.models.base import cast_model
 
 THEORY = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
 SCHEMES = [

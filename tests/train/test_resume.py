@@ -123,7 +123,7 @@ def test_nan_is_caught_at_its_step_with_the_last_good_checkpoint_kept(uv, tmp_pa
     """A non-finite configuration in the data makes the loss NaN at the first step that draws it."""
     import jax
 
-    from rgdiff.models.initial import initial_model
+    from rgdiff.train.initial import initial_model
     from rgdiff.rg import make_scheme
     from rgdiff.train.loop import NonFiniteLossError
     from rgdiff.train.score import TrainSettings, train

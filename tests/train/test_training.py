@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from rgdiff.theory.gaussian import free_field_spectrum, sample_gaussian_field
-from rgdiff.models.initial import initial_model, prior_couplings
+from rgdiff.train.initial import initial_model, prior_couplings
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models.gaussian_score import GaussianFlowScore
 from rgdiff.objectives.score_matching import anchor_loss, dsm_loss_at, fisher_scale
 from rgdiff.rg import make_scheme
-from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
+from rgdiff.models.base import cast_model
+from rgdiff.train.score import TrainSettings, default_horizon, train
 
 LAT = Lattice.lattice_units(2, 8)
 M2 = 0.5

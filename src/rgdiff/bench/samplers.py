@@ -205,8 +205,9 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
 
 def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) -> dict:
     from rgdiff.samplers.bridge import BridgeSettings, run_bridge
-    from rgdiff.models.initial import initial_model
-    from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
+    from rgdiff.train.initial import initial_model
+    from rgdiff.models.base import cast_model
+    from rgdiff.train.score import TrainSettings, default_horizon, train
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)

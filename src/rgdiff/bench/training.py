@@ -29,7 +29,8 @@ from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.rg import make_scheme
 from rgdiff.theory.phi4 import Phi4
 from rgdiff.train.cnf import FlowTrainSettings
-from rgdiff.train.loop import cast, with_parameter_average
+from rgdiff.models.base import cast_model
+from rgdiff.train.loop import with_parameter_average
 from rgdiff.train.score import TrainSettings
 from rgdiff.bench._cnf import flow_api
 from rgdiff.bench._timing import Figure, compiled, seconds_per_call
@@ -65,7 +66,7 @@ def _score_step(name: str, n: int, settings: TrainingSettings):
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
     dtype = jnp.dtype(settings.dtype)
-    model = cast(make_model(name, theory, time_scale=1.0, key=jax.random.key(0)), dtype)
+    model = cast_model(make_model(name, theory, time_scale=1.0, key=jax.random.key(0)), dtype)
     train_settings = TrainSettings(batch=settings.batch, dtype=settings.dtype, horizon=1.0)
     opt = with_parameter_average(train_settings.optimizer(), train_settings.ema)
     params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -88,7 +89,7 @@ def _cnf_step(n: int, settings: TrainingSettings, api):
     theory = _theory(n)
     scheme = make_scheme("carosso", M=1.0)
     dtype = jnp.dtype(settings.dtype)
-    flow = cast(api["ContinuousFlow"](theory.lattice, 1.0, key=jax.random.key(0)), dtype)
+    flow = cast_model(api["ContinuousFlow"](theory.lattice, 1.0, key=jax.random.key(0)), dtype)
     opt = FlowTrainSettings().optimizer()
     params, static = eqx.partition(flow, eqx.is_inexact_array)
 

@@ -24,15 +24,15 @@ from rgdiff.io.atomic import atomic_folder, file_checksum, package_versions, wri
 from rgdiff.io.checkpoint import Checkpointer, NumericalFaultError
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_params
-from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField
-from rgdiff.models.initial import initial_model
+from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, cast_model
+from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
 from rgdiff.observables.compare import compare_flow, solver_failure
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.samplers.uv import sample
 from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
-from rgdiff.train.score import TrainSettings, cast_model, default_horizon, train
+from rgdiff.train.score import TrainSettings, default_horizon, train
 
 ODE_STEPS, SDE_STEPS, FLOW_STEPS = 64, 512, 32  # `rgdiff generate` steps by default: PF-ODE, reverse SDE, CNF
 

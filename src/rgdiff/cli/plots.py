@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rgdiff.io.atomic import atomic_path
-from rgdiff.models.initial import prior_couplings
+from rgdiff.train.initial import prior_couplings
 from rgdiff.observables import estimators
 from rgdiff.theory.phi4 import Phi4
 

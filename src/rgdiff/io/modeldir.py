@@ -119,7 +119,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         if isinstance(exc, RgdiffError):
             raise ReadModelError(f"{path / CONFIG} describes an invalid model: {exc}") from None
         raise ReadModelError(f"{path / CONFIG} is damaged ({exc.__class__.__name__}: {exc})") from None
-    from rgdiff.train.score import cast_model
+    from rgdiff.models.base import cast_model
 
     skeleton = cast_model(skeleton, dtype)
     try:

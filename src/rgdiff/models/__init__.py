@@ -21,6 +21,7 @@ from rgdiff.models._errors import InvalidModelError as InvalidModelError
 from rgdiff.models.base import AbstractExactScoreModel as AbstractExactScoreModel
 from rgdiff.models.base import AbstractScoreModel as AbstractScoreModel
 from rgdiff.models.base import AbstractVelocityField as AbstractVelocityField
+from rgdiff.models.base import cast_model as cast_model
 from rgdiff.models.cnf import ContinuousFlow as ContinuousFlow
 from rgdiff.models.convnet import ConvScore as ConvScore
 from rgdiff.models.eft import EFTScore as EFTScore

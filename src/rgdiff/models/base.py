@@ -22,8 +22,15 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 from rgdiff.lattice.geometry import Lattice
+
+
+def cast_model(tree, dtype):
+    """`tree` (a score model, a flow, any PyTree) with every floating-point array cast to `dtype`."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree)
 
 
 class AbstractScoreModel(eqx.Module):

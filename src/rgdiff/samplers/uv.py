@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 
-from rgdiff.train import parallel
+from rgdiff import parallel
 from rgdiff.errors import InvalidSamplerSettingsError
 from rgdiff.theory.phi4 import Phi4
 

@@ -35,7 +35,8 @@ from rgdiff.rg import LogTime, flowed_site_variance
 from rgdiff.samplers import imh
 from rgdiff.samplers.uv import hmc_refresh, hmc_step_size
 from rgdiff.theory.phi4 import Phi4
-from rgdiff.train.loop import cast, fit
+from rgdiff.models.base import cast_model
+from rgdiff.train.loop import fit
 
 
 class InvalidFlowSettingsError(RgdiffError):
@@ -120,7 +121,7 @@ def initial_flow(lattice: Lattice, scheme, fields, horizon: float, settings: Flo
     t0 = 1.0 / lattice.cutoff**2
     scale = field_scale_nodes(scheme, lattice, fields, horizon, t0)
     flow = ContinuousFlow(lattice, horizon, settings.frequencies, settings.time_bumps, t0, scale)
-    return cast(flow, settings.dtype)
+    return cast_model(flow, settings.dtype)
 
 
 # the objectives as `fit` losses ----------------------------------------------------------------
@@ -191,7 +192,7 @@ def train_flow(
     if theory.lattice != flow.lattice:
         raise RgdiffError(f"the flow is on lattice {flow.lattice.describe()}, the theory on {theory.lattice.describe()}")
     dtype = jnp.dtype(settings.dtype)
-    flow = cast(flow, dtype)
+    flow = cast_model(flow, dtype)
     key, k_chain = jax.random.split(key)
     chain = None
     if settings.objective == "rg":

@@ -15,7 +15,7 @@ A run is `steps` Optax steps of a pure objective
 
 The step (`step`) is one `eqx.filter_jit` function, compiled once per run. Around it `fit` does
 what every loop needs once: the parameter average (`parameter_average`), checkpoints and resume
-(`rgdiff.io.checkpoint.Checkpointer`), data parallelism (`rgdiff.train.parallel`), and one rule
+(`rgdiff.io.checkpoint.Checkpointer`), data parallelism (`rgdiff.parallel`), and one rule
 for numerical faults: a non-finite loss or gradient stops the run at that step with
 `NonFiniteLossError`, which names the step and the last good checkpoint (kept untouched).
 """
@@ -32,17 +32,11 @@ import jax.numpy as jnp
 import optax
 
 from rgdiff.io.checkpoint import NumericalFaultError
-from rgdiff.train import parallel
+from rgdiff import parallel
 
 
 class NonFiniteLossError(NumericalFaultError):
     """The training loss or its gradient became NaN or infinite; the message names the step."""
-
-
-def cast(tree, dtype):
-    """`tree` (a model, a flow) with every floating-point array cast to `dtype`."""
-    dtype = jnp.dtype(dtype)
-    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree)
 
 
 # the parameter average -------------------------------------------------------------------------

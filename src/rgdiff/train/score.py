@@ -21,8 +21,8 @@ from rgdiff.errors import InvalidSchemeError, RgdiffError
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models.base import AbstractExactScoreModel
 from rgdiff.objectives.score_matching import training_loss
-from rgdiff.train import parallel
-from rgdiff.train.loop import cast as cast_model
+from rgdiff import parallel
+from rgdiff.models.base import cast_model
 from rgdiff.train.loop import fit
 
 
@@ -110,7 +110,7 @@ def train(
     - `checkpoint`: a `rgdiff.io.checkpoint.Checkpointer`: the run starts from its saved state (if
       resuming) and saves (model, optimizer state) every `checkpoint.every` steps. The key of step
       i is fold_in(key, i), so a resumed run is bitwise the uninterrupted one (on the CPU).
-    - `mesh`: a 1-D device mesh (`rgdiff.train.parallel.batch_mesh`) to split each batch over (data
+    - `mesh`: a 1-D device mesh (`rgdiff.parallel.batch_mesh`) to split each batch over (data
       parallel; parameters replicated); default: as many devices as divide `settings.batch`.
     """
     dtype = jnp.dtype(settings.dtype)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from rgdiff.train import parallel
+from rgdiff import parallel
 
 SCRIPT = textwrap.dedent(
     """
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from rgdiff.rg import make_scheme
     from rgdiff.samplers.uv import SamplerSettings, sample
     from rgdiff.theory.phi4 import make_phi4
-    from rgdiff.train import parallel
+    from rgdiff import parallel
     from rgdiff.train.score import TrainSettings, train
 
     devices = jax.devices()
