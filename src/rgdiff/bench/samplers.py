@@ -308,22 +308,8 @@ def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _imh_chains(theory, keys, proposals, proposals_log_q):
-    """Independence Metropolis along each chain's share of proposals (chains, steps, ...), starting
-    at its first one. **Returns:** the chains' fields and whether each later step accepted."""
-    logdensity = theory.logdensity_fn()
-    kernel = imh.build_kernel()
-
-    def chain(key, props, props_log_q):
-        def body(state, xs):
-            k, proposal, proposal_log_q = xs
-            state, info = kernel(k, state, proposal, proposal_log_q, logdensity)
-            return state, (state.position, info.is_accepted)
-
-        steps = (jax.random.split(key, props.shape[0] - 1), props[1:], props_log_q[1:])
-        _, (positions, accepted) = jax.lax.scan(body, imh.init(props[0], props_log_q[0], logdensity), steps)
-        return jnp.concatenate([props[:1], positions]), accepted
-
-    return jax.vmap(chain)(keys, proposals, proposals_log_q)
+    """Independence Metropolis along each chain's share of proposals (`imh.chains_over`)."""
+    return imh.chains_over(theory.logdensity_fn(), keys, proposals, proposals_log_q)
 
 
 # the benchmark --------------------------------------------------------------------------------

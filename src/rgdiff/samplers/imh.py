@@ -60,6 +60,28 @@ def build_kernel() -> Callable:
     return kernel
 
 
+def chains_over(logdensity_fn: Callable, keys, proposals, proposals_log_q):
+    """IMH chains over pre-drawn proposals `(chains, steps, *site)` with their log q `(chains, steps)`,
+    each chain starting at its first proposal (`keys`: one per chain).
+
+    **Returns:** the chains' positions `(chains, steps, *site)` and whether each later step
+    accepted `(chains, steps - 1)`.
+    """
+    kernel = build_kernel()
+
+    def chain(key, props, props_log_q):
+        def body(state, xs):
+            k, proposal, proposal_log_q = xs
+            state, info = kernel(k, state, proposal, proposal_log_q, logdensity_fn)
+            return state, (state.position, info.is_accepted)
+
+        steps = (jax.random.split(key, props.shape[0] - 1), props[1:], props_log_q[1:])
+        _, (positions, accepted) = jax.lax.scan(body, init(props[0], props_log_q[0], logdensity_fn), steps)
+        return jnp.concatenate([props[:1], positions]), accepted
+
+    return jax.vmap(chain)(keys, proposals, proposals_log_q)
+
+
 def importance_ess(log_w: jax.Array) -> jax.Array:
     """ESS / n = (sum w)^2 / (n sum w^2) of importance weights given as logs (in (0, 1]).
 

@@ -222,22 +222,8 @@ def _proposals(flow, scheme, key, n, steps, solver, dtype):
 
 @eqx.filter_jit
 def _imh_chains(theory: Phi4, key, proposals, log_q):
-    """IMH chains (`rgdiff.samplers.imh`) over the given proposals (chains, per, *lattice), each
-    starting at its first; **Returns:** the positions (chains, per, *lattice) and the acceptances."""
-    logdensity = theory.logdensity_fn()
-    kernel = imh.build_kernel()
-
-    def chain(key, phi, lq):
-        def one(state, xs):
-            k, x, q = xs
-            state, info = kernel(k, state, x, q, logdensity)
-            return state, (state.position, info.is_accepted)
-
-        first = imh.init(phi[0], lq[0], logdensity)
-        _, (positions, accepted) = jax.lax.scan(one, first, (jax.random.split(key, phi.shape[0] - 1), phi[1:], lq[1:]))
-        return jnp.concatenate([phi[:1], positions]), accepted
-
-    return jax.vmap(chain)(jax.random.split(key, proposals.shape[0]), proposals, log_q)
+    """IMH chains (`rgdiff.samplers.imh.chains_over`) over the given proposals (chains, per, *lattice)."""
+    return imh.chains_over(theory.logdensity_fn(), jax.random.split(key, proposals.shape[0]), proposals, log_q)
 
 
 def sampler_diagnostics(flow: ContinuousFlow, scheme, theory: Phi4, *, key, n: int = 1024, chains: int = 4,
