@@ -92,3 +92,25 @@ def test_training_step_compiles_once():
         logger.removeHandler(handler)
     assert sum("Compiling jit(step)" in m for m in messages) == 1
     assert len(marks) == 5 and marks[-1] == marks[0]  # nothing at all compiled after the first step
+
+
+def test_bench_samplers_tiny_runs_every_local_sampler(tmp_path):
+    """The samplers benchmark at one tiny point: NUTS, HMC, FA-HMC and FA-NUTS side by side, every
+    figure finite, the ratios named; `--sizes` and `--points` choose the points (no timing asserted)."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--tiny", "--only", "samplers", "--sizes", "8", "--points", "none", "--json", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["benchmarks"]["samplers"]["rows"]
+    assert row["point"] == "benchmark_N8" and set(row["samplers"]) == {"nuts", "hmc", "fa-hmc", "fa-nuts"}
+    for s in row["samplers"].values():
+        for obs in ("abs_M", "chi", "max_abs_phi"):
+            assert s["observables"][obs]["tau_int"] >= 0.5 and s["observables"][obs]["ess_per_s"]["value"] > 0
+    assert data["ratios"]["fa_hmc_vs_nuts_ess_per_s"]["N"] == 8
+    assert data["ratios"]["fa_hmc_vs_nuts_ess_per_s_paper_broken"] is None  # not run: --points none
+
+
+@pytest.mark.parametrize("args, message", [(["--sizes", "7"], "--sizes '7'"), (["--points", "nowhere"], "--points 'nowhere'")])
+def test_bench_refuses_unknown_sizes_and_points(tmp_path, capsys, args, message):
+    assert main(["bench", "--only", "samplers", *args, "--json", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

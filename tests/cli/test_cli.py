@@ -86,9 +86,13 @@ def test_sample_then_measure_json_contract(tmp_path):
     required = {"abs_magnetization", "chi", "binder", "G2_0", "G2_p1", "m_R", "Z", "lambda_R", "g_R", "max_abs_phi"}
     assert required <= set(data["observables"])
     for name, entry in data["observables"].items():
-        assert set(entry) == {"value", "error", "tau_int"}, name
+        assert set(entry) == {"value", "error", "tau_int", "tau_int_error", "rhat", "ess_bulk", "ess_tail",
+                              "reliable", "reason", "method"}, name
+        assert isinstance(entry["reliable"], bool) and (entry["reliable"] or entry["reason"]), (name, entry)
     meta = data["meta"]
     assert meta["theory"]["m2"] == 1.0 and meta["seed"] == 0 and meta["vacuum"] in ("raw", "mapped")
-    assert meta["sampler"]["algorithm"] == "nuts"
+    assert meta["sampler"]["algorithm"] == "fa-hmc"  # the default: Fourier-accelerated HMC
+    assert len(meta["vacuum_changes"]) == meta["chains"]
+    assert meta["sampler_summary"]["divergences_per_chain"] == [0] * meta["chains"]
     r = subprocess.run(exe + ["measure", str(out)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "m_R" in r.stdout and "±" in r.stdout

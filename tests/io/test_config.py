@@ -28,7 +28,7 @@ def test_config_show_is_the_embedded_default_of_run(capsys):
     d = cfg.defaults("run")
     assert d["theory"] == {"dim": 2, "size": 20, "length": 1.0, "m2": -2.0, "lam": 0.0017}
     assert (d["sampler"]["chains"], d["sampler"]["samples"], d["sampler"]["warmup"]) == (4, 4000, 1000)
-    assert "# one of nuts, hmc" in text  # allowed values shown
+    assert "# one of fa-hmc, fa-nuts, nuts, hmc" in text  # allowed values shown
 
 
 @pytest.mark.parametrize("command", ["sample", "train", "reproduce"])
@@ -56,7 +56,7 @@ def test_the_shown_default_runs_unchanged(tmp_path, capsys):
         ("[theory]\ndim = 4", ["theory.dim = 4", "an integer in [1, 3]"]),
         ("[theory]\nlength = -1.0", ["theory.length = -1.0", "(0, 1e+12]"]),
         ("[training]\nlearning_rate = 0", ["training.learning_rate = 0", "a finite number in (0, 10]"]),
-        ("[sampler]\nalgorithm = \"mala\"", ["sampler.algorithm = 'mala'", "one of nuts, hmc"]),
+        ("[sampler]\nalgorithm = \"mala\"", ["sampler.algorithm = 'mala'", "one of fa-hmc, fa-nuts, nuts, hmc"]),
         ("[sampler]\nsamples = 2.5", ["sampler.samples = 2.5", "an integer"]),
         ("[sampler]\nsamples = true", ["sampler.samples = True", "an integer"]),
         ("[theory]\nm2 = nan", ["theory.m2 = nan", "a finite number"]),
@@ -123,3 +123,11 @@ def test_a_run_folder_config_reruns_the_same_run(tmp_path):
     with mock.patch("rgdiff.cli.pipeline.run_main") as job:
         assert main(["run", str(tmp_path / "config.toml"), "--quiet"]) == 0
     assert job.call_args.kwargs["config"] == written and job.call_args.kwargs["seed"] == 12
+
+
+def test_config_sampler_choices_are_the_samplers_algorithms():
+    """The config spells the UV algorithms out (reading a config needs no JAX); they must not drift."""
+    from rgdiff.samplers.hmc import ALGORITHMS
+
+    assert cfg.UV_ALGORITHMS == ALGORITHMS
+    assert cfg.defaults("sample")["sampler"]["algorithm"] == "fa-hmc"

@@ -36,7 +36,7 @@ def test_sampled_ensemble_records_its_config(tmp_path, capsys):
     d = info(capsys, out)
     assert d["kind"] == "ensemble" and d["sha256"] == file_checksum(out) and d["seed"] == 17
     assert d["config"]["sampler"] == {"algorithm": "hmc", "chains": 2, "samples": 10, "warmup": 0, "thin": 1,
-                                      "hmc_steps": 10}
+                                      "hmc_steps": 10, "trajectory_length": 1.5707963267948966}
     assert d["config"]["theory"]["m2"] == 1.0 and d["command"] == "rgdiff sample"
     assert d["versions"]["jax"] == metadata.version("jax") and d["versions"]["rgdiff"]
     assert len(d["diagnostics"]["divergent_transitions"]) == 2

@@ -1,4 +1,5 @@
-"""The HMC refresh of a batch of UV chains and the importance-sampling ESS, against closed forms."""
+"""The Fourier-accelerated HMC refresh of a batch of UV chains and the importance-sampling ESS,
+against closed forms."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.samplers.imh import importance_ess
-from rgdiff.samplers.uv import hmc_refresh, hmc_step_size
+from rgdiff.samplers.hmc import hmc_refresh
 from rgdiff.theory.phi4 import Phi4
 
 LAT = Lattice(2, 4, 1.0)
@@ -21,7 +22,7 @@ def test_importance_ess_limits():
 def test_hmc_keeps_the_free_field_variance():
     """HMC chains started at zero reach the exact per-site variance sum_p G(p) / L^d of a free field."""
     theory = Phi4(LAT, 0.5, 0.0)
-    step = jax.jit(lambda k, x: hmc_refresh(theory, k, x, step_size=hmc_step_size(theory), leapfrog=10))
+    step = jax.jit(lambda k, x: hmc_refresh(theory, k, x, leapfrog=10))
     x = jnp.zeros((256,) + LAT.shape)
     acc, second = [], []
     for i in range(150):

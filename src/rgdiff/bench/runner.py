@@ -12,6 +12,7 @@ that measures them was not run or could not run, with the reason in `notes`).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -35,14 +36,18 @@ SETTINGS = {
 REQUIRED_RATIOS = (
     "bridge_vs_nuts_ess_per_s_amortized",
     "flow_vs_nuts_ess_per_s_amortized",
+    "fa_hmc_vs_nuts_ess_per_s",
+    "fa_hmc_vs_nuts_ess_per_s_paper_broken",
+    "fa_hmc_vs_nuts_ess_per_s_paper_near_massless",
     "kernel_vs_bare_fft",
     "z_nuts",
+    "z_fa_hmc",
     "z_bridge",
 )
 TITLES = {
     "kernel": "RG kernel push-forward vs bare rfftn+irfftn (configs/s; median ± half range)",
     "training": "training step throughput and peak memory (XLA memory analysis)",
-    "samplers": "samplers on the benchmark line: tau_int, ESS/s (compile excluded)",
+    "samplers": "samplers at the paper's points and on the benchmark line: tau_int, ESS/s (compile excluded)",
 }
 
 
@@ -56,18 +61,46 @@ def check_only(only: str | None) -> None:
         raise InvalidBenchError(f"unknown benchmark {only!r}; choose one of {', '.join(BENCHMARKS)}")
 
 
-def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False) -> dict:
-    """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data."""
+def sampler_settings(suite: str, sizes: str | None = None, points: str | None = None) -> samplers.SamplerBenchSettings:
+    """The suite's sampler settings with `--sizes N1,N2,...` (benchmark-line sizes; learned samplers
+    at those of them the suite trains on) and `--points P1,P2|none` (paper points) applied."""
+    settings = SETTINGS[suite]["samplers"]
+    if sizes is not None:
+        try:
+            chosen = tuple(int(x) for x in sizes.split(",") if x.strip())
+        except ValueError:
+            chosen = ()
+        known = sorted(samplers.BENCHMARK_SIZES)
+        if not chosen or any(n not in known for n in chosen):
+            raise InvalidBenchError(f"--sizes {sizes!r}: give comma-separated sizes among {', '.join(map(str, known))}")
+        settings = dataclasses.replace(settings, sizes=chosen,
+                                       learned_sizes=tuple(n for n in settings.learned_sizes if n in chosen))
+    if points is not None:
+        chosen = () if points.strip() == "none" else tuple(p.strip() for p in points.split(",") if p.strip())
+        if any(p not in samplers.PAPER_POINTS for p in chosen):
+            raise InvalidBenchError(
+                f"--points {points!r}: give comma-separated points among {', '.join(samplers.PAPER_POINTS)}, or none"
+            )
+        settings = dataclasses.replace(settings, paper_points=chosen)
+    return settings
+
+
+def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False,
+              sizes: str | None = None, points: str | None = None) -> dict:
+    """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data.
+
+    `sizes`, `points`: restrict the samplers benchmark (`sampler_settings`)."""
     if suite not in SUITES:
         raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     check_only(only)
+    settings = {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
     names = [only] if only else list(BENCHMARKS)
     t0 = time.perf_counter()
     results, ratios, notes = {}, {name: None for name in REQUIRED_RATIOS}, []
     with progress_bar(not quiet) as cb:
         for name in names:
             module = BENCHMARKS[name]
-            result = module.run(SETTINGS[suite][name], callback=cb)
+            result = module.run(settings[name], callback=cb)
             results[name] = result
             ratios.update(module.ratios(result))
             notes.extend(result.get("notes", []))

@@ -1,30 +1,39 @@
-"""Benchmark (samplers): ESS per second and tau_int on the standard benchmark line, side by side.
+"""Benchmark (samplers): ESS per second and tau_int of every UV sampler, side by side.
 
-At each size N (`theory.benchmark_theory(N)`: d = 2, lattice units, m2 = -4, lam = 6 lam_A(N)),
-in the same run:
+Points, each in the same run:
 
-- (a) NUTS with Stan's window adaptation (`rgdiff.samplers.uv`, Blackjax);
-- (b) HMC with window adaptation and `hmc_steps` leapfrog steps per trajectory;
-- (c) the RG-bridge sampler (`rgdiff.samplers.bridge.run_bridge`): an EFT score model trained by DSM on the
-  NUTS chains of (a), proposals from the probability-flow ODE, exact IMH + HMC;
-- (d) the RG-time CNF (`rgdiff.models.cnf`, issue 5) trained by reverse KL, as an independence
-  Metropolis sampler; skipped with a note when the flow model is not available.
+- the paper's two points (d = 2, L = 1, N = 20, lam = 0.0017): `paper_broken` (m2 = -2, the
+  embedded default of `rgdiff run`; two vacua that local samplers never leave) and
+  `paper_near_massless` (m2 = 0.01, Fig. 7; the zero mode dominates);
+- the standard benchmark line at each size N (`theory.benchmark_theory(N)`: d = 2, lattice units,
+  m2 = -4, lam = 6 lam_A(N)), where the dynamic exponents z are fitted.
 
-Observables per configuration: |M| and the chi-type V M^2. tau_int (and its error) by the Gamma
-method (pyerrors), ESS = chains x samples / (2 tau_int). Seconds exclude JIT compilation:
-samplers run in fixed-size chunks, the first chunk (which compiles) is replaced by the median of
-the others, and compile seconds are the difference. ESS/s is given
+Samplers:
+
+- local MCMC (`rgdiff.samplers.uv`, Blackjax, Stan's window adaptation): the paper's NUTS, HMC
+  with `hmc_steps` leapfrog steps, and the Fourier-accelerated FA-HMC and FA-NUTS
+  (`rgdiff.samplers.fourier`), the strongest classical baselines for phi^4;
+- on the benchmark sizes `learned_sizes`: the RG-bridge sampler (`rgdiff.samplers.bridge.run_bridge`):
+  an EFT score model trained by DSM on the FA-HMC chains, proposals from the probability-flow ODE,
+  exact IMH + HMC; and the RG-time CNF (`rgdiff.models.cnf`) trained by reverse KL, as an
+  independence Metropolis sampler (skipped with a note when the flow model is not available).
+
+Observables per configuration: |M|, the chi-type V M^2 (the series of G2(0) = L^d <M^2> up to a
+constant factor) and max|phi|. tau_int (and its error) by the Gamma method (pyerrors), ESS =
+chains x samples / (2 tau_int). Seconds exclude JIT compilation: samplers run in fixed-size
+chunks, the first chunk (which compiles) is replaced by the median of the others, and compile
+seconds are the difference. ESS/s is given
 
 - excluding setup ("sampling only"), and
-- including setup, amortized over `amortize_samples` (default 1e5) samples: setup is the NUTS/HMC
-  warm-up (adaptation steps at the sampling cost per transition), and for the bridge the NUTS
+- including setup, amortized over `amortize_samples` (default 1e5) samples: setup is the MCMC
+  warm-up (adaptation steps at the sampling cost per transition), and for the bridge the FA-HMC
   training data (its warm-up and sampling), the DSM training steps and the bridge warm-up; for the
   flow its reverse-KL training.
 
 Break-even: the number of effective samples beyond which the learned sampler's total time
 (setup + sampling) is below NUTS's; null where it never is. The dynamic exponent z of
-tau_int(|M|) ~ N^z comes from a weighted log-log fit over the sizes run (error from the tau_int
-errors; with two sizes the fit is exact and the error is propagated).
+tau_int(|M|) ~ N^z comes from a weighted log-log fit over the benchmark sizes run (error from the
+tau_int errors; with two sizes the fit is exact and the error is propagated).
 """
 
 from __future__ import annotations
@@ -45,18 +54,22 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.rg import make_scheme
 from rgdiff.samplers import imh
 from rgdiff.samplers.uv import SamplerSettings, sample
-from rgdiff.theory.phi4 import benchmark_theory
+from rgdiff.theory.phi4 import BENCHMARK_LAM_A, benchmark_theory, paper_theory
 from rgdiff.bench._cnf import flow_api
 from rgdiff.bench._timing import Figure, compiled
 
 NAME = "samplers"
-OBSERVABLES = ("abs_M", "chi")
+OBSERVABLES = ("abs_M", "chi", "max_abs_phi")
+LOCAL = ("nuts", "hmc", "fa-hmc", "fa-nuts")  # the local MCMC samplers, run at every point
+BENCHMARK_SIZES = tuple(BENCHMARK_LAM_A)
+PAPER_POINTS = {"paper_broken": -2.0, "paper_near_massless": 0.01}  # point -> bare m2 at L = 1, N = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerBenchSettings:
-    sizes: tuple[int, ...] = (8, 12, 20)
-    learned_sizes: tuple[int, ...] = (8, 12, 20)  # sizes where (c) and (d) are trained and run
+    sizes: tuple[int, ...] = (8, 12, 20, 32, 64)
+    learned_sizes: tuple[int, ...] = (8, 12, 20)  # sizes where the bridge and the CNF are trained and run
+    paper_points: tuple[str, ...] = tuple(PAPER_POINTS)
     chains: int = 8
     samples: int = 5000
     warmup: int = 500
@@ -74,12 +87,12 @@ class SamplerBenchSettings:
 
 
 QUICK = SamplerBenchSettings(
-    sizes=(8, 12), learned_sizes=(8, 12), chains=4, samples=2000, warmup=300, train_steps=500,
+    sizes=(8, 12, 20), learned_sizes=(8, 12), chains=4, samples=2000, warmup=300, train_steps=500,
     bridge_samples=200, bridge_warmup=50, ode_steps=16, flow_train_steps=100, flow_ode_steps=8,
     flow_samples=1000, chunks=10,
 )
 TINY = SamplerBenchSettings(
-    sizes=(8,), learned_sizes=(), chains=2, samples=40, warmup=20, hmc_steps=4, chunks=4,
+    sizes=(8,), learned_sizes=(), paper_points=(), chains=2, samples=40, warmup=20, hmc_steps=4, chunks=4,
 )
 
 
@@ -129,7 +142,7 @@ def tau_with_error(series: np.ndarray) -> dict:
 
 def observables_of(fields: np.ndarray, lattice) -> dict:
     m = magnetization(fields, lattice)
-    return {"abs_M": np.abs(m), "chi": lattice.sites * m**2}
+    return {"abs_M": np.abs(m), "chi": lattice.sites * m**2, "max_abs_phi": np.max(np.abs(fields), axis=lattice.axes)}
 
 
 def efficiency(fields: np.ndarray, lattice, seconds_per_sample: Figure, setup_seconds: float, amortize: int) -> dict:
@@ -203,7 +216,9 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
     }
 
 
-def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) -> dict:
+def _bridge(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
+    """The bridge driven by an EFT score model trained on the chains of `data` (an `_mcmc` run,
+    FA-HMC in `run`), whose setup and sampling time count as the cost of the training data."""
     from rgdiff.samplers.bridge import BridgeSettings, run_bridge
     from rgdiff.train.initial import initial_model
     from rgdiff.models.base import cast_model
@@ -211,7 +226,7 @@ def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) 
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
-    fields = nuts["fields"]
+    fields = data["fields"]
     k_model, k_train, k_run = jax.random.split(key, 3)
     horizon = default_horizon(scheme, fields, lattice)
     model = initial_model("eft-score", lattice, scheme, fields, horizon, key=k_model)
@@ -229,14 +244,14 @@ def _bridge(theory, nuts: dict, hmc: dict, settings: SamplerBenchSettings, key) 
     res = run_bridge(model, scheme, theory, bs, key=k_run, T=horizon, callback=clock)
     per_sweep, compile_s = clock.per_item_seconds("sampling")
     per_sample = Figure.of([p / settings.bridge_chains for p in per_sweep])
-    data_seconds = nuts["setup_seconds"] + fields.shape[0] * fields.shape[1] * nuts["seconds_per_sample"].median
-    # the bridge warm-up is HMC window adaptation (same leapfrog count as the HMC run) plus one encode
-    warm_seconds = settings.bridge_warmup * settings.bridge_chains * hmc["seconds_per_sample"].median
+    data_seconds = data["setup_seconds"] + fields.shape[0] * fields.shape[1] * data["seconds_per_sample"].median
+    # the bridge warm-up is the window adaptation of its local moves (FA-HMC) plus one encode
+    warm_seconds = settings.bridge_warmup * settings.bridge_chains * data["seconds_per_sample"].median
     return {
         "fields": res.fields,
         "seconds_per_sample": per_sample,
         "setup_seconds": data_seconds + train_seconds + warm_seconds,
-        "setup_parts": {"nuts_training_data": data_seconds, "training": train_seconds, "warmup": warm_seconds},
+        "setup_parts": {"training_data": data_seconds, "training": train_seconds, "warmup": warm_seconds},
         "compile_seconds": compile_s,
         "train_compile_seconds": train_compile,
         "imh_acceptance": res.diagnostics["imh_acceptance"],
@@ -315,29 +330,34 @@ def _imh_chains(theory, keys, proposals, proposals_log_q):
 # the benchmark --------------------------------------------------------------------------------
 
 
+def points(settings: SamplerBenchSettings) -> list[tuple[str, int | None, object]]:
+    """(label, benchmark N or None, theory) of every point the run visits, paper points first."""
+    out = [(label, None, paper_theory(PAPER_POINTS[label])) for label in settings.paper_points]
+    return out + [(f"benchmark_N{n}", n, benchmark_theory(n)) for n in settings.sizes]
+
+
 def run(settings: SamplerBenchSettings, callback=None) -> dict:
     api, note = (flow_api() if settings.learned_sizes else (None, None))
     notes = [note] if note else []
     rows = []
-    total = len(settings.sizes)
-    for i, n in enumerate(settings.sizes):
-        theory = benchmark_theory(n)
-        key = jax.random.fold_in(jax.random.key(8), n)
-        runs = {"nuts": _mcmc(theory, "nuts", settings, jax.random.fold_in(key, 0)),
-                "hmc": _mcmc(theory, "hmc", settings, jax.random.fold_in(key, 1))}
-        if n in settings.learned_sizes:
-            learned = {"bridge": lambda k: _bridge(theory, runs["nuts"], runs["hmc"], settings, k)}
+    todo = points(settings)
+    for i, (label, n, theory) in enumerate(todo):
+        key = jax.random.fold_in(jax.random.key(8), i if n is None else n)
+        runs = {alg: _mcmc(theory, alg, settings, jax.random.fold_in(key, j)) for j, alg in enumerate(LOCAL)}
+        if n is not None and n in settings.learned_sizes:
+            learned = {"bridge": lambda k: _bridge(theory, runs["fa-hmc"], settings, k)}
             if api is not None:
                 learned["flow"] = lambda k: _flow(theory, settings, api, k)
             for j, (name, fn) in enumerate(learned.items()):
                 t0 = time.perf_counter()
                 try:
-                    runs[name] = fn(jax.random.fold_in(key, 2 + j))
+                    runs[name] = fn(jax.random.fold_in(key, 10 + j))
                 except (FloatingPointError, RgdiffError) as err:  # one failed sampler must not lose the run
                     notes.append(f"{name} at N = {n} failed: {err}")
                     continue
                 runs[name]["wall_seconds"] = time.perf_counter() - t0
-        row = {"N": n, "theory": theory.describe(), "samplers": {}}
+        row = {"point": label, "N": n if n is not None else theory.lattice.size, "benchmark_line": n is not None,
+               "theory": theory.describe(), "samplers": {}}
         for name, r in runs.items():
             eff = efficiency(r.pop("fields"), theory.lattice, r["seconds_per_sample"], r["setup_seconds"], settings.amortize_samples)
             r["seconds_per_sample"] = r["seconds_per_sample"].as_dict()
@@ -358,11 +378,12 @@ def run(settings: SamplerBenchSettings, callback=None) -> dict:
             }
         rows.append(row)
         if callback:
-            callback(NAME, i + 1, total)
+            callback(NAME, i + 1, len(todo))
     exponents = {}
-    for name in ("nuts", "hmc", "bridge", "flow"):
+    line = [r for r in rows if r["benchmark_line"]]
+    for name in (*LOCAL, "bridge", "flow"):
         for obs in OBSERVABLES:
-            pts = [(r["N"], r["samplers"][name]["observables"][obs]) for r in rows if name in r["samplers"]]
+            pts = [(r["N"], r["samplers"][name]["observables"][obs]) for r in line if name in r["samplers"]]
             exponents[f"{name}_{obs}"] = dynamic_exponent([p[0] for p in pts], [p[1]["tau_int"] for p in pts],
                                                           [p[1]["tau_int_error"] for p in pts])
     return {"settings": dataclasses.asdict(settings), "rows": rows, "dynamic_exponents": exponents, "notes": notes}
@@ -374,40 +395,56 @@ def _ratio(a: dict, b: dict) -> dict:
     return {"value": v, "error": v * rel}
 
 
+def _key(name: str) -> str:
+    return name.replace("-", "_")
+
+
 def ratios(result: dict) -> dict:
-    """ESS/s ratios vs NUTS on |M| at the largest size where each ran, and z per sampler."""
+    """ESS/s ratios vs NUTS on |M| at the largest benchmark size where each ran and at each paper
+    point, and z per sampler."""
     out = {}
-    for name in ("bridge", "flow", "hmc"):
-        rows = [r for r in result["rows"] if name in r["samplers"]]
+    line = [r for r in result["rows"] if r.get("benchmark_line", True)]
+    for name in ("bridge", "flow", "hmc", "fa-hmc", "fa-nuts"):
+        rows = [r for r in line if name in r["samplers"]]
         for kind in ("ess_per_s_amortized", "ess_per_s"):
-            key = f"{name}_vs_nuts_{kind}"
+            key = f"{_key(name)}_vs_nuts_{kind}"
             if not rows:
                 out[key] = None
                 continue
             r = rows[-1]
             out[key] = {**_ratio(r["samplers"][name]["observables"]["abs_M"][kind], r["samplers"]["nuts"]["observables"]["abs_M"][kind]), "N": r["N"]}
-    for name in ("nuts", "hmc", "bridge", "flow"):
-        e = result["dynamic_exponents"][f"{name}_abs_M"]
-        out[f"z_{name}"] = None if e["z"] is None else {"value": e["z"], "error": e["error"], "sizes": e["sizes"]}
+    for label in PAPER_POINTS:
+        row = next((r for r in result["rows"] if r.get("point") == label), None)
+        for name in ("hmc", "fa-hmc", "fa-nuts"):
+            for kind in ("ess_per_s_amortized", "ess_per_s"):
+                key = f"{_key(name)}_vs_nuts_{kind}_{label}"
+                out[key] = None if row is None else {
+                    **_ratio(row["samplers"][name]["observables"]["abs_M"][kind], row["samplers"]["nuts"]["observables"]["abs_M"][kind]),
+                    "N": row["N"]}
+    for name in (*LOCAL, "bridge", "flow"):
+        e = result["dynamic_exponents"].get(f"{name}_abs_M", {"z": None})
+        out[f"z_{_key(name)}"] = None if e["z"] is None else {"value": e["z"], "error": e["error"], "sizes": e["sizes"]}
     return out
 
 
 def table_rows(result: dict):
     from rgdiff.observables.stats import format_value_error
 
-    header = ["N", "sampler", "tau |M|", "tau chi", "ESS/s |M|", "ESS/s |M| amortized", "s/sample", "setup s", "compile s", "break-even ESS"]
+    header = ["point", "sampler", "tau |M|", "tau V M^2", "tau max|phi|", "ESS/s |M|", "ESS/s |M| amortized",
+              "s/sample", "setup s", "compile s", "break-even ESS"]
     body = []
     for r in result["rows"]:
         for name, s in r["samplers"].items():
             o = s["observables"]
             be = s.get("break_even_effective_samples", {}).get("abs_M")
             body.append([
-                str(r["N"]), name,
+                r.get("point", str(r["N"])), name,
                 format_value_error(o["abs_M"]["tau_int"], o["abs_M"]["tau_int_error"]),
                 format_value_error(o["chi"]["tau_int"], o["chi"]["tau_int_error"]),
+                format_value_error(o["max_abs_phi"]["tau_int"], o["max_abs_phi"]["tau_int_error"]),
                 format_value_error(o["abs_M"]["ess_per_s"]["value"], o["abs_M"]["ess_per_s"]["error"]),
                 format_value_error(o["abs_M"]["ess_per_s_amortized"]["value"], o["abs_M"]["ess_per_s_amortized"]["error"]),
                 f"{s['seconds_per_sample']['median']:.2e}", f"{s['setup_seconds']:.1f}", f"{s['compile_seconds']:.1f}",
-                "" if name in ("nuts", "hmc") else ("never" if be is None else f"{be:.3g}"),
+                "" if name in LOCAL else ("never" if be is None else f"{be:.3g}"),
             ])
     return header, body

@@ -50,8 +50,9 @@ def sample(
     samples: int = typer.Option(1000, "--samples", help="samples kept per chain"),
     chains: int = typer.Option(4, "--chains", help="independent chains (run in parallel with vmap)"),
     warmup: int = typer.Option(500, "--warmup", help="window-adaptation steps per chain"),
-    algorithm: str = typer.Option("nuts", "--algorithm", help="nuts | hmc"),
-    hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory"),
+    algorithm: str = typer.Option("fa-hmc", "--algorithm", help="fa-hmc | fa-nuts (Fourier-accelerated) | nuts (the paper's) | hmc"),
+    hmc_steps: int = typer.Option(10, "--hmc-steps", help="leapfrog steps per HMC trajectory (hmc)"),
+    trajectory_length: float = typer.Option(1.5707963267948966, "--trajectory-length", help="mean trajectory length of fa-hmc (whitened units)"),
     thin: int = typer.Option(1, "--thin", help="keep every THIN-th transition"),
     seed: Seed = 0,
     out: Optional[Path] = typer.Option(None, "--out", help="output ensemble file (.h5; required here or in --config)"),
@@ -61,7 +62,7 @@ def sample(
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="folder for periodic checkpoints (default OUT.ckpt with --checkpoint-every)"),
     quiet: Quiet = False,
 ):
-    """Sample a lattice phi^4 theory with NUTS (or HMC) and save the ensemble to HDF5."""
+    """Sample a lattice phi^4 theory (Fourier-accelerated HMC by default) and save the ensemble to HDF5."""
     from rgdiff.io.ensemble import save_ensemble
     from rgdiff.cli.jobs import sample_ensemble
     from rgdiff.io.locking import output_lock
@@ -74,11 +75,13 @@ def sample(
     eff, v = _configured(ctx, "sample", config, locals(), base=base)
     dim, size, units, length, m2, lam, kappa, lambda_h = (v[k] for k in ("dim", "size", "units", "length", "m2", "lam", "kappa", "lambda_h"))
     algorithm, chains, samples, warmup, thin, hmc_steps, seed = (v[k] for k in ("algorithm", "chains", "samples", "warmup", "thin", "hmc_steps", "seed"))
+    trajectory_length = v["trajectory_length"]
     size = _required(size, "--size", "theory.size")
     out = Path(_required(v["out"], "--out", "out"))
     _check_memory(dim, size, chains, samples)
     theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
-    settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin, hmc_steps=hmc_steps)
+    settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin,
+                               hmc_steps=hmc_steps, trajectory_length=trajectory_length)
     _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
@@ -90,10 +93,13 @@ def sample(
         if ckpt is not None:
             ckpt.remove()
     if not quiet:
+        from rgdiff.cli.report import chain_summary_line
+
         d = ens.diagnostics
         console.print(
-            f"wrote {out}: {chains} chains x {samples} samples, acceptance "
-            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}"
+            f"wrote {out}: {algorithm}, {chains} chains x {samples} samples, acceptance "
+            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}; "
+            + chain_summary_line(d.get("chains_summary"))
         )
 
 
@@ -236,7 +242,8 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="smaller ensembles and grids (minutes on a laptop)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/<fig>-<time>)"),
     seed: Seed = 0,
-    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out); flags override it"),
+    config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out, algorithm); flags override it"),
+    algorithm: str = typer.Option("fa-hmc", "--algorithm", help="UV sampler: fa-hmc | fa-nuts | nuts (the paper's) | hmc"),
     quiet: Quiet = False,
 ):
     """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
@@ -245,7 +252,8 @@ def reproduce(
     eff, v = _configured(ctx, "reproduce", config, locals())
     _check_arguments(v["seed"])
     _setup_jax()
-    run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"], quiet=quiet)
+    run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"],
+                  quiet=quiet, algorithm=v["algorithm"])
 
 
 @app.command()
@@ -383,6 +391,7 @@ def bridge(
     hmc_steps: int = typer.Option(1, "--hmc-steps", help="HMC steps on the UV action between model proposals"),
     warmup: int = typer.Option(200, "--warmup", help="HMC window-adaptation steps"),
     ode_steps: int = typer.Option(32, "--ode-steps", help="probability-flow ODE steps per proposal"),
+    algorithm: str = typer.Option("fa-hmc", "--algorithm", help="local moves: fa-hmc | fa-nuts | nuts | hmc"),
     seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output ensemble (.h5)"),
     quiet: Quiet = False,
@@ -393,7 +402,7 @@ def bridge(
     _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
-               ode_steps=ode_steps, seed=seed, out=out, quiet=quiet)
+               ode_steps=ode_steps, seed=seed, out=out, quiet=quiet, algorithm=algorithm)
 
 
 @app.command()
@@ -402,20 +411,24 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="output JSON file (default: rgdiff-out/bench-<time>.json)"),
     only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="samplers: benchmark-line sizes to run, e.g. 12,20"),
+    points: Optional[str] = typer.Option(None, "--points", help="samplers: paper points to run (paper_broken,paper_near_massless | none)"),
     quiet: Quiet = False,
 ):
-    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS and HMC; tables and JSON."""
+    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS, HMC and Fourier-accelerated HMC; tables and JSON."""
     import time as _time
 
-    from rgdiff.bench.runner import check_only, run_bench
+    from rgdiff.bench.runner import check_only, run_bench, sampler_settings
 
     check_only(only)
+    suite = "tiny" if tiny else ("quick" if quick else "full")
+    sampler_settings(suite, sizes, points)  # refuse bad --sizes / --points before anything runs
     if json_out is None:
         json_out = Path("rgdiff-out") / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json"
         json_out.parent.mkdir(parents=True, exist_ok=True)
     _check_arguments(None, (json_out, ".json"))
     _setup_jax()
-    run_bench(suite="tiny" if tiny else ("quick" if quick else "full"), only=only, out=json_out, quiet=quiet)
+    run_bench(suite=suite, only=only, out=json_out, quiet=quiet, sizes=sizes, points=points)
 
 
 def _configured(ctx: typer.Context, command: str, config_path: Path | None, params: dict,

@@ -28,6 +28,7 @@ from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, c
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
 from rgdiff.observables.compare import compare_flow, solver_failure
+from rgdiff.observables.estimators import chain_summary
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.samplers.uv import sample
@@ -44,13 +45,14 @@ def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | N
     `checkpoints`: a `rgdiff.io.checkpoint.Checkpointer` (periodic checkpoints, exact resume)."""
     with progress_bar(not quiet) as cb:
         result = sample(theory, settings, key=jax.random.key(seed), callback=cb, checkpoint=checkpoints)
+    diagnostics = {**result.diagnostics, "chains_summary": chain_summary(result.fields, theory.lattice)}
     return Ensemble(
         theory=theory,
         fields=result.fields,
         markov=True,
         seed=seed,
         sampler=settings.describe(),
-        diagnostics=result.diagnostics,
+        diagnostics=diagnostics,
         units={k: v for k, v in units.items() if v is not None},
         extra=extra or {},
     )
@@ -263,10 +265,12 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
 
 
 def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, warmup: int, ode_steps: int, seed: int,
-               out: Path, quiet: bool = False) -> Path:
-    """Exact sampling of the UV theory with the bridge sampler driven by a trained model."""
+               out: Path, quiet: bool = False, algorithm: str = "fa-hmc") -> Path:
+    """Exact sampling of the UV theory with the bridge sampler driven by a trained model; the local
+    moves between model proposals are `algorithm` (`rgdiff.samplers.hmc.UVMove`)."""
     loaded = load_model_dir(model_dir)
-    settings = BridgeSettings(chains=chains, samples=samples, hmc_steps_between=hmc_steps, warmup=warmup, ode_steps=ode_steps)
+    settings = BridgeSettings(chains=chains, samples=samples, hmc_steps_between=hmc_steps, warmup=warmup,
+                              ode_steps=ode_steps, algorithm=algorithm)
     model = cast_model(loaded.model, jax.numpy.float64)  # the Metropolis step compares log-densities: float64
     with progress_bar(not quiet) as cb:
         result = run_bridge(model, loaded.scheme, loaded.theory, settings, key=jax.random.key(seed), T=loaded.horizon, callback=cb)

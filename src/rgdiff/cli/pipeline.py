@@ -1,6 +1,6 @@
 """`rgdiff run`: the main job on the embedded default (the paper's theory, Fig. 6/8 point).
 
-Stages: sample the UV theory with NUTS, measure it, write tables (JSON), figures (PNG) and a short
+Stages: sample the UV theory (Fourier-accelerated HMC by default), measure it, write tables (JSON), figures (PNG) and a short
 report.md into an output folder that is assembled under a temporary name and renamed at the end,
 so an interrupted run leaves nothing half-written.
 """
@@ -28,6 +28,7 @@ from rgdiff.observables.estimators import measure
 from rgdiff.observables.stats import format_value_error
 from rgdiff.observables.true_flow import flow_grid, true_flow
 from rgdiff.rg import make_scheme
+from rgdiff.samplers.hmc import NAMES
 from rgdiff.samplers.uv import SamplerSettings
 from rgdiff.theory.phi4 import make_phi4
 
@@ -53,7 +54,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
         if not quiet:
             console.print(
                 f"[bold]rgdiff run[/]: phi^4 {label} "
-                f"({'full' if full else 'quick'}: {settings.chains} chains x {settings.samples} NUTS samples)"
+                f"({'full' if full else 'quick'}: {settings.chains} chains x {settings.samples} {NAMES[settings.algorithm]} samples)"
             )
         ens = jobs.sample_ensemble(
             theory, settings, seed=seed, units={"units": "physical", "length": th["length"], "m2": th["m2"], "lam": th["lam"]},
@@ -79,7 +80,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
         plots.flows(
             [(f"true Carosso flow, M={flow_scheme.mass:g}", flow_json)],
             work / "flow_carosso.png",
-            f"true Carosso RG flow (M={flow_scheme.mass:g}) of {label}, {settings.chains}x{settings.samples} NUTS samples",
+            f"true Carosso RG flow (M={flow_scheme.mass:g}) of {label}, {settings.chains}x{settings.samples} {settings.algorithm} samples",
             xscale="symlog",
         )
         plots.flow_rows(
@@ -176,7 +177,7 @@ def _report(theory, settings, seed, m, meta, full, flow_json) -> str:
 Theory: lattice phi^4, d = {theory.lattice.dim}, N = {theory.lattice.size}, L = {theory.lattice.length:g},
 m2 = {theory.m2:g}, lam = {theory.lam:g} (the paper's Fig. 6/8 point; conventions: docs in README).
 
-Sampler: Blackjax NUTS with window adaptation, {settings.chains} chains x {settings.samples} samples,
+Sampler: {NAMES[settings.algorithm]} (Blackjax) with window adaptation, {settings.chains} chains x {settings.samples} samples,
 {settings.warmup} warm-up steps per chain, seed {seed} ({'full' if full else 'quick'} run).
 Mean acceptance {d.get('mean_acceptance_rate', float('nan')):.3f}, divergences {d.get('divergences', 0)}.
 Errors: {meta['error_method']}; vacuum: {meta['vacuum']}.

@@ -27,7 +27,7 @@ def save(fig, path) -> None:
     plt.close(fig)
 
 
-def configurations(fields: np.ndarray, theory: Phi4, path, n: int = 6, title: str = "NUTS samples") -> None:
+def configurations(fields: np.ndarray, theory: Phi4, path, n: int = 6, title: str = "samples") -> None:
     """A row of sample configurations (d = 2: images; d = 1: lines; d = 3: one slice)."""
     flat = fields.reshape(-1, *theory.lattice.shape)
     idx = np.linspace(0, len(flat) - 1, n).astype(int)

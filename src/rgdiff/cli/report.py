@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +12,8 @@ from rgdiff.observables.estimators import DESCRIPTIONS, Measurement
 
 
 def measurement_meta(ens, m: Measurement, file: str | Path | None = None) -> dict:
-    """The settings that produced a measurement: theory, sampler, seed, error method, versions."""
+    """The settings that produced a measurement: theory, sampler, seed, error method, chain
+    diagnostics (divergences, vacuum changes), versions."""
     diag = ens.diagnostics or {}
     summary = {}
     if "acceptance_rate" in diag:
@@ -19,6 +21,9 @@ def measurement_meta(ens, m: Measurement, file: str | Path | None = None) -> dic
         summary["mean_acceptance_rate"] = sum(acc) / len(acc)
     if "divergences" in diag:
         summary["divergences"] = int(sum(diag["divergences"]))
+        summary["divergences_per_chain"] = [int(x) for x in diag["divergences"]]
+    if "vacuum_changes" in m.meta:
+        summary["vacuum_changes_per_chain"] = m.meta["vacuum_changes"]
     meta = {
         "file": str(file) if file is not None else None,
         "theory": ens.theory.describe(),
@@ -34,6 +39,36 @@ def measurement_meta(ens, m: Measurement, file: str | Path | None = None) -> dic
     return meta
 
 
+def _number(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _tau(est) -> str:
+    """tau_int with its error in the bracket notation of the field, e.g. 1.55(12)."""
+    if est.tau_int is None:
+        return "-"
+    return parenthesized(est.tau_int, est.tau_int_error)
+
+
+def parenthesized(value: float, error: float | None) -> str:
+    """`1.55(12)`: the value with two significant digits of error, the error in the last digits."""
+    if not error or not math.isfinite(error) or error <= 0:
+        return f"{value:.3g}"
+    digits = max(0, 1 - int(math.floor(math.log10(error))))
+    return f"{value:.{digits}f}({round(error * 10**digits):d})"
+
+
+def _verdict(est) -> str:
+    if est.reliable is None:
+        return "-"
+    return "yes" if est.reliable else "NO"
+
+
+def unreliable_notes(m: Measurement) -> list[str]:
+    """One line per observable whose error bar is not trustworthy, with the reason."""
+    return [f"{name}: {est.reason}" for name, est in m.observables.items() if est.reliable is False]
+
+
 def measurement_table(m: Measurement, meta: dict) -> Table:
     th = meta["theory"]
     title = (
@@ -43,18 +78,28 @@ def measurement_table(m: Measurement, meta: dict) -> Table:
     caption_bits = []
     if s:
         caption_bits.append(
-            f"{s.get('algorithm', '?')}: {s.get('chains', '?')} chains x {s.get('samples', '?')} samples, "
-            f"warm-up {s.get('warmup', '?')}, seed {meta.get('seed')}"
+            f"{s.get('algorithm', 'unknown sampler')}: {s.get('chains')} chains x {s.get('samples')} samples, "
+            f"warm-up {s.get('warmup')}, seed {meta.get('seed')}"
+        )
+    summary = meta.get("sampler_summary") or {}
+    if "divergences" in summary or "vacuum_changes_per_chain" in summary:
+        caption_bits.append(
+            f"divergences {summary.get('divergences', 0)}; vacuum changes per chain "
+            f"{summary.get('vacuum_changes_per_chain', '-')}"
         )
     caption_bits.append(f"errors: {meta['error_method']}; vacuum: {meta['vacuum']}")
+    caption_bits += [f"not reliable: {line}" for line in unreliable_notes(m)]
     table = Table(title=title, caption="\n".join(caption_bits))
     table.add_column("observable")
-    table.add_column("definition")
     table.add_column("value ± error", justify="right")
     table.add_column("tau_int", justify="right")
+    table.add_column("R-hat", justify="right")
+    table.add_column("ESS bulk/tail", justify="right")
+    table.add_column("reliable", justify="center")
     for name, est in m.observables.items():
-        tau = "-" if est.tau_int is None else f"{est.tau_int:.2f}"
-        table.add_row(name, DESCRIPTIONS[name], str(est), tau)
+        ess = "-" if est.ess_bulk is None else f"{est.ess_bulk:.0f}/{_number(est.ess_tail, '.0f')}"
+        value = str(est) + (" (jk)" if est.method and est.method.startswith("jackknife") else "")
+        table.add_row(name, value, _tau(est), _number(est.rhat, ".3f"), ess, _verdict(est))
     return table
 
 
@@ -63,11 +108,27 @@ def print_measurement(m: Measurement, meta: dict, console: Console | None = None
 
 
 def markdown_table(m: Measurement) -> str:
-    lines = ["| observable | definition | value ± error | tau_int |", "|---|---|---|---|"]
+    lines = ["| observable | definition | value ± error | tau_int | R-hat | ESS bulk | reliable |",
+             "|---|---|---|---|---|---|---|"]
     for name, est in m.observables.items():
-        tau = "-" if est.tau_int is None else f"{est.tau_int:.2f}"
-        lines.append(f"| {name} | {DESCRIPTIONS[name]} | {est} | {tau} |")
+        value = str(est) + (" (jackknife)" if est.method and est.method.startswith("jackknife") else "")
+        lines.append(f"| {name} | {DESCRIPTIONS[name]} | {value} | {_tau(est)} | {_number(est.rhat, '.3f')} | "
+                     f"{_number(est.ess_bulk, '.0f')} | {_verdict(est)} |")
+    notes = unreliable_notes(m)
+    if notes:
+        lines += ["", "Not reliable (the error bar cannot be trusted):", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
+
+
+def chain_summary_line(summary: dict | None) -> str:
+    """`R-hat(|M|) 1.001, ESS(|M|) 15000, tau_int(|M|) 0.52(1), vacuum changes [0, 0]` of a
+    `chain_summary` (stored in the ensemble's diagnostics)."""
+    if not summary:
+        return "no chain diagnostics"
+    a = summary.get("abs_M", {})
+    tau = "-" if a.get("tau_int") is None else parenthesized(a["tau_int"], a.get("tau_int_error"))
+    return (f"R-hat(|M|) {_number(a.get('rhat'), '.3f')}, bulk ESS(|M|) {_number(a.get('ess_bulk'), '.0f')}, "
+            f"tau_int(|M|) {tau}, vacuum changes per chain {summary.get('vacuum_changes')}")
 
 
 def theory_line(theory: dict) -> str:

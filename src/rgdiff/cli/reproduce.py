@@ -9,6 +9,7 @@ Polchinski, slowed down), (d)-(e) r_t^2 lambda_R_hat (= lambda_R in d = 2) again
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -24,33 +25,37 @@ from rgdiff.errors import RgdiffError
 from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
 from rgdiff.observables.true_flow import flow_grid, true_flow
 from rgdiff.rg import make_scheme
+from rgdiff.samplers.hmc import NAMES
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import paper_theory
 
 FIGURES = ("fig6", *FLOW_FIGURES)  # fig7, fig8: `rgdiff.cli.reproduce_flows`
-FIG6_QUICK = SamplerSettings("nuts", chains=4, samples=4000, warmup=1000)
-FIG6_FULL = SamplerSettings("nuts", chains=8, samples=20000, warmup=4000)
+FIG6_QUICK = SamplerSettings("fa-hmc", chains=4, samples=4000, warmup=1000)
+FIG6_FULL = SamplerSettings("fa-hmc", chains=8, samples=20000, warmup=4000)
 FIG6_M = 1.0  # the IR mass of both schemes at the paper's point
 
 
-def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quiet: bool = False) -> Path:
+def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quiet: bool = False,
+              algorithm: str = "fa-hmc") -> Path:
+    """Build `figure` into a new folder. `algorithm`: the UV sampler (`rgdiff.samplers.hmc.ALGORITHMS`;
+    "nuts" is the paper's own choice, recorded in every JSON's sampler settings)."""
     if figure not in FIGURES:
         raise RgdiffError(f"unknown figure {figure!r}; available: {', '.join(FIGURES)}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"{figure}-{stamp}"
     with atomic_folder(target) as work:
         if figure in FLOW_FIGURES:
-            fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet)
+            fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm)
         else:
-            fig6(work, quick=quick, seed=seed, quiet=quiet)
+            fig6(work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm)
     console.print(f"{figure} written to [bold]{target}[/]")
     return target
 
 
-def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
+def fig6(work: Path, *, quick: bool, seed: int, quiet: bool, algorithm: str = "fa-hmc") -> None:
     theory = paper_theory(m2=-2.0)
     lat = theory.lattice
-    settings = FIG6_QUICK if quick else FIG6_FULL
+    settings = dataclasses.replace(FIG6_QUICK if quick else FIG6_FULL, algorithm=algorithm)
     key = jax.random.key(seed)
     k_sample, k_c, k_p, k_s = jax.random.split(key, 4)
     n_times = 13 if quick else 31
@@ -91,7 +96,7 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool) -> None:
     plots.flows(
         [(f"Carosso M={carosso.mass:g}", flows["carosso"]), (f"Polchinski M={polchinski.mass:g} (slow K_t)", flows["polchinski"])],
         work / "fig6_couplings.png",
-        f"Fig. 6 (d)-(e): true RG flows, {plots.theory_label(theory)} ({settings.chains}x{settings.samples} NUTS samples)",
+        f"Fig. 6 (d)-(e): true RG flows, {plots.theory_label(theory)} ({settings.chains}x{settings.samples} {settings.algorithm} samples)",
         panels=(("lambda_R", "r_t^2 lambda_R_hat = lambda_R"), ("m_R", "m_R"), ("Z", "Z"), ("max_abs_phi", "<max|phi|>")),
         xscale="symlog",
     )
@@ -104,7 +109,7 @@ def _fig6_report(theory, flows, settings, seed, quick) -> str:
         "# Figure 6: Carosso vs Polchinski flows",
         "",
         f"Theory {theory_line(theory.describe())}; M = {c['M']:g} (Carosso), M = {p['M']:g} (Polchinski, slow profile K_t = exp(-w t)).",
-        f"UV ensemble: NUTS, {settings.chains} chains x {settings.samples} samples, warm-up {settings.warmup}, seed {seed}"
+        f"UV ensemble: {NAMES[settings.algorithm]}, {settings.chains} chains x {settings.samples} samples, warm-up {settings.warmup}, seed {seed}"
         f" ({'quick' if quick else 'full'}).",
         "",
         "| t | lambda_R Carosso | lambda_R Polchinski | m_R Carosso | m_R Polchinski |",

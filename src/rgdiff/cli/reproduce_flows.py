@@ -4,7 +4,7 @@ Paper points (d = 2, L = 1, N = 20, lam = 0.0017): fig7 m2 = 0.01, fig8 m2 = -2;
 M = 1 with its stationary law (the free field of mass M) as the prior of both flows. Outputs:
 
 - `figN_flows.png`: m_R, Z, lambda_R, <max|phi|> and the r_t-rescaled m_R_hat, lambda_R_hat against
-  t for the true flow (NUTS ensemble pushed through the exact kernel), the RG-objective flow and
+  t for the true flow (UV ensemble pushed through the exact kernel), the RG-objective flow and
   the reverse-KL flow, 1-sigma bands;
 - `figN_samples.png`: one configuration along each flow;
 - `FIDELITY.json`: exactly {"methods": {"rg": {...}, "reverse_kl": {...}}, "meta": {...}} with,
@@ -61,28 +61,30 @@ class FlowFigureSettings:
 # --quick: measured on the 2-core machine (see the module docstring); the paper's optimizer and
 # schedule, fewer steps, a smaller batch and a coarser RK4 grid
 QUICK = FlowFigureSettings(
-    uv=SamplerSettings("nuts", chains=4, samples=2000, warmup=1000),
+    uv=SamplerSettings("fa-hmc", chains=4, samples=2000, warmup=1000),
     train=FlowTrainSettings(steps=200, batch=16, ode_steps=8, log_every=10),
     samples=512, n_times=10, t_max=2.0, diagnostics_samples=512,
 )
 FULL = FlowFigureSettings(
-    uv=SamplerSettings("nuts", chains=8, samples=10000, warmup=4000),
+    uv=SamplerSettings("fa-hmc", chains=8, samples=10000, warmup=4000),
     train=FlowTrainSettings(),
     samples=4096, n_times=17, t_max=2.0, diagnostics_samples=4096,
 )
 
 
 def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
-              settings: FlowFigureSettings | None = None) -> dict:
+              settings: FlowFigureSettings | None = None, algorithm: str | None = None) -> dict:
     """Build fig7 or fig8 into the folder `work`; returns the FIDELITY.json content.
 
-    `settings` overrides QUICK / FULL (tests use tiny settings).
+    `settings` overrides QUICK / FULL (tests use tiny settings); `algorithm` the UV sampler's.
     """
     m2 = FLOW_FIGURES[figure]
     theory = paper_theory(m2=m2)
     lat = theory.lattice
     scheme = make_scheme("carosso", M=FLOW_M)
     cfg = settings or (QUICK if quick else FULL)
+    if algorithm is not None:
+        cfg = dataclasses.replace(cfg, uv=dataclasses.replace(cfg.uv, algorithm=algorithm))
     key = jax.random.key(seed)
     k_uv, k_true, k_frames = jax.random.split(key, 3)
     grid = flow_grid(cfg.t_max, cfg.n_times)
@@ -175,7 +177,7 @@ def _report(figure: str, result: dict, true_json: dict, learned: dict) -> str:
         f"Carosso M = {meta['scheme']['M']:g}, horizon T = {meta['horizon_T']:.3g}; {'quick' if meta['quick'] else 'full'} settings.",
         f"Training: {s['training']['steps']} steps, batch {s['training']['batch']}, RK4 {s['training']['ode_steps']} steps per "
         f"unit log-time, Adam(b1 = {s['training']['b1']}, b2 = {s['training']['b2']}), lr {s['training']['learning_rate']:g}. "
-        f"UV: NUTS {s['uv_sampler']['chains']} x {s['uv_sampler']['samples']}; {s['learned_samples']} flow samples per time.",
+        f"UV: {s['uv_sampler']['algorithm']} {s['uv_sampler']['chains']} x {s['uv_sampler']['samples']}; {s['learned_samples']} flow samples per time.",
         "",
         "Discrepancy x = mean over t of |learned - true| / combined error (1 = agreement within errors):",
         "",

@@ -91,13 +91,18 @@ THEORY = {
     "kappa": Key(float, None, 0, 1e12, open_lo=True, help="hopping parameter (units = hopping)"),
     "lambda_h": Key(float, None, 0, 1e12, help="hopping-form quartic (units = hopping)"),
 }
+# `rgdiff.samplers.hmc.ALGORITHMS`, spelled out so that reading a config needs no JAX (a test checks)
+UV_ALGORITHMS = ("fa-hmc", "fa-nuts", "nuts", "hmc")
 SAMPLER = {
-    "algorithm": Key(str, "nuts", choices=("nuts", "hmc")),
+    "algorithm": Key(str, "fa-hmc", choices=UV_ALGORITHMS,
+                     help="fa-hmc / fa-nuts: Fourier-accelerated; nuts: the paper's plain NUTS"),
     "chains": Key(int, 4, 1, 4096),
     "samples": Key(int, 1000, 2, 10**9),
     "warmup": Key(int, 500, 0, 10**9),
     "thin": Key(int, 1, 1, 10**6),
-    "hmc_steps": Key(int, 10, 1, 10**6),
+    "hmc_steps": Key(int, 10, 1, 10**6, help="leapfrog steps per trajectory (hmc)"),
+    "trajectory_length": Key(float, 1.5707963267948966, 0, 1e3, open_lo=True,
+                             help="mean trajectory length of fa-hmc (whitened units; pi/2 default)"),
 }
 TRAINING = {
     "model": Key(str, "eft-score", help="score model (see rgdiff train --help)"),
@@ -150,7 +155,8 @@ SCHEMAS = {
     "run": RUN,
     "sample": {"seed": SEED, "out": Key(str), "theory": THEORY, "sampler": SAMPLER},
     "train": {"seed": SEED, "out": Key(str), "training": TRAINING},
-    "reproduce": {"seed": SEED, "out": Key(str), "figure": Key(str, "fig6"), "quick": Key(bool, False)},
+    "reproduce": {"seed": SEED, "out": Key(str), "figure": Key(str, "fig6"), "quick": Key(bool, False),
+                  "algorithm": Key(str, "fa-hmc", choices=UV_ALGORITHMS, help="UV sampler")},
 }
 
 # Which flag of a command sets which config key (flag parameter name -> dotted key).
@@ -160,6 +166,7 @@ FLAGS = {
         "kappa": "theory.kappa", "lambda_h": "theory.lambda_h", "units": "theory.units",
         "samples": "sampler.samples", "chains": "sampler.chains", "warmup": "sampler.warmup",
         "algorithm": "sampler.algorithm", "hmc_steps": "sampler.hmc_steps", "thin": "sampler.thin",
+        "trajectory_length": "sampler.trajectory_length",
         "seed": "seed", "out": "out",
     },
     "train": {
@@ -168,7 +175,7 @@ FLAGS = {
         "horizon": "training.horizon", "dtype": "training.dtype", "checkpoint_every": "training.checkpoint_every",
         "anchor_weight": "training.anchor_weight", "ema": "training.ema", "seed": "seed", "out": "out",
     },
-    "reproduce": {"figure": "figure", "quick": "quick", "seed": "seed", "out": "out"},
+    "reproduce": {"figure": "figure", "quick": "quick", "seed": "seed", "out": "out", "algorithm": "algorithm"},
     "run": {"seed": "seed"},
 }
 

@@ -2,10 +2,12 @@
 
 - `Lattice`: shape, spacing eps = L/N, momenta phat, the Laplacian, (r)fft with the paper's
   normalization, the half spectrum and its self-conjugate modes.
-- `lattice_orbits`, `stencil_orbits`: classes of displacements under the hypercubic group.
+- `lattice_orbits`, `stencil_orbits`: classes of displacements (and momenta) under the hypercubic
+  group; `orbit_average` averages a grid over them.
 """
 
 from rgdiff.lattice.geometry import MAX_SITES as MAX_SITES
 from rgdiff.lattice.geometry import Lattice as Lattice
 from rgdiff.lattice.symmetry import lattice_orbits as lattice_orbits
+from rgdiff.lattice.symmetry import orbit_average as orbit_average
 from rgdiff.lattice.symmetry import stencil_orbits as stencil_orbits

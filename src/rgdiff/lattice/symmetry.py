@@ -1,4 +1,4 @@
-"""Orbits of the hypercubic group acting on lattice displacements.
+"""Orbits of the hypercubic group acting on lattice displacements (and momenta).
 
 A kernel K(n) that depends on a displacement n only through the sorted tuple of the absolute
 values of its components (minimum-image components on the periodic lattice) is invariant under
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -59,3 +60,27 @@ def stencil_orbits(dim: int, kernel_size: int) -> tuple[int, np.ndarray]:
     index = _label([comp] * dim, (kernel_size,) * dim)
     index[1].setflags(write=False)
     return index
+
+
+def orbit_average(values, dim: int, size: int):
+    """Average `values` (shape (..., N, ..., N), the last `dim` axes a lattice grid) over each
+    orbit of `lattice_orbits`.
+
+    The hypercubic group acts on momenta p (mod N) exactly as on displacements, so the same
+    labels are the momentum orbits: a translation- and hypercubic-invariant theory has one
+    propagator value per orbit, and averaging a measured one over its orbit keeps the signal and
+    divides the noise (`rgdiff.samplers.fourier`). NumPy in, NumPy out; anything else goes
+    through `jax.numpy` (traceable).
+    """
+    count, index = lattice_orbits(dim, size)
+    flat_index = index.reshape(-1)
+    members = np.bincount(flat_index, minlength=count).astype(np.float64)
+    batch = values.shape[: values.ndim - dim]
+    rows = values.reshape(-1, flat_index.size)
+    if isinstance(values, np.ndarray):
+        sums = np.zeros((rows.shape[0], count), dtype=rows.dtype)
+        np.add.at(sums, (slice(None), flat_index), rows)
+    else:
+        sums = jnp.zeros((rows.shape[0], count), dtype=rows.dtype).at[:, flat_index].add(rows)
+    means = sums / members.astype(rows.dtype)
+    return means[:, flat_index].reshape(*batch, *index.shape)

@@ -19,7 +19,7 @@ lambda(t) = 1 / ((t + t0) log(1 + T / t0)) (normalized; it weighs each scale of 
 UV samples (the training loop after [5.22], `rgdiff.train.cnf`): a Markov chain per batch entry
 that leaves exp(-S) invariant, each step an independence-Metropolis step (`rgdiff.samplers.imh`)
 whose proposal is the flow's own fresh sample phi' ~ p_0^theta (the reverse-KL part's draws), then
-optionally k HMC trajectories on S (`rgdiff.samplers.uv.hmc_refresh`). Both are exact for exp(-S)
+optionally k Fourier-accelerated HMC trajectories on S (`rgdiff.samplers.hmc.hmc_refresh`). Both are exact for exp(-S)
 whatever the flow; the flow only sets the acceptance.
 """
 

@@ -25,13 +25,31 @@ import warnings
 import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.observables.stats import UNDEFINED, Estimate, derived, evaluate, primaries
+from rgdiff.errors import RgdiffError
+from rgdiff.observables.stats import (
+    MIN_SAMPLES_PER_CHAIN,
+    UNDEFINED,
+    Estimate,
+    assess,
+    blocked_jackknife,
+    chain_diagnostics,
+    evaluate,
+    jackknife_blocks,
+    linearized_series,
+    primaries,
+    window_exhausted,
+)
+from rgdiff.observables.stats import BIAS_FRACTION, MAX_RHAT, MIN_EFFECTIVE_SAMPLES
 from rgdiff.theory.gaussian import free_field_spectrum
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import autograd.numpy as anp  # pyerrors differentiates derived observables with autograd
     from pyerrors import derived_observable as dobs
+
+class InsufficientSamplesError(RgdiffError):
+    """An ensemble too short to measure with the Gamma method."""
+
 
 OBSERVABLES = (
     "abs_magnetization",
@@ -133,9 +151,39 @@ def configuration_series(fields: np.ndarray, lattice: Lattice, *, signs: np.ndar
     return series
 
 
-def _ratio_above_one(values) -> bool:
-    g0, g1 = values
-    return g1 > 0 and g0 / g1 > 1
+def estimators_of_means(x: dict, lattice: Lattice) -> dict:
+    """Every estimator of the conventions page as a function of the primary means `x` (names of
+    `configuration_series`): the one definition that both the Gamma method (pyerrors, which
+    differentiates it with autograd) and the blocked jackknife evaluate. Entries may be arrays
+    (one value per jackknife sample)."""
+    d, V, Ld = lattice.dim, lattice.sites, lattice.volume
+    M, M2, M3, M4 = x["M"], x["M2"], x["M3"], x["M4"]
+    G0 = Ld * (M2 - M**2)
+    G1 = 0.0
+    for i in range(d):
+        G1 = G1 + x[f"p2_{i}"] - x[f"re{i}"] ** 2 - x[f"im{i}"] ** 2
+    G1 = Ld * G1 / d
+    mu2 = M2 - M**2
+    k4 = M4 - 4 * M3 * M + 6 * M2 * M**2 - 3 * M**4 - 3 * mu2**2
+    G4c = Ld**3 * k4
+    msq = lattice.phat1_sq / (G0 / G1 - 1.0)  # [7.8]
+    Z = msq * G0  # [7.9]
+    lam = -(Z**2) * G4c / G0**4  # [7.10]
+    return {
+        "chi": V * M2,
+        "chi_conn": V * (M2 - x["absM"] ** 2),
+        "binder": 1.0 - M4 / (3.0 * M2**2),
+        "G2_0": G0,
+        "G2_p1": G1,
+        "m_R": anp.sqrt(msq),
+        "Z": Z,
+        "lambda_R": lam,
+        "g_R": lam / msq ** ((4 - d) / 2),
+    }
+
+
+PRIMARY = {"abs_magnetization": "absM", "max_abs_phi": "max_abs_phi"}  # plain means
+RATIO = ("m_R", "Z", "lambda_R", "g_R")  # defined only where G2(0)/G2(p1) > 1
 
 
 def measure(
@@ -146,7 +194,8 @@ def measure(
     vacuum: str = "auto",
     signs: np.ndarray | None = None,
 ) -> Measurement:
-    """All estimators of the conventions page on an ensemble.
+    """All estimators of the conventions page on an ensemble, each with its error, tau_int (and
+    its error), chain diagnostics and a reliability verdict (`rgdiff.observables.stats`).
 
     **Arguments:**
 
@@ -159,6 +208,14 @@ def measure(
     lattice.check_field(fields, "ensemble")
     if fields.ndim != lattice.dim + 2:
         raise ValueError(f"fields must have shape (chains, samples, *lattice), got {fields.shape}")
+    chains, samples = fields.shape[:2]
+    per_replica = samples if markov else chains * samples
+    if per_replica < MIN_SAMPLES_PER_CHAIN:
+        what = "samples per chain" if markov else "samples"
+        raise InsufficientSamplesError(
+            f"the ensemble has {per_replica} {what}; measuring needs at least {MIN_SAMPLES_PER_CHAIN} "
+            "(the Gamma method's autocorrelation window); sample more"
+        )
     m = magnetization(fields, lattice)
     if vacuum == "auto":
         vacuum = "mapped" if maps_vacuum(m, markov=markov) else "raw"
@@ -168,76 +225,103 @@ def measure(
         signs = None
     series = configuration_series(fields, lattice, signs=signs)
     obs = primaries(series, markov=markov)
-    d, V, Ld = lattice.dim, lattice.sites, lattice.volume
-    p1 = lattice.phat1_sq
+    keys = list(series)
+    n_total = chains * samples
 
-    def g2_0(x):
-        return Ld * (x[1] - x[0] ** 2)
+    def of_means(name):
+        return lambda xs, **kw: estimators_of_means(dict(zip(keys, xs)), lattice)[name]
 
-    def g2_p1(x):
-        # x = [re0, im0, p2_0, re1, im1, p2_1, ...]
-        tot = 0.0
-        for i in range(d):
-            tot = tot + x[3 * i + 2] - x[3 * i] ** 2 - x[3 * i + 1] ** 2
-        return Ld * tot / d
+    with np.errstate(all="ignore"):  # undefined entries are judged just below
+        values = estimators_of_means({k: float(np.mean(v)) for k, v in series.items()}, lattice)
+    ratio_defined = values["G2_p1"] > 0 and values["G2_0"] / values["G2_p1"] > 1
+    results, messages, final_obs = {}, {}, {}
+    for name in OBSERVABLES:
+        if name in RATIO and not ratio_defined:
+            continue
+        with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn", under="ignore"):
+            warnings.simplefilter("always")
+            o = obs[PRIMARY[name]] if name in PRIMARY else dobs(of_means(name), [obs[k] for k in keys])
+        final_obs[name] = o
+        messages[name] = [str(w.message) for w in caught]
+    exhausted = {}
+    for name, o in final_obs.items():
+        results[name] = evaluate(o, markov=markov, warnings_seen=messages[name])
+        exhausted[name] = window_exhausted(o, markov)
 
-    def k4(x):
-        m1, m2_, m3, m4 = x
-        mu2 = m2_ - m1**2
-        mu4 = m4 - 4 * m3 * m1 + 6 * m2_ * m1**2 - 3 * m1**4
-        return mu4 - 3 * mu2**2
+    # chain diagnostics of each observable's (linearized) per-configuration series
+    defined = [n for n in final_obs if results[n].defined]
+    diag = {}
+    if markov and defined:
+        stacked = np.stack([linearized_series(final_obs[n], chains, samples) for n in defined], axis=-1)
+        d = chain_diagnostics(stacked)
+        diag = {n: {k: d[k][i] for k in d} for i, n in enumerate(defined)}
+    # blocked jackknife of the nonlinear estimators, blocks of >= 4 tau_int of the slowest of them
+    derived_names = [n for n in defined if n not in PRIMARY]
+    jk, blocks = {}, None
+    if derived_names:
+        tau_max = max(results[n].tau_int or 0.5 for n in derived_names) if markov else 0.5
+        jk_series = series if markov else {k: v.reshape(1, -1) for k, v in series.items()}
+        per_chain = jackknife_blocks(jk_series["M"].shape[0], jk_series["M"].shape[1], tau_max)
+        jk, blocks = blocked_jackknife(lambda x: estimators_of_means(x, lattice), jk_series, per_chain)
 
-    mode_obs = [obs[f"{k}{i}"] for i in range(d) for k in ("re", "im", "p2_")]
-    moment_obs = [obs["M"], obs["M2"], obs["M3"], obs["M4"]]
-    # pyerrors also evaluates each derived quantity on per-replica means, where e.g. the
-    # m_R ratio can dip below 1: those NaNs are harmless for the error, so are not warned about.
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        G0 = dobs(lambda x, **kw: g2_0(x), [obs["M"], obs["M2"]])
-        G1 = dobs(lambda x, **kw: g2_p1(x), mode_obs)
-        G4c = dobs(lambda x, **kw: Ld**3 * k4(x), moment_obs)
-
-        def msq(x):
-            return p1 / (x[0] / x[1] - 1.0)
-
-        out: dict[str, Estimate] = {}
-        out["abs_magnetization"] = evaluate(obs["absM"], markov=markov)
-        out["chi"] = derived(lambda o: V * o, [obs["M2"]], markov=markov)
-        out["chi_conn"] = derived(lambda a, b: V * (b - a * a), [obs["absM"], obs["M2"]], markov=markov)
-        out["binder"] = derived(
-            lambda m2_, m4: dobs(lambda x, **kw: 1.0 - x[1] / (3.0 * x[0] ** 2), [m2_, m4]),
-            [obs["M2"], obs["M4"]],
-            markov=markov,
+    out: dict[str, Estimate] = {}
+    for name in OBSERVABLES:
+        if name not in results or not results[name].defined:
+            out[name] = UNDEFINED
+            continue
+        out[name] = assess(
+            results[name], n_total=n_total, markov=markov, diagnostics=diag.get(name),
+            warnings_seen=messages[name], window_exhausted=exhausted[name],
+            jackknife=jk.get(name) if name not in PRIMARY else None, blocks=blocks,
         )
-        out["G2_0"] = evaluate(G0, markov=markov)
-        out["G2_p1"] = evaluate(G1, markov=markov)
-        ok = _ratio_above_one([G0.value, G1.value])
-        if ok:
-            mR = dobs(lambda x, **kw: anp.sqrt(msq(x)), [G0, G1])
-            Z = dobs(lambda x, **kw: msq(x) * x[0], [G0, G1])
-            lamR = dobs(lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4, [G0, G1, G4c])
-            gR = dobs(
-                lambda x, **kw: -((msq(x) * x[0]) ** 2) * x[2] / x[0] ** 4 / msq(x) ** ((4 - d) / 2),
-                [G0, G1, G4c],
-            )
-            out["m_R"] = evaluate(mR, markov=markov)
-            out["Z"] = evaluate(Z, markov=markov)
-            out["lambda_R"] = evaluate(lamR, markov=markov)
-            out["g_R"] = evaluate(gR, markov=markov)
-        else:
-            for k in ("m_R", "Z", "lambda_R", "g_R"):
-                out[k] = UNDEFINED
-        out["max_abs_phi"] = evaluate(obs["max_abs_phi"], markov=markov)
 
-    chains, samples = fields.shape[:2]
     meta = {
         "vacuum": vacuum,
         "chains": int(chains),
         "samples_per_chain": int(samples),
         "error_method": "gamma (pyerrors, chains as replicas)" if markov else "standard error (independent samples)",
+        "reliability": {
+            "min_effective_samples": MIN_EFFECTIVE_SAMPLES, "max_rhat": MAX_RHAT,
+            "nonlinear": f"blocked jackknife ({blocks} blocks), bias-corrected where |bias| > {BIAS_FRACTION} error",
+        },
         "lattice": lattice.describe(),
     }
+    if markov:
+        meta["vacuum_changes"] = vacuum_changes(m)
     return Measurement({k: out[k] for k in OBSERVABLES}, meta)
+
+
+def chain_summary(fields: np.ndarray, lattice: Lattice) -> dict:
+    """Diagnostics of Markov chains (fields (chains, samples, *lattice)) that travel with an
+    ensemble: for M, |M| and max|phi| the rank-normalized split R-hat, bulk and tail ESS, tau_int
+    and its error; the vacuum changes per chain. M's R-hat is large when chains sit in different
+    vacua of a broken phase (as they should); |M|'s is the convergence check there."""
+    fields = np.asarray(fields, dtype=np.float64)
+    m = magnetization(fields, lattice)
+    series = {"M": m, "abs_M": np.abs(m), "max_abs_phi": np.max(np.abs(fields), axis=lattice.axes)}
+    diag = chain_diagnostics(np.stack(list(series.values()), axis=-1))
+    out = {"vacuum_changes": vacuum_changes(m)}
+    for i, (name, x) in enumerate(series.items()):
+        entry = {k: (float(diag[k][i]) if np.isfinite(diag[k][i]) else None) for k in diag}
+        if x.shape[1] >= MIN_SAMPLES_PER_CHAIN:
+            est = evaluate(primaries({name: x}, markov=True)[name], markov=True)
+            entry.update(tau_int=est.tau_int, tau_int_error=est.tau_int_error)
+        out[name] = entry
+    return out
+
+
+def vacuum_changes(m: np.ndarray) -> list[int]:
+    """Vacuum changes per chain (rows of m, shape (chains, samples)): crossings between M > c and
+    M < -c with the hysteresis c = median |M| / 2 of the chain, so that fluctuations about M = 0
+    in the symmetric phase are not counted one by one as tunnelling."""
+    m = np.asarray(m, dtype=np.float64)
+    out = []
+    for row in m:
+        c = 0.5 * float(np.median(np.abs(row)))
+        side = np.where(row > c, 1, np.where(row < -c, -1, 0))
+        side = side[side != 0]
+        out.append(int(np.count_nonzero(np.diff(side))) if side.size else 0)
+    return out
 
 
 def free_field_expectations(m2: float, lattice: Lattice) -> dict[str, float]:

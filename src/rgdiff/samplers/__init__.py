@@ -1,7 +1,11 @@
 """Exact samplers of the UV theory exp(-S).
 
-- `samplers.uv`: Blackjax NUTS / HMC with Stan's window adaptation, many chains at once, and
-  `hmc_refresh` (one fixed-step HMC trajectory per configuration of a batch).
+- `samplers.uv`: the UV ensembles: many chains at once, Stan's window adaptation, checkpoints.
+- `samplers.hmc`: how a UV chain moves (`UVMove`): Fourier-accelerated HMC (default) or NUTS,
+  plain NUTS / HMC; `hmc_refresh` (one Fourier-accelerated trajectory per configuration of a
+  batch).
+- `samplers.fourier`: the Fourier coordinates (orthonormal Hartley modes whitened by the free
+  propagator) and the orbit-averaged adaptive metric.
 - `samplers.imh`: the independence-Metropolis kernel with an exact proposal density, and the
   importance-sampling ESS.
 - `samplers.bridge`: the bridge sampler: learned-model proposals (`rgdiff.generate.proposal`)

@@ -14,8 +14,8 @@ maps phi_T ~ p_T to phi' ~ q = p_0^theta with its exact log-density log q(phi')
    with probability min(1, exp(-S(phi') + S(phi) + log q(phi) - log q(phi'))). The log q of the
    current state is cached; after HMC moves it is recomputed with `proposal.log_prob` (for the
    ODE, the run 0 -> T);
-2. k HMC (or NUTS) transitions on the UV action (Blackjax), which explore locally where the
-   model is poor.
+2. k HMC transitions on the UV action (Blackjax; Fourier-accelerated by default,
+   `rgdiff.samplers.hmc.UVMove`), which explore locally where the model is poor.
 
 Both steps leave exp(-S) invariant, so the chain is exact whatever the model's quality; the model
 only sets the acceptance rate and so the autocorrelation time. (Exact up to the ODE solver's
@@ -40,12 +40,10 @@ import math
 import time
 from typing import Callable
 
-import blackjax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.base import get_filter_adapt_info_fn
 
 from rgdiff.errors import InvalidSamplerSettingsError, InvalidSchemeError
 from rgdiff.generate import diffusion as gen
@@ -55,9 +53,11 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.stats import tau_int as gamma_tau_int
 from rgdiff.rg.base import AbstractLinearScheme
 from rgdiff.samplers import imh
+from rgdiff.samplers.hmc import ALGORITHMS as UV_ALGORITHMS
+from rgdiff.samplers.hmc import DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
 
-ALGORITHMS = ("hmc", "nuts")
+ALGORITHMS = UV_ALGORITHMS
 MAX_VALUES = 2**31
 
 
@@ -68,9 +68,12 @@ class BridgeSettings:
     - `chains`, `samples` (recorded sweeps per chain; one sweep = one IMH step + k HMC steps).
     - `hmc_steps_between`: k, HMC transitions after every independence-Metropolis step
       (0: pure independence Metropolis, no encode needed).
-    - `hmc_leapfrog`: leapfrog steps per HMC trajectory; `algorithm`: "hmc" or "nuts".
+    - `algorithm`: how the HMC moves go (`rgdiff.samplers.hmc.UVMove`): "fa-hmc" (Fourier-
+      accelerated HMC, the default), "fa-nuts", "hmc" (`hmc_leapfrog` leapfrog steps per
+      trajectory) or "nuts"; `trajectory_length`: the mean trajectory of "fa-hmc".
     - `warmup`: window-adaptation steps per chain (step size, diagonal mass matrix), run from
-      the model's own samples; 0 uses `step_size` and a unit mass matrix. With
+      the model's own samples; 0 uses `step_size` and a unit mass matrix (in Fourier coordinates:
+      the closed-form free propagator). With
       `hmc_steps_between` = 0 (nothing to tune) it is the number of discarded IMH sweeps
       instead (rounded up to whole chunks).
     - `target_acceptance`: of the adaptation.
@@ -83,9 +86,10 @@ class BridgeSettings:
     samples: int = 1000
     hmc_steps_between: int = 1
     hmc_leapfrog: int = 10
-    algorithm: str = "hmc"
+    algorithm: str = "fa-hmc"
     warmup: int = 200
     step_size: float = 0.1
+    trajectory_length: float = DEFAULT_TRAJECTORY
     target_acceptance: float = 0.8
     ode_steps: int = 32
     ode_solver: str = "tsit5"
@@ -93,10 +97,6 @@ class BridgeSettings:
     chunk: int = 0
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise InvalidSamplerSettingsError(
-                f"unknown HMC algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}"
-            )
         for name, lo in (
             ("chains", 1), ("samples", 2), ("hmc_steps_between", 0), ("hmc_leapfrog", 1),
             ("warmup", 0), ("ode_steps", 1), ("chunk", 0),
@@ -108,8 +108,7 @@ class BridgeSettings:
             raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
         if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
             raise InvalidSamplerSettingsError(f"step_size must be a number > 0, got {self.step_size!r}")
-        if not 0.0 < self.target_acceptance < 1.0:
-            raise InvalidSamplerSettingsError(f"target_acceptance must lie in (0, 1), got {self.target_acceptance}")
+        self.move  # validates algorithm, trajectory_length and target_acceptance
         if self.ode_solver not in gen.ODE_SOLVERS:
             raise InvalidSamplerSettingsError(
                 f"unknown ODE solver {self.ode_solver!r}; choose one of {', '.join(gen.ODE_SOLVERS)}"
@@ -118,6 +117,10 @@ class BridgeSettings:
             raise InvalidSamplerSettingsError(
                 f"unknown time grid {self.ode_grid!r}; choose one of {', '.join(gen.GRIDS)}"
             )
+
+    @property
+    def move(self) -> UVMove:
+        return UVMove(self.algorithm, self.hmc_leapfrog, self.trajectory_length, self.target_acceptance)
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,47 +145,26 @@ def _log_prob(proposal: AbstractProposal, fields):
     return proposal.log_prob(fields)
 
 
-def _kernel(theory: Phi4, algorithm: str, leapfrog: int, step_size, inverse_mass_matrix):
-    logdensity = theory.logdensity_fn()
-    if algorithm == "nuts":
-        return blackjax.nuts(logdensity, step_size, inverse_mass_matrix)
-    return blackjax.hmc(logdensity, step_size, inverse_mass_matrix, leapfrog)
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _warmup(move: UVMove, theory: Phi4, keys, fields, steps: int):
+    """Stan's window adaptation per chain (`UVMove.warmup`) from `fields`; cached per theory and move."""
+    return move.warmup(theory, keys, move.coordinates(theory).from_field(fields), steps)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _warmup(theory: Phi4, algorithm: str, leapfrog: int, target: float, steps: int, keys, positions):
-    """Stan's window adaptation per chain (as in `rgdiff.samplers.uv`); cached per theory and options."""
-    logdensity = theory.logdensity_fn()
-    algo = blackjax.nuts if algorithm == "nuts" else blackjax.hmc
-    extra = {} if algorithm == "nuts" else {"num_integration_steps": leapfrog}
-    adaptation = blackjax.window_adaptation(
-        algo,
-        logdensity,
-        target_acceptance_rate=target,
-        adaptation_info_fn=get_filter_adapt_info_fn(),
-        **extra,
-    )
-
-    def one_chain(key, position):
-        with jax.numpy_dtype_promotion("standard"):  # blackjax's window adaptation mixes bool and int
-            (state, params), _ = adaptation.run(key, position, num_steps=steps)
-        return state, params["step_size"], params["inverse_mass_matrix"]
-
-    return jax.vmap(one_chain)(keys, positions)
-
-
-def _init_states(theory: Phi4, positions):
-    logdensity = theory.logdensity_fn()
-    return jax.vmap(lambda x: blackjax.hmc.init(x, logdensity))(positions)
+def _init_states(move: UVMove, theory: Phi4, fields):
+    """HMC states (in the move's coordinates) at `fields`."""
+    return move.init(theory, move.coordinates(theory).from_field(fields))
 
 
 @eqx.filter_jit
 def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_key, chain_keys, start, chunk):
     """`chunk` sweeps for all chains: IMH with pre-generated proposals, then k HMC steps, then encode.
 
-    `hmc` = (algorithm, leapfrog steps, k): the only settings that shape the compiled code.
+    `hmc` = (`UVMove`, k): the only settings that shape the compiled code. The HMC states live in
+    the move's coordinates (Fourier or site), the independence-Metropolis step in field space.
     """
-    algorithm, leapfrog, k_hmc = hmc
+    move, k_hmc = hmc
+    coords = move.coordinates(theory)
     chains = log_q.shape[0]
     dtype = log_q.dtype
 
@@ -194,7 +176,7 @@ def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_ke
     prop_phi, prop_log_q = jax.vmap(proposals_of)(sweeps)  # (chunk, chains, ...), (chunk, chains)
 
     def hmc_chain(state, eps, inv_mass, chain_key, sweep):
-        kernel = _kernel(theory, algorithm, leapfrog, eps, inv_mass)
+        kernel = move.kernel(theory, eps, inv_mass)
 
         def body(st, j):
             st, info = kernel.step(jax.random.fold_in(chain_key, sweep * k_hmc + j), st)
@@ -210,17 +192,20 @@ def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_ke
         phi_p, log_q_p, sweep = xs
         # independence Metropolis (section 5.2): target exp(-S), proposal q
         keys = jax.random.split(jax.random.fold_in(proposal_key, 2 * sweep + 1), chains)
-        current = imh.IMHState(states.position, states.logdensity - log_q)
+        # the chain's log density -S(phi) is the same number in either coordinates (constant Jacobian dropped)
+        current = imh.IMHState(coords.to_field(states.position), states.logdensity - log_q)
         moved, info = imh_step(keys, current, phi_p, log_q_p, logdensity)
         log_q = jnp.where(info.is_accepted, log_q_p, log_q)
-        states = _init_states(theory, moved.position)
+        states = _init_states(move, theory, moved.position)
+        phi = moved.position
         if k_hmc > 0:
             states, hmc_acc = jax.vmap(hmc_chain, in_axes=(0, 0, 0, 0, None))(states, step_size, imm, chain_keys, sweep)
             hmc_acc = jnp.mean(hmc_acc, axis=1)
-            log_q = proposal.log_prob(states.position)  # the cached log q must follow the HMC moves
+            phi = coords.to_field(states.position)
+            log_q = proposal.log_prob(phi)  # the cached log q must follow the HMC moves
         else:
             hmc_acc = jnp.zeros((chains,), dtype)
-        out = (states.position, info.is_accepted, info.acceptance_rate, hmc_acc, info.proposal_log_weight)
+        out = (phi, info.is_accepted, info.acceptance_rate, hmc_acc, info.proposal_log_weight)
         return (states, log_q), out
 
     (states, log_q), out = jax.lax.scan(sweep_fn, (states, log_q), (prop_phi, prop_log_q, sweeps))
@@ -311,7 +296,8 @@ def sample_bridge(
     callback = callback or (lambda *a: None)
     k_init, k_warm, k_prop, k_chain, k_burn = jax.random.split(key, 5)
     chunk = settings.chunk or min(settings.samples, 50)  # a fixed size: one compilation per setup
-    hmc = (settings.algorithm, settings.hmc_leapfrog, settings.hmc_steps_between)
+    move = settings.move
+    hmc = (move, settings.hmc_steps_between)
     chain_keys = jax.random.split(k_chain, settings.chains)
 
     # start from the model's own samples, then tune HMC from there
@@ -319,15 +305,13 @@ def sample_bridge(
     callback("warmup", 0, settings.warmup)
     positions, log_q = _sample(proposal, k_init, settings.chains)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
-        states, step_size, imm = _warmup(
-            theory, settings.algorithm, settings.hmc_leapfrog, float(settings.target_acceptance), settings.warmup,
-            jax.random.split(k_warm, settings.chains), positions,
-        )
-        log_q = _log_prob(proposal, states.position)
+        states, params = _warmup(move, theory, jax.random.split(k_warm, settings.chains), positions, settings.warmup)
+        step_size, imm = params["step_size"], params["inverse_mass_matrix"]
+        log_q = _log_prob(proposal, move.coordinates(theory).to_field(states.position))
     else:
-        states = _init_states(theory, positions)
-        step_size = jnp.full((settings.chains,), settings.step_size, dtype)
-        imm = jnp.ones((settings.chains, lattice.sites), dtype)
+        states = _init_states(move, theory, positions)
+        params = move.default_params(theory, settings.chains, dtype, settings.step_size)
+        step_size, imm = params["step_size"], params["inverse_mass_matrix"]
         # pure independence Metropolis: discarded sweeps (whole chunks) let the chains forget
         # their start, a draw from q rather than from exp(-S)
         for burned in range(0, settings.warmup, chunk):

@@ -1,30 +1,30 @@
-"""Exact sampling of the UV theory with Blackjax: NUTS (the paper's choice) or plain HMC.
+"""Exact sampling of the UV theory with Blackjax: Fourier-accelerated HMC (default) or NUTS, and
+the paper's plain NUTS and HMC.
 
 Many chains run at once (`jax.vmap` over a leading chain axis). Each chain is tuned by Stan's
-window adaptation (step size and diagonal inverse mass matrix), then sampled in fixed-size
-chunks so that a progress display can be updated and, later, a run can be checkpointed between
-chunks. The PRNG key of step k of chain c is fold_in(chain_key[c], k), so the samples do not
-depend on the chunk size.
+window adaptation (step size and diagonal inverse mass matrix; in the Fourier coordinates of
+`rgdiff.samplers.fourier` one variance per momentum orbit), then sampled in fixed-size chunks so
+that a progress display can be updated and a run checkpointed between chunks. The PRNG key of
+step k of chain c is fold_in(chain_key[c], k), so the samples do not depend on the chunk size.
+How a chain moves is `rgdiff.samplers.hmc.UVMove`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Callable
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.base import get_filter_adapt_info_fn
 
 from rgdiff import parallel
 from rgdiff.errors import InvalidSamplerSettingsError
+from rgdiff.lattice.symmetry import lattice_orbits
+from rgdiff.samplers.hmc import ALGORITHMS, DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
 
-ALGORITHMS = ("nuts", "hmc")
 MAX_VALUES = 2**31  # refuse ensembles of more than this many numbers before allocating
 
 
@@ -32,20 +32,24 @@ MAX_VALUES = 2**31  # refuse ensembles of more than this many numbers before all
 class SamplerSettings:
     """Settings of a Markov-chain run.
 
-    - `algorithm`: "nuts" (No-U-Turn, the paper's choice) or "hmc" (fixed trajectory length).
+    - `algorithm`: "fa-hmc" (Fourier-accelerated HMC, the default), "fa-nuts" (NUTS in the same
+      coordinates), "nuts" (No-U-Turn in site coordinates, the paper's choice) or "hmc".
     - `chains`, `samples` (kept per chain), `warmup` (window-adaptation steps per chain).
     - `thin`: keep every `thin`-th transition.
-    - `hmc_steps`: leapfrog steps per HMC trajectory.
+    - `hmc_steps`: leapfrog steps per trajectory of "hmc".
+    - `trajectory_length`: mean trajectory length of "fa-hmc" (whitened units; pi/2 = a quarter
+      period of every mode).
     - `target_acceptance`: the adaptation's target acceptance rate.
     """
 
-    algorithm: str = "nuts"
+    algorithm: str = "fa-hmc"
     chains: int = 4
     samples: int = 1000
     warmup: int = 500
     thin: int = 1
     hmc_steps: int = 10
     target_acceptance: float = 0.8
+    trajectory_length: float = DEFAULT_TRAJECTORY
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -58,10 +62,11 @@ class SamplerSettings:
                 raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
         if self.warmup == 1:
             raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
-        if not 0.0 < self.target_acceptance < 1.0:
-            raise InvalidSamplerSettingsError(
-                f"target_acceptance must lie in (0, 1), got {self.target_acceptance}"
-            )
+        self.move  # validates trajectory_length and target_acceptance
+
+    @property
+    def move(self) -> UVMove:
+        return UVMove(self.algorithm, self.hmc_steps, self.trajectory_length, self.target_acceptance)
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,69 +76,6 @@ class SamplerSettings:
 class SampleResult:
     fields: np.ndarray  # (chains, samples, *lattice)
     diagnostics: dict
-
-
-def hmc_step_size(theory: Phi4) -> float:
-    """A stable leapfrog step for identity mass: 1/2 over the largest free frequency sqrt(eps^d (Lambda_0^2 + |m2|))."""
-    lat = theory.lattice
-    return 0.5 / math.sqrt(lat.spacing**lat.dim * (lat.cutoff**2 + abs(theory.m2)))
-
-
-def hmc_refresh(theory: Phi4, key: jax.Array, phi: jax.Array, *, step_size, leapfrog: int):
-    """One HMC trajectory (identity mass, `leapfrog` steps of `step_size`) per configuration of
-    `phi` (batch, *lattice) on exp(-S): Blackjax's kernel vmapped over the batch, one key each.
-
-    The refresh of a batch of UV chains that a learned proposal moves between (the training
-    loop after [5.22]); exact for exp(-S) whatever the step.
-
-    **Returns:** `(phi_new, acceptance probability per configuration)`.
-    """
-    logdensity = theory.logdensity_fn()
-    kernel = blackjax.hmc.build_kernel()
-    inverse_mass = jnp.ones((theory.lattice.sites,), phi.dtype)
-
-    def one(k, x):
-        state, info = kernel(k, blackjax.hmc.init(x, logdensity), logdensity, step_size, inverse_mass, leapfrog)
-        return state.position, info.acceptance_rate
-
-    return jax.vmap(one)(jax.random.split(key, phi.shape[0]), phi)
-
-
-def _kernel(theory: Phi4, settings: SamplerSettings, params: dict):
-    logdensity = theory.logdensity_fn()
-    if settings.algorithm == "nuts":
-        return blackjax.nuts(logdensity, params["step_size"], params["inverse_mass_matrix"])
-    return blackjax.hmc(
-        logdensity, params["step_size"], params["inverse_mass_matrix"], settings.hmc_steps
-    )
-
-
-def _warmup(theory: Phi4, settings: SamplerSettings, keys, positions):
-    logdensity = theory.logdensity_fn()
-    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
-    extra = {} if settings.algorithm == "nuts" else {"num_integration_steps": settings.hmc_steps}
-    adaptation = blackjax.window_adaptation(
-        algo,
-        logdensity,
-        target_acceptance_rate=settings.target_acceptance,
-        adaptation_info_fn=get_filter_adapt_info_fn(),  # keep no per-step warm-up history
-        **extra,
-    )
-
-    def one_chain(key, position):
-        with jax.numpy_dtype_promotion("standard"):  # blackjax's window adaptation mixes bool and int
-            (state, params), _ = adaptation.run(key, position, num_steps=settings.warmup)
-        return state, {"step_size": params["step_size"], "inverse_mass_matrix": params["inverse_mass_matrix"]}
-
-    return jax.jit(jax.vmap(one_chain))(keys, positions)
-
-
-def _default_params(theory: Phi4, n_chains: int, dtype):
-    size = theory.lattice.sites
-    return {
-        "step_size": jnp.full((n_chains,), 0.1, dtype),
-        "inverse_mass_matrix": jnp.ones((n_chains, size), dtype),
-    }
 
 
 def sample(
@@ -175,7 +117,9 @@ def sample(
     dtype = jnp.zeros(()).dtype  # float64 under x64
     callback = callback or (lambda *a: None)
     k_init, k_warm, k_sample = jax.random.split(key, 3)
-    positions = 0.1 * jax.random.normal(k_init, (settings.chains, *lat.shape), dtype)
+    move = settings.move
+    coords = move.coordinates(theory)
+    positions = coords.from_field(0.1 * jax.random.normal(k_init, (settings.chains, *lat.shape), dtype))
     mesh = mesh if mesh is not None else parallel.mesh_for_batch(settings.chains)
     positions = parallel.shard_batch(positions, mesh)  # chains split over the devices
 
@@ -183,19 +127,17 @@ def sample(
     callback("warmup", 0, settings.warmup)
     resumed = None
     if checkpoint is not None and checkpoint.resumed is not None:
-        logdensity = theory.logdensity_fn()
-        skeleton = jax.vmap(lambda x: blackjax.nuts.init(x, logdensity))(positions)
-        resumed = checkpoint.resumed_sampling(skeleton, _default_params(theory, settings.chains, dtype))
+        skeleton = move.init(theory, positions)
+        resumed = checkpoint.resumed_sampling(skeleton, move.default_params(theory, settings.chains, dtype))
     if resumed is not None:
         states, params = resumed["states"], resumed["params"]
     elif settings.warmup > 0:
         warm_keys = parallel.shard_batch(jax.random.split(k_warm, settings.chains), mesh)
-        states, params = _warmup(theory, settings, warm_keys, positions)
+        states, params = jax.jit(move.warmup, static_argnums=(0, 3))(theory, warm_keys, positions, settings.warmup)
         jax.block_until_ready(states)
     else:
-        params = _default_params(theory, settings.chains, dtype)
-        logdensity = theory.logdensity_fn()
-        states = jax.vmap(lambda x: blackjax.nuts.init(x, logdensity))(positions)
+        params = move.default_params(theory, settings.chains, dtype)
+        states = move.init(theory, positions)
     callback("warmup", settings.warmup, settings.warmup)
     t_warm = time.perf_counter() - t0
 
@@ -206,10 +148,10 @@ def sample(
     states, params, chain_keys = parallel.shard_batch((states, params, chain_keys), mesh)
 
     def one_step(state, params, chain_key, step):
-        kernel = _kernel(theory, settings, params)
+        kernel = move.kernel(theory, params["step_size"], params["inverse_mass_matrix"])
         state, info = kernel.step(jax.random.fold_in(chain_key, step), state)
-        n_int = info.num_integration_steps if settings.algorithm == "nuts" else settings.hmc_steps
-        return state, (state.position, info.acceptance_rate, info.is_divergent, n_int)
+        n_int = info.num_integration_steps if hasattr(info, "num_integration_steps") else settings.hmc_steps
+        return state, (coords.to_field(state.position), info.acceptance_rate, info.is_divergent, n_int)
 
     def run_chunk(state, params, chain_key, start):
         def body(st, k):
@@ -263,9 +205,10 @@ def sample(
     if not np.all(np.isfinite(fields)):
         raise FloatingPointError("non-finite field values in the chains; the sampler diverged")
 
+    imm = np.asarray(params["inverse_mass_matrix"])
     diagnostics = {
         "step_size": np.asarray(params["step_size"]).tolist(),
-        "inverse_mass_matrix_mean": np.asarray(params["inverse_mass_matrix"]).mean(axis=-1).tolist(),
+        "inverse_mass_matrix_mean": imm.mean(axis=-1).tolist(),
         "acceptance_rate": (acc_sum / n_steps).tolist(),
         "divergences": div_sum.tolist(),
         "mean_integration_steps": (nint_sum / n_steps).tolist(),
@@ -273,4 +216,16 @@ def sample(
         "sampling_seconds": t_sample,
         "first_chunk_seconds_incl_compile": t_compile,
     }
+    if move.fourier:
+        diagnostics["mode_variance_ratio"] = mode_variance_ratio(imm, lat)
     return SampleResult(fields, diagnostics)
+
+
+def mode_variance_ratio(inverse_mass_matrix: np.ndarray, lattice) -> list[float]:
+    """The adapted Fourier-accelerated metric per momentum orbit (`lattice_orbits` labels),
+    averaged over chains: the measured variance of each mode over its closed-form start, i.e.
+    G2(p) / G2_free(p; m2_ref). One number per orbit, orbit 0 the zero mode."""
+    count, index = lattice_orbits(lattice.dim, lattice.size)
+    flat = np.asarray(inverse_mass_matrix).reshape(-1, lattice.sites).mean(axis=0)
+    sums = np.bincount(index.reshape(-1), weights=flat, minlength=count)
+    return (sums / np.bincount(index.reshape(-1), minlength=count)).tolist()

@@ -33,7 +33,7 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.stats import tau_int
 from rgdiff.rg import LogTime, flowed_site_variance
 from rgdiff.samplers import imh
-from rgdiff.samplers.uv import hmc_refresh, hmc_step_size
+from rgdiff.samplers.hmc import hmc_refresh
 from rgdiff.theory.phi4 import Phi4
 from rgdiff.models.base import cast_model
 from rgdiff.train.loop import fit
@@ -142,7 +142,6 @@ def _rg_objective(scheme, theory: Phi4, settings: FlowTrainSettings):
     flow's samples as proposals, then `hmc_steps` HMC trajectories."""
     logdensity = theory.logdensity_fn()
     kernel = jax.vmap(imh.build_kernel(), in_axes=(0, 0, 0, 0, None))
-    step_size = hmc_step_size(theory)
 
     def loss_fn(flow, chain, data, key):
         k_loss, k_imh, k_hmc = jax.random.split(key, 3)
@@ -157,8 +156,7 @@ def _rg_objective(scheme, theory: Phi4, settings: FlowTrainSettings):
         chain = state.position
         hmc_acc = jnp.zeros((), chain.dtype)
         for j in range(settings.hmc_steps):
-            chain, prob = hmc_refresh(theory, jax.random.fold_in(k_hmc, j), chain, step_size=step_size,
-                                      leapfrog=settings.leapfrog)
+            chain, prob = hmc_refresh(theory, jax.random.fold_in(k_hmc, j), chain, leapfrog=settings.leapfrog)
             hmc_acc = hmc_acc + jnp.mean(prob) / settings.hmc_steps
         metrics = {"reverse_kl": reverse, "cross_entropy": cross, "ess": imh.importance_ess(info.proposal_log_weight),
                    "imh_acceptance": jnp.mean(info.is_accepted.astype(chain.dtype)), "hmc_acceptance": hmc_acc}
