@@ -119,6 +119,8 @@ def numpy_action(phi, m2, lam, spacing, dim):
 
 
 def test_layout_is_chunked_compressed_with_the_series_beside_the_fields(tmp_path):
+    from rgdiff.observables.estimators import magnetization
+
     theory = Phi4(Lattice(2, 8, 2.0), -1.5, 3.0)
     rng = np.random.default_rng(1)
     fields = rng.normal(size=(3, 40, 8, 8))
@@ -130,6 +132,7 @@ def test_layout_is_chunked_compressed_with_the_series_beside_the_fields(tmp_path
         np.testing.assert_array_equal(ds[...], fields)
         np.testing.assert_allclose(f["action"][...], numpy_action(fields, -1.5, 3.0, 0.25, 2), rtol=1e-13)
         np.testing.assert_array_equal(f["magnetization"][...], fields.mean(axis=(2, 3)))
+        np.testing.assert_array_equal(f["magnetization"][...], magnetization(fields, theory.lattice))  # one M
         np.testing.assert_array_equal(f["max_abs_phi"][...], np.abs(fields).max(axis=(2, 3)))
         np.testing.assert_array_equal(f["mc_time"][...], 3 * np.arange(1, 41))
         specs = json.loads(f.attrs["datasets"])
