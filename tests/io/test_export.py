@@ -306,3 +306,36 @@ def test_missing_arviz_is_an_import_error_naming_the_extra():
     with mock.patch.dict(sys.modules, {"xarray": None}):
         with pytest.raises(ImportError, match=r"rgdiff.to_xarray needs the Python package xarray"):
             rgdiff.to_xarray(ens)
+
+
+# any array: imported exactly, or one clear line with nothing written ----------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(array=hnp.arrays(
+    dtype=st.sampled_from([np.float64, np.float32, np.float16, np.int32, np.bool_, np.complex64]),
+    shape=st.one_of(hnp.array_shapes(min_dims=1, max_dims=6, min_side=1, max_side=5),
+                    st.tuples(st.integers(1, 3), st.integers(1, 4), st.just(3), st.just(3))),  # often valid
+))
+def test_any_array_is_imported_exactly_or_refused_in_one_line(tmp_path_factory, array):
+    import contextlib
+    import io
+
+    d = tmp_path_factory.mktemp("any")
+    np.save(d / "a.npy", array)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["import", str(d / "a.npy"), "--units", "lattice", "--m2", "1", "--lam", "1", "--quiet",
+                     "--out", str(d / "o.h5")])
+    if code == 0:
+        ens = load_ensemble(d / "o.h5")
+        assert ens.fields.tobytes() == array.astype(np.float64).tobytes()
+        assert array.dtype.kind == "f" and np.all(np.isfinite(array)) and array.shape[1] >= 2
+    else:
+        lines = err.getvalue().strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("rgdiff: error:"), err.getvalue()
+        assert sorted(p.name for p in d.iterdir()) == ["a.npy"]
