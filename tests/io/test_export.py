@@ -152,10 +152,6 @@ def test_import_and_export_share_the_theory_options_of_sample():
 # bad input: one line, exit code 2, nothing written ----------------------------------------------
 
 
-def write_npy(path, array, **kw):
-    np.save(path, array, **kw)
-
-
 BAD_ARRAYS = {
     "missing.npy": (None, "does not exist"),
     "garbage.npy": (b"this is not numpy at all" * 10, "not a NumPy"),
