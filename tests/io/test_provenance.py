@@ -4,6 +4,7 @@ checksums of its inputs; anything else is one clear error."""
 import json
 from importlib import metadata
 
+import h5py
 import numpy as np
 import pytest
 
@@ -34,7 +35,10 @@ def test_sampled_ensemble_records_its_config(tmp_path, capsys):
     assert main(["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--samples", "10", "--chains", "2",
                  "--warmup", "0", "--algorithm", "hmc", "--seed", "17", "--quiet", "--out", str(out)]) == 0
     d = info(capsys, out)
-    assert d["kind"] == "ensemble" and d["sha256"] == file_checksum(out) and d["seed"] == 17
+    with h5py.File(out, "r") as f:
+        recorded = f.attrs["sha256"]
+    assert d["kind"] == "ensemble" and d["content_sha256"] == recorded and d["seed"] == 17
+    assert d["format"] == "rgdiff-ensemble 2" and "fields not verified" in d["integrity"]
     assert d["config"]["sampler"] == {"algorithm": "hmc", "chains": 2, "samples": 10, "warmup": 0, "thin": 1,
                                       "hmc_steps": 10, "trajectory_length": 1.5707963267948966}
     assert d["config"]["theory"]["m2"] == 1.0 and d["command"] == "rgdiff sample"

@@ -605,6 +605,100 @@ def _check_new_folder(out: Path, message: str) -> None:
         raise WriteOutputError(message)
 
 
+# data that travel: `export` and `import` (rgdiff.io.export) ------------------------------------
+
+
+def _sample_option(name: str):
+    """The option `name` of `rgdiff sample` (its flag, help and default), for commands that take a
+    theory the same way."""
+    import inspect
+
+    return inspect.signature(sample).parameters[name].default
+
+
+def _check_not_input(file: Path, out: Path) -> None:
+    from rgdiff.errors import WriteOutputError
+
+    if out.exists() and file.exists() and out.resolve() == file.resolve():
+        raise WriteOutputError(f"--out {out} is the input file; choose another name")
+
+
+@app.command()
+def export(
+    file: Path = typer.Argument(..., help="ensemble file (.h5) written by rgdiff"),
+    to: str = typer.Option(..., "--to", help="npz (NumPy) | netcdf (netCDF-4; needs the 'arviz' extra)"),
+    out: Path = typer.Option(..., "--out", help="output file (.npz or .nc)"),
+    quiet: Quiet = False,
+):
+    """Write an ensemble as NumPy .npz or netCDF-4, with its provenance (fields, action, M, max|phi|, MC time)."""
+    from rgdiff.io import export as ex
+    from rgdiff.io.ensemble import load_ensemble, load_series
+    from rgdiff.io.locking import output_lock
+
+    write = ex.writer(to)  # an unknown target, or a missing optional package: one line, before any work
+    _check_arguments(None, (out, ex.TARGETS[to]))
+    _check_not_input(file, out)
+    ens = load_ensemble(file)  # every byte verified
+    _, series = load_series(file)  # the stored action, M, max|phi|, exported as stored
+    with output_lock(out):
+        write(out, ens, series=series, source=file)
+    if not quiet:
+        from rgdiff.cli.progress import console
+
+        chains, samples = ens.fields.shape[:2]
+        console.print(f"wrote {out}: {chains} chains x {samples} samples ({to}) with the provenance of {file}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="NumPy array (.npy) of shape (chains, samples, *lattice), or an .npz/.nc from `rgdiff export`"),
+    out: Path = typer.Option(..., "--out", help="output ensemble file (.h5)"),
+    dim: Optional[int] = typer.Option(None, "--dim", help="lattice dimension d (default: from the array's shape, which must match)"),
+    size: Optional[int] = typer.Option(None, "--size", help="sites per side N (default: from the array's shape, which must match)"),
+    length: Optional[float] = _sample_option("length"),
+    m2: Optional[float] = _sample_option("m2"),
+    lam: Optional[float] = _sample_option("lam"),
+    kappa: Optional[float] = _sample_option("kappa"),
+    lambda_h: Optional[float] = _sample_option("lambda_h"),
+    units: str = _sample_option("units"),
+    markov: Optional[bool] = typer.Option(None, "--markov/--independent", help="Markov chains (the default; Gamma-method errors) or independent samples"),
+    quiet: Quiet = False,
+):
+    """Import configurations from NumPy (or an rgdiff .npz/.nc export) into an ensemble, with the theory
+    given as for `rgdiff sample`; the source file's SHA-256 is recorded."""
+    from rgdiff.errors import InvalidLatticeError
+    from rgdiff.io import export as ex
+    from rgdiff.io.ensemble import save_ensemble
+    from rgdiff.io.locking import output_lock
+    from rgdiff.theory.phi4 import make_phi4
+
+    _check_arguments(None, (out, ".h5"))
+    _check_not_input(file, out)
+    src = ex.read_array(file)
+    chains, samples, *lattice = src.fields.shape
+    for flag, given, found in (("--dim", dim, len(lattice)), ("--size", size, lattice[0])):
+        if given is not None and given != found:
+            raise InvalidLatticeError(
+                f"{file} holds configurations of shape {tuple(lattice)} (chains {chains}, samples {samples}), "
+                f"not {flag} {given}"
+            )
+    _check_memory(len(lattice), lattice[0], chains, samples)
+    given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
+    theory = None
+    if _given_on_command_line(ctx, "units") or any(v is not None for k, v in given.items() if k != "units"):
+        theory = make_phi4(len(lattice), lattice[0], units=units, length=length, m2=m2, lam=lam, kappa=kappa,
+                           lambda_h=lambda_h)
+    ens = ex.imported_ensemble(src, theory=theory, markov=markov, units=given)
+    with output_lock(out):
+        save_ensemble(out, ens)
+    if not quiet:
+        from rgdiff.cli.progress import console
+
+        kind = "Markov chains" if ens.markov else "independent samples"
+        console.print(f"wrote {out}: {chains} x {samples} {kind} on a {'x'.join(map(str, lattice))} lattice from {file}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: one clear line and exit code 2 for any user error."""
     from typer.exceptions import TyperException

@@ -13,7 +13,23 @@ A checkpoint folder holds one file, `checkpoint.rgdiff`::
 Format 1 (an .npz payload) is refused with a clear line: start such a run afresh.
 
 It is replaced atomically (temporary file + rename), so a kill at any instant leaves either the
-previous or the new checkpoint. Reading checks the magic line, the header, the SHA-256 of the
+previous or the new checkpoint.
+
+Sampling checkpoints keep the samples out of the payload, in an append-only log beside it, so a
+checkpoint writes the samples drawn since the previous one plus the (small, fixed-size) sampler
+state, not every sample so far: the I/O of a run is linear in its length::
+
+    samples.rgdiff    records, each  b"RGDSMPL1" | uint64 n (little-endian) | n samples per chain,
+                      the array (chains, n, *lattice) in C order, dtype as in the header
+
+The header's host state `samples` records the log's committed length in bytes, the number of
+samples per chain, the dtype and shape, and a hash chain over the records
+(H_0 = "", H_k = SHA-256(H_{k-1} || record k), hex). A checkpoint first appends (and fsyncs) the
+new record after the committed length, then replaces the header atomically: a kill at any instant
+leaves the previous header, whose committed prefix of the log is untouched (bytes beyond it are
+ignored, then cut off by the next append). Resuming verifies the hash chain and refuses a
+damaged or truncated log with one clear line, leaving it untouched. Sampling checkpoints of
+earlier rgdiff versions (samples inside the payload) still resume. Reading checks the magic line, the header, the SHA-256 of the
 payload and that the checkpoint belongs to the same command and configuration (its identity);
 a corrupt or foreign checkpoint is refused with one clear line and never overwritten.
 
@@ -30,6 +46,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 from pathlib import Path
 
 import equinox as eqx
@@ -44,6 +61,9 @@ FORMAT_VERSION = 2
 MAGIC = b"RGDIFF-CHECKPOINT %d\n" % FORMAT_VERSION
 _MAGIC_PREFIX = b"RGDIFF-CHECKPOINT "
 FILE = "checkpoint.rgdiff"
+SAMPLES_FILE = "samples.rgdiff"  # sampling: the append-only log of the samples so far
+_RECORD = struct.Struct("<8sQ")
+_RECORD_MAGIC = b"RGDSMPL1"
 
 
 class ReadCheckpointError(RgdiffError):
@@ -150,10 +170,17 @@ class Checkpointer:
         self.config = config
         self.identity = identity
         self.resumed: tuple[dict, list[np.ndarray]] | None = None
+        self._saved = 0  # sampling: samples per chain in the committed log
+        self._log: dict | None = None  # sampling: the committed log's record (header host "samples")
+        self._resumed_samples: np.ndarray | None = None
         if resume:
             header, arrays = read_checkpoint(self.folder)
             self._check_identity(header)
             self.resumed = (header, arrays)
+            spec = header.get("host", {}).get("samples")
+            if spec is not None:
+                self._resumed_samples = read_samples_log(self.folder, spec)
+                self._saved, self._log = int(spec["samples"]), spec
         elif (self.folder / FILE).exists():
             raise ReadCheckpointError(
                 f"{self.folder} already holds a checkpoint; continue it with --resume {self.folder} "
@@ -249,40 +276,120 @@ class Checkpointer:
     _chunks = 0
 
     def resumed_sampling(self, states_skeleton, params_skeleton) -> dict | None:
-        """The saved sampler state poured into the given skeletons (chain states, adapted params)."""
+        """The saved sampler state poured into the given skeletons (chain states, adapted params),
+        with the samples so far (from the verified log, or the payload of an older checkpoint)."""
         if self.resumed is None:
             return None
         header, arrays = self.resumed
         leaves, treedef = jax.tree.flatten((states_skeleton, params_skeleton))
         n = len(leaves)
-        if len(arrays) != n + 4 or any(
+        appended = self._resumed_samples is not None
+        if len(arrays) != n + (3 if appended else 4) or any(
             tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype) for a, b in zip(arrays, leaves)
         ):
             raise ReadCheckpointError(f"{self.folder} holds the state of another sampler; it was left untouched")
         states, params = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays[:n]])
-        fields, acc_sum, div_sum, nint_sum = arrays[n:]
+        if appended:
+            fields = self._resumed_samples
+            acc_sum, div_sum, nint_sum = arrays[n:]
+        else:
+            fields, acc_sum, div_sum, nint_sum = arrays[n:]
         done = int(header["step"])
+        if fields.shape[1] < done:
+            raise ReadCheckpointError(f"{self.folder} holds fewer samples than its step {done}; it was left untouched")
         self._chunks = int(header.get("host", {}).get("chunks", 0))
         return {"states": states, "params": params, "fields": fields, "acc_sum": acc_sum.copy(),
                 "div_sum": div_sum.copy(), "nint_sum": nint_sum.copy(), "done": done}
 
     def after_sampling_chunk(self, done: int, states, params, fields, acc_sum, div_sum, nint_sum, *, final: bool) -> None:
-        """Save after every `every`-th chunk: chain states, adapted params, the `done` samples so far
-        per chain and the running diagnostic sums."""
+        """Save after every `every`-th chunk: append the samples drawn since the last checkpoint to
+        the log, then replace the header with the chain states, adapted params and running
+        diagnostic sums (constant size): bytes written per checkpoint do not grow with the run."""
         self._chunks += 1
         if not self.due(self._chunks) or final:
             return  # the final chunk is followed by the output itself
         leaves = [np.asarray(x) for x in jax.tree.leaves((states, params))]
-        self.save(done, leaves + [np.asarray(fields)[:, :done], acc_sum, div_sum, nint_sum],
-                  {"chunks": self._chunks, "every": self.every})
+        block = np.asarray(fields)[:, self._saved:done]
+        if block.dtype.kind in "fc" and not np.all(np.isfinite(block)):
+            raise NumericalFaultError(
+                f"non-finite field values before sample {done}; the checkpoint in {self.folder} was kept at its last good step"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = append_samples(self.folder, self._log, block)
+        self.save(done, leaves + [acc_sum, div_sum, nint_sum],
+                  {"chunks": self._chunks, "every": self.every, "samples": log})
+        self._saved, self._log = done, log
 
     def remove(self) -> None:
         """Delete the checkpoint once the final output is safely written (and its folder, if that
         is then empty: a --checkpoint-dir holding other files keeps them)."""
-        with contextlib.suppress(FileNotFoundError):
-            (self.folder / FILE).unlink()
+        for name in (FILE, SAMPLES_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / name).unlink()
         with contextlib.suppress(OSError):
             self.folder.rmdir()
+
+
+def append_samples(folder: Path, committed: dict | None, block: np.ndarray) -> dict:
+    """Append `block` (chains, n, *lattice) to the samples log in `folder` after its committed
+    length (cutting off anything a killed run wrote beyond it); fsync; return the log's new
+    record for the header (not yet committed: the caller writes the header)."""
+    block = np.ascontiguousarray(block, dtype=np.asarray(block).dtype.newbyteorder("<"))
+    if committed is None:
+        committed = {"file": SAMPLES_FILE, "bytes": 0, "samples": 0, "sha256": "", "dtype": block.dtype.str,
+                     "shape": [block.shape[0], *block.shape[2:]]}
+    elif [block.shape[0], *block.shape[2:]] != committed["shape"] or block.dtype.str != committed["dtype"]:
+        raise RgdiffError(f"samples of shape {block.shape} {block.dtype} do not continue the log in {folder}")
+    record = _RECORD.pack(_RECORD_MAGIC, block.shape[1]) + memoryview(block).cast("B").tobytes()
+    path = folder / SAMPLES_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, committed["bytes"])
+        view, offset = memoryview(record), committed["bytes"]
+        while view:  # pwrite may write less than asked
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    chained = hashlib.sha256(committed["sha256"].encode() + record).hexdigest()
+    return {**committed, "bytes": committed["bytes"] + len(record), "samples": committed["samples"] + block.shape[1],
+            "sha256": chained}
+
+
+def read_samples_log(folder: Path, spec: dict) -> np.ndarray:
+    """The committed samples (chains, samples, *lattice) of the log in `folder`, verified against
+    the hash chain `spec` recorded in the header."""
+    path = Path(folder) / SAMPLES_FILE
+    try:
+        length, count, chained = int(spec["bytes"]), int(spec["samples"]), str(spec["sha256"])
+        dtype, (chains, *tail) = np.dtype(spec["dtype"]), [int(n) for n in spec["shape"]]
+    except (KeyError, TypeError, ValueError):
+        raise ReadCheckpointError(f"{folder} has a damaged header (samples log record); it was left untouched") from None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(length)
+    except FileNotFoundError:
+        raise ReadCheckpointError(f"{folder} has lost its samples log ({SAMPLES_FILE}); it was left untouched") from None
+    except OSError as exc:
+        raise ReadCheckpointError(f"cannot read {path} ({exc.strerror})") from None
+    if len(raw) < length:
+        raise ReadCheckpointError(f"{path} is truncated ({len(raw)} of {length} bytes); it was left untouched")
+    per_sample = chains * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+    blocks, pos, h = [], 0, ""
+    while pos < length:
+        magic, n = _RECORD.unpack_from(raw, pos) if pos + _RECORD.size <= length else (b"", 0)
+        end = pos + _RECORD.size + n * per_sample
+        if magic != _RECORD_MAGIC or end > length:
+            break  # the chain check below refuses it
+        h = hashlib.sha256(h.encode() + raw[pos:end]).hexdigest()
+        blocks.append(np.frombuffer(raw, dtype, n * per_sample // dtype.itemsize, pos + _RECORD.size).reshape(chains, n, *tail))
+        pos = end
+    if pos != length or h != chained or sum(b.shape[1] for b in blocks) != count:
+        raise ReadCheckpointError(
+            f"{path} is corrupt (its SHA-256 chain does not match the one recorded); it was left untouched"
+        )
+    return np.concatenate(blocks, axis=1) if blocks else np.empty((chains, 0, *tail), dtype)
 
 
 def _identity(config: dict) -> dict:
