@@ -16,7 +16,7 @@ from rgdiff.cli.reproduce_flows import FlowFigureSettings, fig_flows
 from rgdiff.samplers.uv import SamplerSettings
 
 TINY = FlowFigureSettings(
-    uv=SamplerSettings("nuts", chains=2, samples=60, warmup=50),
+    uv=SamplerSettings("fa-hmc", chains=2, samples=60, warmup=50),
     train=FlowTrainSettings(steps=2, batch=4, ode_steps=2, log_every=1),
     samples=24, n_times=3, t_max=1.0, diagnostics_samples=32,
 )
@@ -26,13 +26,17 @@ def test_fig8_tiny_writes_the_contract(tmp_path):
     result = fig_flows("fig8", tmp_path, quick=True, seed=0, quiet=True, settings=TINY)
     data = json.loads((tmp_path / "FIDELITY.json").read_text())
     assert data == json.loads(json.dumps(result))
-    assert set(data) == {"methods", "meta"}
+    assert set(data) == {"methods", "comparison", "meta"}
     assert set(data["methods"]) == {"rg", "reverse_kl"}
     for m in data["methods"].values():
-        assert set(m) == {"m_R", "Z", "lambda_R", "max_abs_phi", "ess_t0"}
+        assert set(m) == {"m_R", "Z", "lambda_R", "max_abs_phi", "ess_t0", "fidelity", "spectral"}
         assert 0 < m["ess_t0"] <= 1
+        assert m["fidelity"]["verdict"] in ("pass", "fail", "unresolved", "untestable")
+        assert set(m["fidelity"]["judged"]) == {"G2_0", "m_R", "Z", "max_abs_phi"}
+        assert len(m["spectral"]["ratio"]) == len(data["meta"]["times"])
+    assert set(data["comparison"]) == {"G2_0", "m_R", "Z", "max_abs_phi", "lambda_R"}
     assert data["meta"]["settings"]["training"]["steps"] == 2
-    for name in ("fig8_flows.png", "fig8_samples.png", "FLOW_true.json", "FLOW_rg.json", "FLOW_reverse_kl.json",
+    for name in ("fig8_flows.png", "fig8_samples.png", "fig8_spectral_rg.png", "FLOW_true.json", "FLOW_rg.json", "FLOW_reverse_kl.json",
                  "report.md", "models/rg/config.toml", "models/reverse_kl/params.eqx"):
         assert (tmp_path / name).is_file(), name
     true = json.loads((tmp_path / "FLOW_true.json").read_text())
@@ -75,7 +79,10 @@ def test_cli_train_cnf_round_trip_and_compare_flow(tmp_path):
     cmp = tmp_path / "cmp.json"
     assert main(["compare-flow", str(tmp_path / "rg"), "--data", str(tmp_path / "uv.h5"), "--times", "0,0.1",
                  "--samples", "16", "--out", str(cmp), "--quiet"]) == 0
-    assert set(json.loads(cmp.read_text())["discrepancy"]) == {"m_R", "Z", "lambda_R", "max_abs_phi"}
+    written = json.loads(cmp.read_text())
+    assert set(written["discrepancy"]) == {"m_R", "Z", "lambda_R", "max_abs_phi"}
+    assert written["fidelity"]["verdict"] in ("pass", "fail", "unresolved", "untestable")
+    assert "zero_mode" not in written  # a CNF: no score to compare
     gen = tmp_path / "gen.h5"
     assert main(["generate", str(tmp_path / "rg"), "--samples", "8", "--t", "0.1", "--out", str(gen), "--quiet"]) == 0
     from rgdiff.io.ensemble import load_ensemble

@@ -198,10 +198,30 @@ def test_encode_decode_round_trip(model, getkey):
 @pytest.mark.parametrize("t_end", [0.0, 0.05])
 def test_reverse_sde_euler_maruyama(model, t_end, getkey):
     """(iv), (v): Euler-Maruyama, log grid of 512 steps (bias ~ du/2 ~ 0.5% per mode, < 1/4 of the error)."""
-    phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, t_end=t_end, steps=512)
+    phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, t_end=t_end, steps=512, solver="euler")
     assert phi.shape == (N_SAMPLES, *LAT.shape) and phi.dtype == jnp.float64
     z_max, z_pooled = spectrum_z(phi, flowed_full(t_end))
     print(f"z_max = {z_max:.2f}, z_pooled = {z_pooled:.2f}")
+    assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
+
+
+@pytest.mark.parametrize("t_end", [0.0, 0.05])
+def test_reverse_sde_exponential_integrator_is_exact_around_its_reference(model, t_end, getkey):
+    """The default solver: with the exact score of a Gaussian whose spectrum is the reference, every
+    step is the exact reverse transition, so 4 steps from T give the exact flowed spectrum."""
+    reference = free_field_spectrum(LAT, M2_UV)
+    phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, t_end=t_end, steps=4, reference_spectrum=reference)
+    z_max, z_pooled = spectrum_z(phi, flowed_full(t_end))
+    assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
+
+
+def test_reverse_sde_exponential_integrator_converges_around_another_reference(model, getkey):
+    """Around the stationary law's spectrum (the default reference) only the model's departure from
+    it is explicit: 4 steps are visibly off, 256 exact within errors, with no step-size cap."""
+    coarse = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, steps=4)
+    assert spectrum_z(coarse, flowed_full(0.0))[0] > 8
+    phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, steps=256)
+    z_max, z_pooled = spectrum_z(phi, flowed_full(0.0))
     assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
 
 
@@ -236,6 +256,14 @@ def test_reverse_sde_coloured_noise_polchinski(scheme, T_flow, getkey):
     phi = sample_reverse_sde(model, scheme, getkey(), N_SAMPLES, T=T_flow, steps=256, prior_spectrum=prior)
     z_max, z_pooled = spectrum_z(phi, flowed_full(0.0, scheme))
     print(f"z_max = {z_max:.2f}, z_pooled = {z_pooled:.2f}")
+    assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
+    # the exponential integrator, given a reference at t = 0 (here a wrong one: m2 = 1 instead of 4)
+    phi = sample_reverse_sde(
+        model, scheme, getkey(), N_SAMPLES, T=T_flow, steps=64, prior_spectrum=prior,
+        reference_spectrum=free_field_spectrum(LAT, 1.0),
+    )
+    z_max, z_pooled = spectrum_z(phi, flowed_full(0.0, scheme))
+    print(f"exp: z_max = {z_max:.2f}, z_pooled = {z_pooled:.2f}")
     assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
     # the ODE samples too, without a log density
     phi, log_q = sample_ode(model, scheme, getkey(), 8, T=T_flow, prior_spectrum=prior, log_prob=False)

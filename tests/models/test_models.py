@@ -585,3 +585,26 @@ def test_eft_basis_and_its_divergence():
     host = eft_basis(np.asarray(phi), lat)
     assert all(isinstance(x, np.ndarray) for x in host)
     np.testing.assert_allclose(host[0], g[0], rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("lattice", LATTICES, ids=str)
+def test_eft_zero_mode_term_divergence_and_action(lattice, rng):
+    """The zero-mode (constraint potential) term adds g(M, t)/V on every site; the divergence stays
+    exact, the term is odd in phi, and its sum over sites is g, the derivative along the uniform
+    direction: at initialization (zero weights) the model is unchanged."""
+    base = eft(lattice)
+    with_term = eft(lattice, zero_mode_features=3, zero_mode_scale=2.0, zero_mode_scale_flow=[[3.5, 1.0]])
+    phi = normal(rng, lattice.shape, 1.3) + 0.8
+    np.testing.assert_allclose(with_term(phi, 0.1), base(phi, 0.1), rtol=1e-13)  # zero at initialization
+    model = perturb(with_term, rng)
+    for t in (0.0, 0.07, 0.5):
+        score, (score2, div), trace, _, _ = divergence_check(model, phi, times(t))
+        np.testing.assert_allclose(score2, score, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(div, trace, rtol=1e-10)
+        np.testing.assert_allclose(model(-phi, t), -np.asarray(model(phi, t)), rtol=1e-12, atol=1e-12)
+    g, _ = model._zero_mode_term(jnp.asarray(phi), jnp.asarray(0.3))
+    no_term = eqx.tree_at(lambda m: m.zero_mode_weights, model, jnp.zeros_like(model.zero_mode_weights))
+    np.testing.assert_allclose(np.sum(np.asarray(model(phi, 0.3)) - np.asarray(no_term(phi, 0.3))), float(g), rtol=1e-10)
+    # and the description rebuilds the same model
+    desc = {k: v for k, v in model.describe().items() if k not in ("model", "lattice")}
+    assert EFTScore(lattice, **desc, key=KEY).zero_mode_scale_flow == ((3.5, 1.0),)

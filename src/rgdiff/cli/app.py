@@ -322,8 +322,8 @@ def generate(
     model_dir: Path = typer.Argument(..., help="model directory written by `rgdiff train`"),
     samples: int = typer.Option(..., "--samples", help="number of configurations"),
     t: float = typer.Option(0.0, "--t", help="RG time of the samples (0 = the UV theory)"),
-    solver: str = typer.Option("ode", "--solver", help="ode (probability flow [6.14]) | sde (reverse SDE [5.25])"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="integration steps (default 64 ode, 512 sde)"),
+    solver: Optional[str] = typer.Option(None, "--solver", help="sde (reverse SDE [5.25], exponential integrator; the default for score models) | ode (probability flow [6.14], with log q; a CNF's only sampler)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="integration steps (default 256 sde, 64 ode, 32 for a CNF)"),
     seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output ensemble (.h5), readable by `rgdiff measure`"),
     quiet: Quiet = False,
@@ -344,7 +344,7 @@ def compare_flow(
     t_max: Optional[float] = typer.Option(None, "--t-max", help="largest time of a geometric grid (default: min(T, 2))"),
     n_times: int = typer.Option(9, "--n-times", help="points of the default grid"),
     samples: int = typer.Option(2000, "--samples", help="model samples per time"),
-    solver: str = typer.Option("ode", "--solver", help="ode | sde"),
+    solver: Optional[str] = typer.Option(None, "--solver", help="sde (default for score models: the faithful reverse SDE) | ode"),
     seed: Seed = 0,
     out: Path = typer.Option(..., "--out", help="output CMP.json"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw learned vs true flows to this PNG"),
@@ -357,7 +357,7 @@ def compare_flow(
     from rgdiff.io.modeldir import load_model_dir
 
     _check_arguments(seed, (out, ".json"))
-    if solver not in ("ode", "sde"):
+    if solver not in (None, "ode", "sde"):
         raise InvalidSchemeError(f"--solver must be ode or sde, got {solver!r}")
     if samples < 2:
         raise InvalidSchemeError(f"--samples must be >= 2, got {samples}")

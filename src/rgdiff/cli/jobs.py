@@ -27,7 +27,7 @@ from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metric
 from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, cast_model
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
-from rgdiff.observables.compare import compare_flow, solver_failure
+from rgdiff.observables.compare import compare_flow, faithful_solver, solver_failure
 from rgdiff.observables.estimators import chain_summary
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
@@ -35,7 +35,7 @@ from rgdiff.samplers.uv import sample
 from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
 from rgdiff.train.score import TrainSettings, default_horizon, train
 
-ODE_STEPS, SDE_STEPS, FLOW_STEPS = 64, 512, 32  # `rgdiff generate` steps by default: PF-ODE, reverse SDE, CNF
+ODE_STEPS, SDE_STEPS, FLOW_STEPS = 64, 256, 32  # `rgdiff generate` steps by default: PF-ODE, reverse SDE, CNF
 
 
 def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False,
@@ -190,14 +190,16 @@ def _checked_sample_ode(*args, **kwargs):
         raise solver_failure(exc, "sampling with the probability-flow ODE") from None
 
 
-def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps: int | None, seed: int,
+def generate_job(*, model_dir: Path, samples: int, t: float, solver: str | None, steps: int | None, seed: int,
                  out: Path, quiet: bool = False) -> Path:
-    """Sample p_t^theta with the probability-flow ODE or the reverse SDE and write an ensemble."""
+    """Sample p_t^theta with the reverse SDE (default for score models), the probability-flow ODE
+    (with log q) or a CNF's own ODE, and write an ensemble."""
     loaded = load_model_dir(model_dir)
     if isinstance(samples, bool) or samples < 2:
         raise RgdiffError(f"--samples must be an integer >= 2, got {samples}")
     if not (0.0 <= t < loaded.horizon):
         raise InvalidSchemeError(f"--t must lie in [0, T) with the model's horizon T = {loaded.horizon:.4g}, got {t}")
+    solver = solver or faithful_solver(loaded.model)
     if solver not in ("ode", "sde"):
         raise RgdiffError(f"--solver must be ode or sde, got {solver!r}")
     is_flow = isinstance(loaded.model, AbstractVelocityField)  # a CNF in RG time: its own ODE (rgdiff.generate.transport)
@@ -247,7 +249,7 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
     return out
 
 
-def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int, solver: str, seed: int, out: Path,
+def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int, solver: str | None, seed: int, out: Path,
                 quiet: bool = False, plot: Path | None = None) -> dict:
     """The model's flow against the true flow of `data` at `times`, written to CMP.json (and `plot`)."""
     loaded = load_model_dir(model_dir)

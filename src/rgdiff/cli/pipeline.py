@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rgdiff.cli import jobs, plots
+from rgdiff.cli import fidelity_plots, jobs, plots
 from rgdiff.cli.progress import console, progress_bar
 from rgdiff.cli.report import markdown_table, measurement_meta, print_measurement
 from rgdiff.errors import RgdiffError
@@ -24,6 +24,7 @@ from rgdiff.io.ensemble import load_ensemble, save_ensemble
 from rgdiff.io.atomic import file_checksum
 from rgdiff.io.modeldir import load_model_dir
 from rgdiff.observables.compare import compare_flow
+from rgdiff.observables.fidelity import verdict_lines
 from rgdiff.observables.estimators import measure
 from rgdiff.observables.stats import format_value_error
 from rgdiff.observables.true_flow import flow_grid, true_flow
@@ -87,22 +88,25 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
             [(f"Carosso M={flow_scheme.mass:g}", flow_times, frames[:, 0])], theory, work / "flow_samples.png",
             "one configuration along the true Carosso flow",
         )
-        model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
-        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json) + model_summary)
+        verdict, model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
+        write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json, verdict) + model_summary)
         if not quiet:
             print_measurement(m, meta, console)
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
 
 
-def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None) -> str:
-    """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth."""
+def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None) -> tuple[str, str]:
+    """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth.
+
+    **Returns:** (the verdict paragraph that leads report.md, the model section)."""
     config = config or cfg.load("run", None, full=full)
     tr = config["training"]
     kwargs = {"steps": tr["steps"], "batch": tr["batch"], "learning_rate": tr["learning_rate"], "dtype": tr["dtype"]}
     kwargs["decay_steps"] = kwargs["steps"]
     scheme = make_scheme("carosso", M=config["flow"]["M"])
     n_compare = config["compare"]["samples"]
+    solver = config["compare"].get("solver", "sde")
     flow_times = flow_times_of(config)
     jobs.train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
               out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
@@ -111,17 +115,27 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
     times = flow_times[flow_times < loaded.horizon]
     try:
         with progress_bar(not quiet) as cb:
-            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=n_compare, callback=cb)
+            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed + 3), n=n_compare, solver=solver,
+                               callback=cb)
     except RgdiffError as exc:  # a poor model must not sink the whole job: say what happened
         console.print(f"[yellow]learned flow unavailable:[/] {exc}")
-        return f"\n## A renormalizing diffusion model\n\nThe model was trained (`model/`), but its learned flow is unavailable: {exc}\n"
+        verdict = f"**Learned flow: UNAVAILABLE** ({exc})"
+        return verdict, f"\n## A renormalizing diffusion model\n\nThe model was trained (`model/`), but its learned flow is unavailable: {exc}\n"
     cmp["meta"].update({"data": "ensemble.h5", "data_sha256": file_checksum(work / "ensemble.h5"), "seed": seed + 3,
                         "model": "model", "model_params_sha256": file_checksum(work / "model" / "params.eqx"),
                         "config": config, "versions": package_versions()})
     write_json(work / "CMP.json", cmp)
-    plots.flows([("true Carosso flow", cmp["true"]), ("learned (EFT score, ODE)", cmp["learned"])],
+    sampler = "reverse SDE" if solver == "sde" else "probability-flow ODE"
+    plots.flows([("true Carosso flow", cmp["true"]), (f"learned (EFT score, {sampler})", cmp["learned"])],
                 work / "learned_vs_true.png", f"learned vs true Carosso flow (M={scheme.mass:g}), {plots.theory_label(ens.theory)}",
                 xscale="symlog")
+    label = plots.theory_label(ens.theory)
+    fidelity_plots.deviations(cmp, work / "fidelity.png", f"learned vs true flow, {label}")
+    fidelity_plots.spectral(cmp["spectral"], work / "spectral_fidelity.png",
+                            f"learned / true power spectrum per momentum orbit, {label}")
+    if "zero_mode" in cmp:
+        fidelity_plots.zero_mode(cmp["zero_mode"], work / "zero_mode_score.png",
+                                 f"zero-mode score: learned vs exact marginal, {label}")
     c = json.loads((work / "model" / "COUPLINGS.json").read_text())
     f1, f2, f3 = c["kinetic"][0], c["mass"][0], c["quartic"][0]
     e = ens.theory.lattice.spacing ** ens.theory.lattice.dim
@@ -140,16 +154,25 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
         f"| m2 = -f_2/f_1 | {-f2 / f1:.4g} | {ens.theory.m2:g} |",
         f"| lam = -6 f_3/f_1 | {-6 * f3 / f1:.4g} | {ens.theory.lam:g} |",
         "",
-        f"Learned vs true flow ({n_compare} model samples per t, probability-flow ODE): mean over t of",
-        "|learned - true| / combined error:",
+        f"Learned vs true flow ({n_compare} model samples per t; sampler: {cmp['meta']['sampler']}):",
         "",
-        "| observable | discrepancy |",
-        "|---|---|",
+        *verdict_lines(cmp["fidelity"]),
+        "",
+        f"Spectral fidelity (learned / true power spectrum per momentum orbit, exact from the data): worst "
+        f"|log ratio| per t {', '.join(f'{x:.2g}' for x in cmp['spectral']['max_abs_log_ratio'])}.",
     ]
-    for k, v in cmp["discrepancy"].items():
-        lines.append(f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |")
-    lines += ["", "Figures: `learned_vs_true.png`, `model/couplings.png`; data: `CMP.json`.", ""]
-    return "\n".join(lines)
+    if "zero_mode" in cmp:
+        z = cmp["zero_mode"]
+        lines.append("Zero-mode score against the exact marginal of M_t (rms relative error per t): "
+                     + ", ".join(f"t={t:.3g}: {e:.2f}" for t, e in zip(z["t"], z["rms_relative_error"])) + ".")
+    lines += ["", "Figures: `learned_vs_true.png`, `fidelity.png`, `spectral_fidelity.png`, `zero_mode_score.png`, "
+              "`model/couplings.png`; data: `CMP.json`.", ""]
+    fid = cmp["fidelity"]
+    worst = max((r["max_relative_deviation"] or 0.0) for n, r in fid["observables"].items() if n in fid["judged"])
+    verdict = (f"**Learned flow verdict: {fid['verdict'].upper()}** (EFT score model against the true Carosso flow, "
+               f"tolerance {100 * fid['tolerance']:g}% at every t on {', '.join(fid['judged'])}; worst relative "
+               f"deviation {100 * worst:.1f}%; details below)")
+    return verdict, "\n".join(lines)
 
 
 def flow_times_of(config: dict) -> np.ndarray:
@@ -170,9 +193,11 @@ def _flow_table(flow_json) -> str:
     return "\n".join(lines)
 
 
-def _report(theory, settings, seed, m, meta, full, flow_json) -> str:
+def _report(theory, settings, seed, m, meta, full, flow_json, verdict: str = "") -> str:
     d = meta.get("sampler_summary", {})
     return f"""# rgdiff run
+
+{verdict}
 
 Theory: lattice phi^4, d = {theory.lattice.dim}, N = {theory.lattice.size}, L = {theory.lattice.length:g},
 m2 = {theory.m2:g}, lam = {theory.lam:g} (the paper's Fig. 6/8 point; conventions: docs in README).

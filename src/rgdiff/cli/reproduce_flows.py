@@ -7,10 +7,14 @@ M = 1 with its stationary law (the free field of mass M) as the prior of both fl
   t for the true flow (UV ensemble pushed through the exact kernel), the RG-objective flow and
   the reverse-KL flow, 1-sigma bands;
 - `figN_samples.png`: one configuration along each flow;
-- `FIDELITY.json`: exactly {"methods": {"rg": {...}, "reverse_kl": {...}}, "meta": {...}} with,
-  per method, x = mean over t of |learned - true| / sqrt(err_learned^2 + err_true^2) for m_R, Z,
-  lambda_R, max_abs_phi (`rgdiff.observables.compare.discrepancy`) and "ess_t0" (ESS / n of the flow's
-  importance weights at t = 0);
+- `FIDELITY.json`: {"methods": {"rg": {...}, "reverse_kl": {...}}, "comparison": {...}, "meta": {...}}
+  with, per method, "fidelity" (the verdict, relative deviations, pulls, chi^2 and resolution of
+  each observable against the true flow: `rgdiff.observables.fidelity`), "spectral" (learned / true
+  power spectrum per momentum orbit and t), "ess_t0" (ESS / n of the flow's importance weights at
+  t = 0), and, kept for continuity, x = mean over t of |learned - true| / sqrt(err_learned^2 +
+  err_true^2) for m_R, Z, lambda_R, max_abs_phi (the former measure, which rewards wide error
+  bars); "comparison" says per observable which objective is closer to the truth (mean relative
+  deviation) and by how much;
 - `FLOW_true.json`, `FLOW_rg.json`, `FLOW_reverse_kl.json`, `models/rg`, `models/reverse_kl`
   (model directories, usable with `rgdiff compare-flow`), `report.md`.
 
@@ -27,11 +31,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rgdiff.cli import plots
+from rgdiff.cli import fidelity_plots, plots
 from rgdiff.cli.progress import progress_bar
 from rgdiff.cli.report import flow_cell, theory_line
 from rgdiff.io.atomic import package_versions, write_json, write_text
-from rgdiff.observables.compare import COMPARED, discrepancy, learned_flow
+from rgdiff.observables.compare import COMPARED, FIDELITY_OBSERVABLES, JUDGED, discrepancy, learned_flow
+from rgdiff.observables.fidelity import fidelity as fidelity_of
+from rgdiff.observables.fidelity import spectral_fidelity, verdict_lines
 from rgdiff.observables.true_flow import flow_grid, true_flow
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.uv import SamplerSettings, sample
@@ -123,7 +129,9 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
             write_json(work / f"FLOW_{name}.json", lj)
             learned[name] = lj
             trajectories[name] = traj
-            fidelity[name] = {**discrepancy(lj, true_json, COMPARED), "ess_t0": diag["ess"]}
+            fidelity[name] = {**discrepancy(lj, true_json, COMPARED), "ess_t0": diag["ess"],
+                              "fidelity": fidelity_of(lj, true_json, FIDELITY_OBSERVABLES, judged=JUDGED),
+                              "spectral": spectral_fidelity(scheme, lat, uv.fields, grid, traj)}
             config = flow_model_config(flow, scheme, theory, ts, seed=seed, data=None)
             (work / "models").mkdir(exist_ok=True)
             (work / "models" / name).mkdir()
@@ -145,13 +153,16 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
         "timings_s": {**timings, "total": time.time() - started, "process_cpu_total": time.process_time() - cpu_started},
         "versions": package_versions(),
     }
-    result = {"methods": fidelity, "meta": meta}
+    result = {"methods": fidelity, "comparison": compare_objectives(fidelity), "meta": meta}
     write_json(work / "FIDELITY.json", result)
     write_json(work / "metrics.json", histories)
     title = (f"Fig. {figure[-1]}: true Carosso M={scheme.mass:g} flow vs learned flows, {plots.theory_label(theory)} "
              f"({'quick' if quick else 'full'}: {cfg.train.steps} steps, batch {cfg.train.batch})")
     plots.flows([("true flow", true_json)] + [(label, learned[name]) for name, _, label in METHODS],
                 work / f"{figure}_flows.png", title, xscale="symlog")
+    for name, _, label in METHODS:
+        fidelity_plots.spectral(fidelity[name]["spectral"], work / f"{figure}_spectral_{name}.png",
+                                f"{label}: learned / true power spectrum, {plots.theory_label(theory)}")
     frames = np.unique(np.linspace(0, len(grid) - 1, 7).astype(int))
     # as in fig6: one UV configuration pushed to each time with the same noise key (a smooth-looking row)
     phi0 = np.asarray(uv.fields[0, -1])
@@ -166,12 +177,35 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
     return result
 
 
+def compare_objectives(methods: dict) -> dict:
+    """Per observable: the mean relative deviation of each objective's flow from the truth and which
+    is closer ("rg" or "reverse_kl"), the paper's claim being that the RG objective tracks the true
+    flow better (section 7.4)."""
+    out = {}
+    for name in FIDELITY_OBSERVABLES:
+        dev = {m: methods[m]["fidelity"]["observables"][name]["mean_relative_deviation"] for m in methods}
+        if any(v is None for v in dev.values()):
+            out[name] = {"mean_relative_deviation": dev, "closer": None}
+            continue
+        out[name] = {"mean_relative_deviation": dev, "closer": min(dev, key=dev.get),
+                     "ratio_reverse_kl_over_rg": dev["reverse_kl"] / dev["rg"] if dev.get("rg") else None}
+    return out
+
+
 def _report(figure: str, result: dict, true_json: dict, learned: dict) -> str:
     meta = result["meta"]
     th = meta["theory"]
     s = meta["settings"]
-    lines = [
-        f"# {figure}: RG objective [5.22] vs reverse KL [5.5]",
+    lines = [f"# {figure}: RG objective [5.22] vs reverse KL [5.5]", ""]
+    for name, _, label in METHODS:
+        lines += [f"## {label}", "", *verdict_lines(result["methods"][name]["fidelity"]), ""]
+    lines += ["Which objective is closer to the true flow (mean relative deviation over t):", "",
+              "| observable | RG objective | reverse KL | closer |", "|---|---|---|---|"]
+    for name, c in result["comparison"].items():
+        d = c["mean_relative_deviation"]
+        cells = ["n/a" if d[m] is None else f"{100 * d[m]:.2f}%" for m in ("rg", "reverse_kl")]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {c['closer'] or 'n/a'} |")
+    lines += [
         "",
         f"Theory {theory_line(th)}; "
         f"Carosso M = {meta['scheme']['M']:g}, horizon T = {meta['horizon_T']:.3g}; {'quick' if meta['quick'] else 'full'} settings.",
@@ -179,7 +213,8 @@ def _report(figure: str, result: dict, true_json: dict, learned: dict) -> str:
         f"unit log-time, Adam(b1 = {s['training']['b1']}, b2 = {s['training']['b2']}), lr {s['training']['learning_rate']:g}. "
         f"UV: {s['uv_sampler']['algorithm']} {s['uv_sampler']['chains']} x {s['uv_sampler']['samples']}; {s['learned_samples']} flow samples per time.",
         "",
-        "Discrepancy x = mean over t of |learned - true| / combined error (1 = agreement within errors):",
+        "The former measure (kept for continuity; it rewards wide error bars): x = mean over t of "
+        "|learned - true| / combined error:",
         "",
         "| method | m_R | Z | lambda_R | max_abs_phi | ESS/n at t = 0 | IMH acceptance |",
         "|---|---|---|---|---|---|---|",

@@ -144,7 +144,9 @@ RUN = {
         "learning_rate": Key(float, 3e-3, 0, 10, open_lo=True),
         "dtype": Key(str, "float32", choices=("float32", "float64")),
     },
-    "compare": {"samples": Key(int, 1000, 2, 10**7)},
+    "compare": {"samples": Key(int, 1000, 2, 10**7),
+                "solver": Key(str, "sde", choices=("sde", "ode"),
+                              help="sampler of the learned flow: sde (reverse SDE, exponential integrator; faithful) | ode")},
 }
 RUN_FULL = {  # `rgdiff run --full`: applied over the defaults, under the file and the flags
     "sampler": {"chains": 8, "samples": 20000, "warmup": 4000},

@@ -36,9 +36,23 @@
   <g_i, r_perp> / (|g_i| |r_perp|) stays at round-off level even in the broken phase, where
   phi ~ const makes phi and phi^3 nearly parallel.
 
+Zero mode (`zero_mode_features` > 0): a constraint effective potential of the magnetization
+M = mean_n phi(n),
+
+    s += (1/V) g(M, t) (on every site),     g = (sigma_M(t) / sigma_M(inf)^2) sum_k c_k(t) F_k(M / sigma_M(t)),
+
+with F = (x, tanh(omega_k x)) (odd, learned omega_k) and c(t) a linear map (zero at
+initialization) of a time embedding warped at the zero mode's own relaxation rate. g is the
+derivative along the uniform direction of an added log-density -V U_t(M): the part of the zero
+mode's law that a local quartic cannot give. In a broken phase the flowed zero mode is a mixture
+of two narrow peaks at +-a_t(0) <|M|>, whose score has a steep repulsion between the peaks that a
+cubic f_2 M + f_3 M^3 misses by orders of magnitude once the peaks are a few widths apart; the
+residual cannot supply it, being projected off phi (~ the uniform direction there). sigma_M(t)
+follows the exact second moment of M_t, a_t(0)^2 <M_0^2> + v_t(0) / L^d.
+
 Exact divergence in O(V x features) (`divergence`):
 
-    div s = -2d V / eps^2 f_1 + V f_2 + 3 f_3 sum_n phi(n)^2 + (rho / sigma(t)) div_x r_perp,
+    div s = -2d V / eps^2 f_1 + V f_2 + 3 f_3 sum_n phi(n)^2 + (rho / sigma(t)) div_x r_perp + g'(M) / V,
     div_x r_perp = sum_n sum_k K_{t,k}(0) F_k'(x(n)) - sum_i [ c_i div_x ghat_i + ghat_i . grad_x c_i ],
 
 with div_x ghat = (-2d V, V, 3 sum x^2) (sigma(t) is one scalar per evaluation, so the chain
@@ -155,6 +169,11 @@ class EFTScore(AbstractExactScoreModel):
     - `num_sin`, `num_tanh`: numbers of sin(omega x) and tanh(omega x) site features (plus x).
     - `ridge`: > 0, the ridge of the normalized Gram solve; at run time at least 100 times the
       machine epsilon of the parameter dtype (1.2e-5 in float32).
+    - `zero_mode_features`: K_M, the tanh features of the zero-mode term (0, the default: no term).
+    - `zero_mode_scale`, `zero_mode_scale_flow`: sigma_M(0) = sqrt(<M_0^2>) and its flow terms
+      (the form of `field_scale_flow`), so that sigma_M(t)^2 = a_t(0)^2 <M_0^2> + v_t(0) / L^d.
+    - `zero_mode_rate`: the warp of the zero mode's time embedding (w = T x rate; default: the
+      field-scale flow's slowest rate, else 1 / T).
     - `dtype`: parameter dtype (default: JAX's default float). Inputs are computed in this dtype
       and the output is cast back to `phi.dtype`.
     - `key`: a JAX PRNG key (keyword-only).
@@ -179,10 +198,18 @@ class EFTScore(AbstractExactScoreModel):
     num_sin: int = eqx.field(static=True)
     num_tanh: int = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
+    zero_mode_features: int = eqx.field(static=True)
+    zero_mode_scale: float = eqx.field(static=True)
+    zero_mode_scale_flow: tuple[tuple[float, float], ...] = eqx.field(static=True)
+    zero_mode_floor: float = eqx.field(static=True)
+    zero_mode_rate: float = eqx.field(static=True)
     embedding: TimeEmbedding
     coupling_mlp: MLP
     frequencies: jax.Array
     kernel_weights: jax.Array
+    zero_mode_embedding: TimeEmbedding | None
+    zero_mode_frequencies: jax.Array | None
+    zero_mode_weights: jax.Array | None
 
     def __init__(
         self,
@@ -204,6 +231,10 @@ class EFTScore(AbstractExactScoreModel):
         num_sin: int = 8,
         num_tanh: int = 4,
         ridge: float = 1e-10,
+        zero_mode_features: int = 0,
+        zero_mode_scale: float = 1.0,
+        zero_mode_scale_flow=(),
+        zero_mode_rate: float | None = None,
         dtype=None,
         key: jax.Array,
     ):
@@ -246,6 +277,21 @@ class EFTScore(AbstractExactScoreModel):
         )
         num_orbits, _ = lattice_orbits(lattice.dim, lattice.size)
         self.kernel_weights = to_array(np.zeros((num_orbits, self.num_features, self.embedding.size)), dtype)
+
+        self.zero_mode_features = count("zero_mode_features", zero_mode_features, 0)
+        self.zero_mode_scale = positive("zero_mode_scale", zero_mode_scale)
+        self.zero_mode_scale_flow, self.zero_mode_floor = check_field_scale_flow(self.zero_mode_scale, zero_mode_scale_flow)
+        if zero_mode_rate is None:
+            rates = [r for _, r in self.zero_mode_scale_flow if r > 0]
+            zero_mode_rate = min(rates) if rates else 1.0 / self.time_scale
+        self.zero_mode_rate = positive("zero_mode_rate", zero_mode_rate)
+        if self.zero_mode_features > 0:
+            self.zero_mode_embedding = TimeEmbedding(self.time_scale, count("num_time_basis", num_time_basis, 2),
+                                                     self.time_scale * self.zero_mode_rate)
+            self.zero_mode_frequencies = to_array(np.geomspace(0.5, 20.0, self.zero_mode_features), dtype)
+            self.zero_mode_weights = to_array(np.zeros((self.zero_mode_features + 1, self.zero_mode_embedding.size)), dtype)
+        else:
+            self.zero_mode_embedding = self.zero_mode_frequencies = self.zero_mode_weights = None
 
     @classmethod
     def from_theory(cls, theory: Phi4, *, time_scale: float, key: jax.Array, **kwargs) -> EFTScore:
@@ -362,6 +408,18 @@ class EFTScore(AbstractExactScoreModel):
         div = div_raw - jnp.dot(c, div_g) - jnp.trace(dc)
         return r - jnp.tensordot(c, g, axes=1), div
 
+    def _zero_mode_term(self, p: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(g(M, t), dg/dM) of the zero-mode term (see the module docstring); scalars."""
+        sigma = field_scale_at(t, self.zero_mode_scale, self.zero_mode_scale_flow, self.zero_mode_floor)
+        sigma_ir = math.sqrt(self.zero_mode_scale**2 - sum(c for c, r in self.zero_mode_scale_flow if r > 0))
+        x = jnp.mean(p) / sigma
+        th = jnp.tanh(self.zero_mode_frequencies * x)
+        features = jnp.concatenate([x[None], th])
+        slopes = jnp.concatenate([jnp.ones((1,), p.dtype), self.zero_mode_frequencies * (1.0 - th**2)])
+        c = self.zero_mode_weights @ self.zero_mode_embedding(t)
+        scale = sigma / sigma_ir**2  # a zero-mode score of width ~ sigma_inf at the scale sigma_M(t)
+        return scale * jnp.dot(c, features), jnp.dot(c, slopes) / sigma_ir**2
+
     def _prepare(self, phi, t):
         phi = check_inputs(self.lattice, phi, t, "EFTScore")
         p = phi.astype(self.dtype)
@@ -393,6 +451,8 @@ class EFTScore(AbstractExactScoreModel):
         if self.residual_scale != 0.0:
             h = self.embedding(t)
             out = out + self.residual_scale * self._residual_x(p / self.sigma(t), h)
+        if self.zero_mode_features > 0:
+            out = out + self._zero_mode_term(p, t)[0] / self.lattice.sites
         return out.astype(phi.dtype)
 
     def divergence(self, phi: jax.Array, t: jax.Array) -> jax.Array:
@@ -411,6 +471,10 @@ class EFTScore(AbstractExactScoreModel):
             r, div_r = self._residual_and_divergence_x(p / sigma, h)
             score = score + self.residual_scale * r
             div = div + (self.residual_scale / sigma) * div_r
+        if self.zero_mode_features > 0:
+            g, dg = self._zero_mode_term(p, t)
+            score = score + g / self.lattice.sites
+            div = div + dg / self.lattice.sites  # sum_n d(g(M)/V)/d phi(n) = g'(M) / V
         return score.astype(phi.dtype), div.astype(phi.dtype)
 
     def residual(self, phi: jax.Array, t: jax.Array) -> jax.Array:
@@ -469,5 +533,9 @@ class EFTScore(AbstractExactScoreModel):
             "num_sin": self.num_sin,
             "num_tanh": self.num_tanh,
             "ridge": self.ridge,
+            "zero_mode_features": self.zero_mode_features,
+            "zero_mode_scale": self.zero_mode_scale,
+            "zero_mode_scale_flow": [list(term) for term in self.zero_mode_scale_flow],
+            "zero_mode_rate": self.zero_mode_rate,
             "dtype": jnp.dtype(self.dtype).name,
         }

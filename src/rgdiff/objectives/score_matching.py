@@ -14,6 +14,18 @@ makes every (t, p) contribute O(1), so a zero model has loss ~ 1.
 Time sampling: t = t_min + (T - t_min) u^4 with u stratified-uniform on [0, 1) per batch
 (low discrepancy), dense at small t where the couplings run fastest.
 
+Zero mode (`zero_mode_m0`). The zero mode M = phi~(0) carries the observables the learned flow is
+judged by (<|M|>, G2(0), m_R), yet it is one mode in V: its share of the whitened loss is 1/V and
+its DSM target, one noisy number per configuration, barely moves the parameters that only it
+constrains (measured at the paper's point: the learned zero-mode score 2x too weak between the
+vacua at t = 3 after 1500 steps). Under a linear scheme its law is known exactly from the UV
+ensemble: M_t = a_t(0) M_0 + noise of variance v_t(0) / L^d, so p_t(M) is the mixture
+mean_i N(M; a_t(0) M_0^i, v_t(0) / L^d) and its score (`zero_mode_marginal_score`) is
+E[conditional score | M_t] exactly. With `zero_mode_m0` (the UV magnetizations, symmetrized) the
+zero-mode component of the target is replaced by that score (Rao-Blackwellized over M_0 given
+M_t): the same minimizer wherever the other modes of phi_t say nothing more about M_0 than M_t
+does (every mode that has relaxed), and a noiseless target.
+
 Anchor at t = 0. The DSM target degenerates at t -> 0 (v_t -> 0: the conditional score is pure
 noise of variance 1/v_t, whitened away by lambda_t), so DSM alone pins the score at t = 0, and with
 it the bare-coupling estimates f_i(0) of [5.26], only through its continuity in t: measured on the
@@ -41,6 +53,7 @@ from rgdiff.models.eft import eft_basis, eft_basis_divergence
 
 WEIGHTING = "lambda_t(p) = L^d v_t(p) / eps^(2d) per Fourier mode (whitened conditional score)"
 ANCHOR = "implicit score matching at t = 0 on the UV data, E[|s|^2 + 2 div s] / (eps^d sum_p |phat|^2)"
+ZERO_MODE_TARGET = "the zero mode's target is the exact marginal score of M_t (mixture over the symmetrized UV magnetizations)"
 TIME_SAMPLING = "t = t_min + (T - t_min) u^4, u stratified uniform in [0, 1)"
 
 
@@ -56,24 +69,42 @@ def whitened_mode_error(lattice: Lattice, residual: jax.Array, v: jax.Array) -> 
     return jnp.sum(weight * jnp.abs(modes) ** 2, axis=lattice.axes) / lattice.sites
 
 
-def dsm_loss_at(model, scheme, lattice: Lattice, phi0: jax.Array, t: jax.Array, key) -> jax.Array:
+def zero_mode_marginal_score(m_t: jax.Array, m0: jax.Array, a: jax.Array, var: jax.Array) -> jax.Array:
+    """d/dM log p_t(M) at `m_t` (B,) for the mixture p_t(M) = mean_i N(M; a_i M0_i, var_i) over the
+    UV zero modes `m0` (n,): the exact marginal score of M_t = a_t(0) M_0 + noise of variance
+    `var` = v_t(0) / L^d under a linear scheme (`a`, `var` of shape (B,), one time each)."""
+    d = m_t[:, None] - a[:, None] * m0[None, :]
+    log_w = -0.5 * d**2 / var[:, None]
+    w = jax.nn.softmax(log_w, axis=1)
+    return -jnp.sum(w * d, axis=1) / var
+
+
+def dsm_loss_at(model, scheme, lattice: Lattice, phi0: jax.Array, t: jax.Array, key, zero_mode_m0=None) -> jax.Array:
     """The weighted DSM loss [5.23] at given per-configuration times t (B,); phi0 (B, *lattice).
 
     For the exact score of p_t its expectation is mean_p (1 - v_t(p) / G_t(p)) over the full grid,
     G_t the spectrum of p_t (the part of the conditional score that no function of phi_t explains).
+    With `zero_mode_m0` the zero mode's target is its exact marginal score (module docstring).
     """
     phi_t = jax.lax.stop_gradient(scheme.push_forward(key, phi0, t, lattice))
     target = jax.lax.stop_gradient(scheme.conditional_score(phi_t, phi0, t, lattice))
-    _, v = scheme.kernel(t, lattice, phi0.dtype)
+    a, v = scheme.kernel(t, lattice, phi0.dtype)
+    if zero_mode_m0 is not None:
+        origin = (slice(None),) + (0,) * lattice.dim
+        exact = zero_mode_marginal_score(jnp.mean(phi_t, axis=lattice.axes), zero_mode_m0, a[origin],
+                                         v[origin] / lattice.volume)
+        shift = exact / lattice.sites - jnp.mean(target, axis=lattice.axes)  # s~(0) = sum_n s(n) / V
+        target = target + jax.lax.stop_gradient(shift).reshape((-1,) + (1,) * lattice.dim)
     pred = jax.vmap(model)(phi_t, t)
     return jnp.mean(whitened_mode_error(lattice, pred - target, jax.lax.stop_gradient(v)))
 
 
-def dsm_loss(model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float) -> jax.Array:
+def dsm_loss(model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float,
+             zero_mode_m0=None) -> jax.Array:
     """The weighted denoising score-matching loss [5.23] with t drawn by `sample_times`."""
     k_t, k_noise = jax.random.split(key)
     t = sample_times(k_t, phi0.shape[0], horizon, t_min, phi0.dtype)
-    return dsm_loss_at(model, scheme, lattice, phi0, t, k_noise)
+    return dsm_loss_at(model, scheme, lattice, phi0, t, k_noise, zero_mode_m0)
 
 
 def fisher_scale(lattice: Lattice) -> float:
@@ -92,9 +123,10 @@ def anchor_loss(model, lattice: Lattice, phi0: jax.Array) -> jax.Array:
 
 def training_loss(
     model, scheme, lattice: Lattice, phi0: jax.Array, key, horizon: float, t_min: float, anchor_weight: float = 0.0,
+    zero_mode_m0=None,
 ) -> jax.Array:
     """`dsm_loss` plus `anchor_weight` x `anchor_loss` (the anchor only where it is > 0)."""
-    loss = dsm_loss(model, scheme, lattice, phi0, key, horizon, t_min)
+    loss = dsm_loss(model, scheme, lattice, phi0, key, horizon, t_min, zero_mode_m0)
     if anchor_weight > 0:
         loss = loss + anchor_weight * anchor_loss(model, lattice, phi0)
     return loss

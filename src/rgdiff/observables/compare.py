@@ -1,8 +1,11 @@
 """Learned versus true RG flow: the model's p_t^theta against the exact push-forward of the data.
 
 Learned samples at every t of a grid come from ONE generation per configuration: phi_T ~ p_T,
-then the probability-flow ODE [6.14] (or the reverse SDE [5.25]) segment by segment down the grid
-to t = 0. Each generated trajectory thus ends at a UV configuration phi_0, and, when the true
+then the reverse SDE [5.25] (the faithful sampler, default: the exponential integrator around the
+data's Gaussian reference, `rgdiff.generate.diffusion`) or the probability-flow ODE [6.14]
+segment by segment down the grid to t = 0. How close the two flows are is judged by
+`rgdiff.observables.fidelity` (CMP.json: "fidelity", "spectral", and for score models
+"zero_mode"). Each generated trajectory thus ends at a UV configuration phi_0, and, when the true
 flow maps vacua (broken phase without tunnelling), the learned samples are mapped with the sign
 of their own phi_0 — the same rule as `rgdiff.observables.true_flow`, so the two flows are measured alike.
 """
@@ -18,13 +21,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.errors import RgdiffError
-from rgdiff.generate.diffusion import decode, reverse_sde
+from rgdiff.generate.diffusion import characteristic_time, decode, reverse_sde, time_grid
 from rgdiff.generate.transport import decode_to_times
 from rgdiff.models.base import AbstractVelocityField
 from rgdiff.observables.estimators import magnetization, measure
+from rgdiff.observables.fidelity import TOLERANCE, fidelity, spectral_fidelity, zero_mode_score
 from rgdiff.observables.true_flow import FlowResult, empty_series, record, rescaling, true_flow
 
 COMPARED = ("m_R", "Z", "lambda_R", "max_abs_phi")
+FIDELITY_OBSERVABLES = ("G2_0", "m_R", "Z", "max_abs_phi", "lambda_R")
+JUDGED = ("G2_0", "m_R", "Z", "max_abs_phi")  # the verdict; lambda_R (often consistent with 0) by chi^2 only
+SOLVERS = ("sde", "ode")
 
 
 class GenerationFailedError(RgdiffError):
@@ -41,24 +48,36 @@ def solver_failure(exc: Exception, what: str) -> GenerationFailedError:
 ODE_RTOL = 1e-4  # adaptive steps: a PF-ODE on a fine lattice is stiff where the score is inexact
 
 
-def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horizon: float, solver: str = "ode",
-                         steps: int = 24, callback=None) -> np.ndarray:
+def faithful_solver(model) -> str:
+    """The sampler a learned flow is judged with: a CNF's own ODE, a score model's reverse SDE."""
+    return "ode" if isinstance(model, AbstractVelocityField) else "sde"
+
+
+def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horizon: float, solver: str | None = None,
+                         steps: int | None = None, callback=None, reference_spectrum=None) -> np.ndarray:
     """Fields of shape (len(times), n, *lattice): model samples at each time (times increasing).
 
-    The ODE uses an adaptive step-size controller (rtol `ODE_RTOL`, `steps` sets the first step):
-    the UV modes of a fine lattice make the probability-flow ODE stiff wherever the learned score
-    misses the exact cancellation of drift and score, and a fixed grid then blows up.
+    - "sde": the reverse SDE [5.25] with the exponential integrator (`reverse_sde`, reference
+      spectrum `reference_spectrum`, default the stationary law's) on one log-time grid of about
+      `steps` steps from T to 0 (`time_grid`), each segment between requested times getting its
+      share of the grid.
+    - "ode": the probability-flow ODE [6.14] with an adaptive step-size controller (rtol
+      `ODE_RTOL`; `steps` sets the first step of each segment). Not faithful on fine lattices
+      (see `rgdiff.generate.diffusion`): kept for likelihoods and for comparison.
     """
+    solver = solver or faithful_solver(model)
     if isinstance(model, AbstractVelocityField):  # a CNF in RG time: its own ODE, RK4 in log-time
         if solver != "ode":
             raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
-        return decode_to_times(model, scheme, key, n, times, steps=steps)
+        return decode_to_times(model, scheme, key, n, times, steps=steps or 24)
+    steps = steps or (256 if solver == "sde" else 24)
     lattice = model.lattice
     times = np.asarray(times, dtype=np.float64)
     dtype = jnp.float64
     k_prior, k_sde = jax.random.split(key)
     phi = scheme.prior_sample(k_prior, lattice, (n,), dtype)
     grid = np.concatenate([times, [horizon]]) if horizon > times[-1] else times.copy()
+    dense = time_grid(0.0, horizon, steps, characteristic_time(scheme, lattice), "log")
     out = {}
     current_t = grid[-1]
     if current_t in times:
@@ -73,18 +92,22 @@ def learned_trajectories(model, scheme, times: np.ndarray, *, key, n: int, horiz
             except eqx.EquinoxRuntimeError as exc:
                 raise solver_failure(exc, f"generating from t = {current_t:.4g} to {t_end:.4g}") from None
         else:
-            phi = reverse_sde(model, scheme, jax.random.fold_in(k_sde, j), phi, T=float(current_t), t_end=t_end, steps=steps * 4)
+            share = int(np.count_nonzero((dense > t_end) & (dense <= current_t)))
+            phi = reverse_sde(model, scheme, jax.random.fold_in(k_sde, j), phi, T=float(current_t), t_end=t_end,
+                              steps=max(share, 2), reference_spectrum=reference_spectrum)
         current_t = t_end
         out[j] = np.asarray(phi)
         callback("generate", len(grid) - 1 - j, len(grid) - 1)
     return np.stack([out[i] for i in range(len(times))])
 
 
-def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped: bool, solver: str = "ode",
-                 steps: int = 24, callback=None) -> tuple[FlowResult, np.ndarray]:
+def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped: bool, solver: str | None = None,
+                 steps: int | None = None, callback=None, reference_spectrum=None) -> tuple[FlowResult, np.ndarray]:
     """Measure the model's samples along `times` (independent samples: plain errors)."""
     lattice = model.lattice
-    traj = learned_trajectories(model, scheme, times, key=key, n=n, horizon=horizon, solver=solver, steps=steps, callback=callback)
+    solver = solver or faithful_solver(model)
+    traj = learned_trajectories(model, scheme, times, key=key, n=n, horizon=horizon, solver=solver, steps=steps,
+                                callback=callback, reference_spectrum=reference_spectrum)
     if not np.all(np.isfinite(traj)):
         raise FloatingPointError("the model generated non-finite fields")
     signs = None
@@ -102,7 +125,10 @@ def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped
         "error_method": "standard error (independent samples)",
         "samples": int(n),
         "solver": solver,
-        "steps_per_segment": steps,
+        "sampler": ("probability-flow ODE [6.14], adaptive Tsit5" if solver == "ode" else
+                    "reverse SDE [5.25], exponential integrator around a Gaussian reference") if not isinstance(
+                        model, AbstractVelocityField) else "the flow's own ODE (RK4 in log-time)",
+        "steps": steps,
         "ode_rtol": ODE_RTOL if solver == "ode" else None,
         "lattice": lattice.describe(),
     }
@@ -125,23 +151,41 @@ def discrepancy(learned: dict, true: dict, names=COMPARED) -> dict:
 
 
 def compare_flow(loaded, fields: np.ndarray, times: np.ndarray, *, key, n: int, markov: bool = True,
-                 solver: str = "ode", steps: int = 24, callback: Callable | None = None) -> dict:
-    """CMP.json: {"learned": FLOW, "true": FLOW, "discrepancy": {NAME: x}, "meta": {...}}."""
-    k_true, k_model = jax.random.split(key)
+                 solver: str | None = None, steps: int | None = None, callback: Callable | None = None,
+                 tolerance: float = TOLERANCE) -> dict:
+    """CMP.json: {"learned": FLOW, "true": FLOW, "fidelity": {...}, "spectral": {...},
+    "zero_mode": {...} (score models), "discrepancy": {NAME: x} (the former measure), "meta": {...}}.
+
+    `solver`: "sde" (the faithful reverse SDE) or "ode"; None: `faithful_solver`; `steps`: the
+    SDE's steps from T to 0 (default 256) or the ODE's first step per segment (default 24).
+    """
+    solver = solver or faithful_solver(loaded.model)
+    if solver not in SOLVERS:
+        raise RgdiffError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    k_true, k_model, k_zero = jax.random.split(key, 3)
     true_res, _ = true_flow(loaded.scheme, fields, loaded.lattice, times, key=k_true, markov=markov, callback=callback)
     mapped = true_res.meta["vacuum"] == "mapped"
-    learned_res, _ = learned_flow(
+    reference = loaded.lattice.power_spectrum(fields)  # the data's spectrum: the exponential integrator's reference
+    learned_res, traj = learned_flow(
         loaded.model, loaded.scheme, times, key=k_model, n=n, horizon=loaded.horizon, uv_mapped=mapped,
-        solver=solver, steps=steps, callback=callback,
+        solver=solver, steps=steps, callback=callback, reference_spectrum=reference,
     )
     learned, true = learned_res.as_json(), true_res.as_json()
-    return {
+    out = {
         "learned": learned,
         "true": true,
+        "fidelity": fidelity(learned, true, FIDELITY_OBSERVABLES, judged=JUDGED, tolerance=tolerance),
+        "spectral": spectral_fidelity(loaded.scheme, loaded.lattice, fields, times, traj),
         "discrepancy": discrepancy(learned, true),
         "meta": {
-            "discrepancy_definition": "mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2)",
+            "discrepancy_definition": "mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2) "
+                                      "(kept for continuity; the verdict is in fidelity)",
             "model": str(loaded.path),
             "times": [float(t) for t in times],
+            "sampler": learned["meta"]["sampler"],
         },
     }
+    if not isinstance(loaded.model, AbstractVelocityField):
+        out["zero_mode"] = zero_mode_score(loaded.model, loaded.scheme, loaded.lattice, fields, times[times > 0],
+                                           key=k_zero)
+    return out

@@ -19,6 +19,7 @@ from rgdiff.objectives.score_matching import hyvarinen_couplings
 from rgdiff.rg import flowed_site_variance
 
 SCALE_TOLERANCE = 0.05  # relative error of the exponential field-scale fit that is still used
+ZERO_MODE_FEATURES = 8  # tanh features of the EFT model's zero-mode (constraint potential) term
 
 
 def prior_couplings(scheme, lattice: Lattice) -> tuple[float, float, float]:
@@ -95,18 +96,33 @@ def _field_scale(scheme, lattice: Lattice, flat: np.ndarray, horizon: float) -> 
     return sigma0, terms
 
 
+def _zero_mode_scale(scheme, lattice: Lattice, flat: np.ndarray) -> tuple[float, list]:
+    """(sigma_M(0), flow terms) of the zero mode M = phi~(0): sigma_M(t)^2 = a_t(0)^2 <M_0^2> + v_t(0) / L^d,
+    one exponential for an Ornstein-Uhlenbeck scheme (Carosso-M: v_t = G_inf (1 - a_t^2)), none
+    without a stationary law (then sigma_M stays at its UV value)."""
+    second = float(np.mean(np.mean(flat, axis=lattice.axes) ** 2))
+    if not scheme.has_prior:
+        return float(np.sqrt(second)), []
+    stationary = float(scheme.mode_prior_spectrum(0.0, lattice)) / lattice.volume
+    rate = float(np.asarray(_decay_rates(scheme, lattice)).reshape(-1)[0])
+    return float(np.sqrt(second)), [[second - stationary, rate]]
+
+
 def initial_model(kind: str, lattice: Lattice, scheme, fields: np.ndarray, horizon: float, *, key):
     """A fresh score model ("eft-score" or "score") for training on UV `fields` under `scheme`,
     starting at the score of the scheme's stationary law (`prior_couplings`), its field scale
     following the exact flow of the data's variance [5.32]; the EFT model's couplings start at
-    the data's t = 0 estimate and relax to the stationary law's."""
+    the data's t = 0 estimate and relax to the stationary law's, and it has a zero-mode
+    (constraint potential) term scaled by the exact flow of <M^2>."""
     flat = np.asarray(fields, dtype=np.float64).reshape(-1, *lattice.shape)
     sigma, flow = _field_scale(scheme, lattice, flat, horizon)
     prior_f = prior_couplings(scheme, lattice)
     if kind == "eft-score":
         uv, rate = _uv_couplings(flat, lattice, scheme)
+        zero_scale, zero_flow = _zero_mode_scale(scheme, lattice, flat)
         return EFTScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, coupling_init=prior_f,
-                        coupling_init_uv=uv, coupling_init_rate=rate, key=key)
+                        coupling_init_uv=uv, coupling_init_rate=rate, zero_mode_features=ZERO_MODE_FEATURES,
+                        zero_mode_scale=zero_scale, zero_mode_scale_flow=zero_flow, key=key)
     if kind == "score":
         return ConvScore(lattice, time_scale=horizon, field_scale=sigma, field_scale_flow=flow, prior=prior_f, key=key)
     raise InvalidModelError(f"unknown score model {kind!r}; choose one of score, eft-score")
