@@ -119,4 +119,4 @@ def test_bad_hamiltonians_are_refused(args):
 
 def test_ed_refuses_large_lattices():
     with pytest.raises(RgdiffError):
-        exact_diagonalization(Hamiltonian.make(1, 4, m2=1.0, lam=1.0), 8)
+        exact_diagonalization(Hamiltonian.make(1, 5, m2=1.0, lam=1.0), 8)

@@ -193,18 +193,20 @@ class FlowAnsatz(eqx.Module):
         return out
 
     # integration ---------------------------------------------------------------------------
-    def flow(self, noise, keep: tuple[int, ...] = (), hessian: bool = False):
+    def flow(self, noise, keep: tuple[int, ...] = (), hessian: bool = False, steps: int | None = None):
         """From white noise (one configuration) to (phi, log p_theta(phi), score[, Lap log p][, path]).
 
         `hessian`: also propagate the Hessian of log p (V x V) and return its trace (for the
         local-energy form). `keep`: RK4 step indices whose fields are returned as `path` (0 = the
-        prior), pictures of the RG-flowed state at RG times t = 1 - step/steps.
+        prior), pictures of the RG-flowed state at RG times t = 1 - step/steps. `steps`: RK4 steps
+        (default `self.steps`); the same flow at two step counts measures the integration error
+        (`rgdiff.quantum.energy`).
         """
         x0 = self.prior_sample(noise).reshape(-1)
         state = (x0, self.prior_log_prob(x0), self.prior_score(x0).reshape(-1))
         if hessian:
             state = state + (-self._circulant(1.0 / self.prior_variances()),)
-        state, path = rk4(self._rhs, state, 0.0, 1.0, self.steps, observe=(lambda y: y[0]) if keep else None)
+        state, path = rk4(self._rhs, state, 0.0, 1.0, steps or self.steps, observe=(lambda y: y[0]) if keep else None)
         shape = self.h.shape
         out = (state[0].reshape(shape), state[1], state[2].reshape(shape))
         if hessian:
@@ -214,12 +216,17 @@ class FlowAnsatz(eqx.Module):
             out = out + (path.reshape((len(keep),) + shape),)
         return out
 
-    def log_prob(self, x):
-        """log p_theta(phi) for one configuration, by integrating the ODE backwards to the prior."""
+    def pullback(self, x, steps: int | None = None):
+        """(z, log p_theta(phi)) for one configuration phi: the ODE integrated backwards to the prior
+        (z is the prior field the flow maps to phi), log p_theta(phi) = log p_M(z) - int_0^1 div v ds."""
         def rhs(state, s):
             terms = self._field_terms(state[0], s)
             return terms[6], terms[7]
 
-        (z, integral), _ = rk4(rhs, (x.reshape(-1), jnp.zeros(())), 1.0, 0.0, self.steps)
+        (z, integral), _ = rk4(rhs, (x.reshape(-1), jnp.zeros(())), 1.0, 0.0, steps or self.steps)
         # integral = int_1^0 div ds = -int_0^1 div ds, and log p_1 = log p_0 - int_0^1 div ds.
-        return self.prior_log_prob(z) + integral
+        return z.reshape(self.h.shape), self.prior_log_prob(z) + integral
+
+    def log_prob(self, x, steps: int | None = None):
+        """log p_theta(phi) for one configuration, by integrating the ODE backwards to the prior."""
+        return self.pullback(x, steps)[1]
