@@ -32,7 +32,7 @@ from rgdiff.cli.progress import progress_bar
 from rgdiff.errors import RgdiffError, WriteOutputError
 from rgdiff.io.atomic import atomic_folder, package_versions, write_json
 from rgdiff.quantum.ansatz import FEATURES
-from rgdiff.quantum.energy import LAPLACIAN_MAX_SITES, coarse_steps, mean_estimate, measure_energy, noise, reverse_check
+from rgdiff.quantum.energy import LAPLACIAN_MAX_SITES, coarse_steps, mean_estimate, measure_energy, noise
 from rgdiff.quantum.exact import ED_MAX_SITES, ED_TOLERANCE, best_gaussian, converged_ground_energy, free_ground_energy, harmonic_lower_bound
 from rgdiff.quantum.hamiltonian import Hamiltonian
 from rgdiff.quantum.train import GroundStateSettings, train
@@ -202,11 +202,10 @@ def run_ground_state(h: Hamiltonian, settings: GroundStateSettings, out: Path | 
     with progress_bar(not quiet) as progress:
         model, history = train(h, settings, init, jax.random.fold_in(key, 1), progress, checkpoint=checkpoint,
                                record=record)
-        est = measure_energy(model, jax.random.fold_in(key, 2), settings.eval_samples,
+        est = measure_energy(model, jax.random.fold_in(key, 2), settings.eval_samples, reverse_key=jax.random.fold_in(key, 4),
                              callback=lambda done, total: progress("measure", done, total))
-        eval_steps = est["integration"]["steps"][-1]
-        reverse = reverse_check(model, jax.random.fold_in(key, 4), eval_steps)
-    verdict = verify(est, reverse, exact=exact, exact_method=exact_method, exact_tolerance=exact_tol, lower_bound=bound)
+    eval_steps, reverse = est["integration"]["steps"][-1], est["reverse"]
+    verdict = verify(est, exact=exact, exact_method=exact_method, exact_tolerance=exact_tol, lower_bound=bound)
     form = "local_form" if "local_form" in est else "score_form"
     energy, energy_error = est[form].value, total_error(est, form)
     score, local = est["score_form"], est.get("local_form")

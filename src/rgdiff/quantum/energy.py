@@ -32,10 +32,11 @@ exact 6.71). Hence:
   (to leading order) never below the exact-transport energy, so descending it cannot profit from
   the error; the default w = 1 also keeps the flow where RK4 at n steps is accurate.
 - evaluation (`measure_energy`): step doubling n -> 2n -> 4n ... on the same samples until the
-  Richardson estimate of the remaining error, mean(e_2n - e_n)/15 with its standard error, is
+  Richardson estimate of the remaining error, mean(e_n - e_2n)/15 with its standard error, is
   below a tolerance for every form; the estimates are reported at the finest step count.
 - `reverse_check`: the samples integrated back to the prior must return to their noise, and the
-  backward log p must equal the forward one (a non-invertible or badly integrated flow fails).
+  backward log p must equal the forward one (a non-invertible or badly integrated flow fails);
+  the step doubling goes on until it passes too.
 """
 
 from __future__ import annotations
@@ -133,18 +134,20 @@ def estimate_energy(model: FlowAnsatz, key, samples: int, chunk: int = 512, loca
     h = model.h
     if local is None:
         local = h.sites <= LAPLACIAN_MAX_SITES
+    steps = int(steps or model.steps)
+    traced = jnp.asarray(steps)  # a traced step count: one compilation for every count
     xs, score_vals, local_vals = [], [], []
     for i, start in enumerate(range(0, samples, chunk)):
         n = min(chunk, samples - start)
         xi = noise(jax.random.fold_in(key, i), h, chunk)  # always a full chunk: one compiled shape
         if local:
-            x, _, score, lap = (a[:n] for a in sample_with_laplacian(model, xi, steps))
+            x, _, score, lap = (a[:n] for a in sample_with_laplacian(model, xi, traced))
             local_vals.append(np.asarray(local_form(h, x, score, lap)))
         else:
-            x, _, score = (a[:n] for a in sample(model, xi, steps))
+            x, _, score = (a[:n] for a in sample(model, xi, traced))
         xs.append(np.asarray(x))
         score_vals.append(np.asarray(score_form(h, x, score)))
-    out = {"fields": np.concatenate(xs), "score_values": np.concatenate(score_vals), "steps": int(steps or model.steps)}
+    out = {"fields": np.concatenate(xs), "score_values": np.concatenate(score_vals), "steps": steps}
     out["score_form"] = mean_estimate(out["score_values"])
     if local:
         out["local_values"] = np.concatenate(local_vals)
@@ -157,9 +160,10 @@ _VALUES = {"score_form": "score_values", "local_form": "local_values"}
 
 
 def richardson_error(coarse: np.ndarray, fine: np.ndarray) -> Estimate:
-    """The RK4 error of mean(fine) from paired per-sample values at n and 2n steps:
-    mean(fine - coarse) / 15, with its standard error."""
-    return mean_estimate((np.asarray(fine) - np.asarray(coarse)) / RICHARDSON)
+    """The RK4 error (value - exact-transport value) of mean(fine) from paired per-sample values at
+    n (coarse) and 2n (fine) steps: e_n - e_2n = (2^4 - 1) err(e_2n) to leading order, so
+    mean(coarse - fine) / 15, with its standard error."""
+    return mean_estimate((np.asarray(coarse) - np.asarray(fine)) / RICHARDSON)
 
 
 def integration_tolerance(form: Estimate) -> float:
@@ -167,17 +171,23 @@ def integration_tolerance(form: Estimate) -> float:
 
 
 def measure_energy(model: FlowAnsatz, key, samples: int, *, chunk: int = 512, local: bool | None = None,
-                   max_doublings: int = MAX_DOUBLINGS, callback=None) -> dict:
-    """`estimate_energy` with its RK4 error under control: double the steps from `model.steps` until
-    the Richardson error of every form is below `integration_tolerance` (|mean| + 2 standard errors).
+                   max_doublings: int = MAX_DOUBLINGS, reverse_key=None, callback=None) -> dict:
+    """`estimate_energy` with the transport's error under control: double the RK4 steps from
+    `model.steps` until (a) the Richardson error of every form is below `integration_tolerance`
+    (|mean| + 2 standard errors) and (b) `reverse_check` passes at that step count, or until
+    `max_doublings` doublings (>= 1).
 
     **Returns:** `estimate_energy`'s dict at the finest step count, plus `integration`:
-    {"steps": the step counts used, "converged", per form an `Estimate` of the remaining error
-    ("score_form", "local_form") and its "tolerance"}. `callback(done, total)` after each solve.
+    {"steps": the step counts used, "converged" (a), per form an `Estimate` of the remaining error
+    and its "tolerance"}, and `reverse` (`reverse_check` at the final step count, noise from
+    `reverse_key`, default a key derived from `key`). `callback(done, total)` after each solve.
     """
+    if max_doublings < 1:
+        raise ValueError("measure_energy needs at least one doubling to estimate the error")
+    reverse_key = jax.random.fold_in(key, 0xFFFFFFFF) if reverse_key is None else reverse_key
     steps = model.steps
     prev = estimate_energy(model, key, samples, chunk, local, steps)
-    tried = [steps]
+    tried, reverse = [steps], None
     for k in range(max_doublings):
         if callback is not None:
             callback(k + 1, max_doublings + 1)
@@ -191,18 +201,22 @@ def measure_energy(model: FlowAnsatz, key, samples: int, *, chunk: int = 512, lo
             err = richardson_error(prev[_VALUES[form]], cur[_VALUES[form]])
             tol = integration_tolerance(cur[form])
             errors[form] = {"error": err, "tolerance": tol}
-            ok &= abs(err.value) + 2.0 * err.error <= tol
+            ok &= bool(abs(err.value) + 2.0 * err.error <= tol)
         prev = cur
-        if ok:
+        reverse = reverse_check(model, reverse_key, steps) if ok else None
+        if ok and reverse["ok"]:
             break
+    if reverse is None:
+        reverse = reverse_check(model, reverse_key, steps)
     if callback is not None:
         callback(max_doublings + 1, max_doublings + 1)
-    prev["integration"] = {"steps": tried, "converged": bool(ok), **errors}
+    prev["integration"] = {"steps": tried, "converged": ok, **errors}
+    prev["reverse"] = reverse
     return prev
 
 
 @eqx.filter_jit
-def _round_trip(model: FlowAnsatz, xi, steps: int):
+def _round_trip(model: FlowAnsatz, xi, steps):
     def one(z):
         x, logp, _ = model.flow(z, steps=steps)
         back, logp_back = model.pullback(x, steps)
@@ -217,7 +231,7 @@ def reverse_check(model: FlowAnsatz, key, steps: int, samples: int = REVERSE_SAM
     **Returns:** {"samples", "steps", "field" (max |z - prior field| / sigma), "log_prob"
     (max |log p forward - log p backward|), "tolerance", "ok"}.
     """
-    field, dlogp = _round_trip(model, noise(key, model.h, samples), steps)
+    field, dlogp = _round_trip(model, noise(key, model.h, samples), jnp.asarray(steps))
     field = float(jnp.max(field)) / model.scale
     dlogp = float(jnp.max(jnp.abs(dlogp)))
     ok = math.isfinite(field) and math.isfinite(dlogp) and max(field, dlogp) <= REVERSE_TOLERANCE

@@ -55,9 +55,10 @@ def forms_difference(measured: dict) -> tuple[Estimate, float] | None:
     return Estimate(diff.value, err, 0.5), sigma
 
 
-def verify(measured: dict, reverse: dict | None, *, exact: float | None, exact_method: str | None,
-           exact_tolerance: float, lower_bound: float) -> dict:
-    """Run the checks of the module docstring on a `measure_energy` result.
+def verify(measured: dict, *, exact: float | None, exact_method: str | None, exact_tolerance: float,
+           lower_bound: float) -> dict:
+    """Run the checks of the module docstring on a `measure_energy` result (its `integration` and
+    `reverse` where present: a bare `estimate_energy` result is checked for the rest).
 
     `exact_tolerance`: relative uncertainty of `exact` (ED's convergence tolerance);
     `lower_bound`: a rigorous lower bound on E0. **Returns:** {"valid", "failures" (sentences),
@@ -65,7 +66,7 @@ def verify(measured: dict, reverse: dict | None, *, exact: float | None, exact_m
     """
     failures: list[str] = []
     checks: dict = {}
-    integ = measured.get("integration")
+    integ, reverse = measured.get("integration"), measured.get("reverse")
     if integ is not None:
         worst = {f: integ[f] for f in FORMS if f in integ}
         checks["integration"] = {"ok": integ["converged"], "steps": integ["steps"],
