@@ -575,10 +575,12 @@ def ground_state(
         from rgdiff.observables.stats import format_value_error
 
         exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
+        verdict = "" if result["valid"] else " NOT a valid variational energy (see below)"
         console.print(
-            f"E = {format_value_error(result['energy'], result['energy_error'])} "
+            f"E = {format_value_error(result['energy'], result['energy_error'])}{verdict} "
             f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
-            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; wrote {out}"
+            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
+            f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
         )
     if not result["valid"]:
         print(f"rgdiff: error: the result is impossible, not a ground-state energy (written to {out / 'result.json'} "

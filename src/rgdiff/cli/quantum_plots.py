@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from rgdiff.cli.plots import plt, save
@@ -49,16 +51,17 @@ def energy_curve(history: np.ndarray, result: dict, h: Hamiltonian, path, gaps: 
         for value, color, ls, _ in refs + (far if ax is top else []):
             ax.axhline(value, color=color, ls=ls, lw=1.1)
         ax.errorbar([last * 1.03], [e], yerr=[de], fmt="D", color="C2", ms=5, capsize=3, zorder=5,
-                    label=f"result ({form} form) {e:.7g} ± {de:.2g}")
+                    label=f"result ({form} form) {e:.7g} ± {de:.2g}" + ("" if result.get("valid", True) else " INVALID"))
         ax.set_ylabel("energy E")
     if len(history):  # top: the whole run (1st-99th percentile of the batches)
         lo, hi = np.percentile(history, [1, 99])
         lo, hi = min(lo, e - de, *(r[0] for r in refs + far)), max(hi, e + de, gauss)
         pad = 0.05 * (hi - lo) + 1e-12
         top.set_ylim(lo - pad, hi + pad)
+    box = dict(facecolor="white", alpha=0.75, lw=0, pad=1.0)  # labels stay legible over the curves
     for value, color, _, label in refs + far:
         top.annotate(label, xy=(0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                     textcoords="offset points", fontsize=8, color=color, va="bottom")
+                     textcoords="offset points", fontsize=8, color=color, va="bottom", bbox=box)
     top.legend(fontsize=7, loc="upper right")
     # zoom: result, Gaussian and exact fill the panel; the running mean's band sets the least span
     values = [r[0] for r in refs] + [e - de, e + de]
@@ -67,10 +70,11 @@ def energy_curve(history: np.ndarray, result: dict, h: Hamiltonian, path, gaps: 
     zoom.set_ylim(min(values) - 0.5 * span, max(values) + 0.5 * span)
     for value, color, _, label in refs:
         zoom.annotate(label, xy=(0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                      textcoords="offset points", fontsize=8, color=color, va="bottom")
-    zoom.annotate(f"result {e:.7g} ± {de:.2g}", xy=(0.99, e), xycoords=("axes fraction", "data"), xytext=(0, 7),
-                  textcoords="offset points", fontsize=8, color="C2", ha="right", va="bottom")
-    zoom.set_title("zoom onto the result, the best Gaussian and the exact energy", fontsize=8)
+                      textcoords="offset points", fontsize=8, color=color, va="bottom", bbox=box)
+    zoom.annotate(f"result {e:.7g} ± {de:.2g}", xy=(0.99, e), xycoords=("axes fraction", "data"), xytext=(0, -8),
+                  textcoords="offset points", fontsize=8, color="C2", ha="right", va="top", bbox=box)
+    zoom.set_title("zoom onto the result and the best Gaussian" + (" and the exact energy" if exact is not None and not same
+                   else " (no exact value on this lattice)" if exact is None else " (= the exact energy)"), fontsize=8)
     if rows == 3:
         ax = axes[2]
         g = np.asarray(gaps, dtype=np.float64)
@@ -81,7 +85,8 @@ def energy_curve(history: np.ndarray, result: dict, h: Hamiltonian, path, gaps: 
     axes[-1].set_xlabel("Adam step")
     title = f"variational ground state: {h.label()}"
     if not result.get("valid", True):
-        title += "\nINVALID: " + result["failures"][0][:110]
+        title += "\n" + textwrap.shorten("INVALID: " + result["failures"][0], 230).replace("; ", ";\n", 1)
+        title = "\n".join(textwrap.fill(line, 115) for line in title.split("\n"))
     fig.suptitle(title, fontsize=9, color="k" if result.get("valid", True) else "C3")
     fig.tight_layout()
     save(fig, path)

@@ -4,8 +4,9 @@ Each step draws fresh white noise, pushes it through the flow (samples + scores)
 count n and at n/2, and takes one Adam step on the batch-mean score-form energy plus
 `error_weight` times the mean per-sample gap between the two (`energy.training_objective`: the
 optimizer cannot lower the objective through the integration error); the learning rate follows a
-cosine decay to 10% of its initial value. The loop is `rgdiff.train.loop.fit` (checkpoints, exact resume, the non-finite
-rule). Progress goes to a callback(stage, done, total) (see `rgdiff.cli.progress`).
+cosine decay to 10% of its initial value. The loop is `rgdiff.train.loop.fit` (checkpoints, exact
+resume, the non-finite rule). Progress goes to a callback(stage, done, total) (see
+`rgdiff.cli.progress`).
 """
 
 from __future__ import annotations
