@@ -7,10 +7,13 @@ RG times t = 1 (the IR prior) ... 0 (the UV ground state): the "RG-flowed ground
 
 The reported `energy` is the local-energy form where Lap log p is affordable (<= 16 sites; it
 has zero variance at an eigenstate) and the score form otherwise; both are in `rgdiff.quantum.energy`.
-It is measured with the RK4 error under control (step doubling) and checked (`rgdiff.quantum.verify`):
-an impossible result (forms that disagree, an energy below the exact E0 or the rigorous lower bound,
-a flow that does not integrate back to its noise) is written with `"valid": false` and its
-`failures`, claims no improvement over the Gaussian, and the command exits with code 1.
+It is measured with the RK4 error under control (step doubling; `energy_error` combines the
+statistical error with the estimated remaining RK4 error, `estimators.integration` has both, and
+`difference_in_sigma` compares the forms through their paired per-sample difference) and checked
+(`rgdiff.quantum.verify`): an impossible result (forms that disagree, an energy below the exact
+E0 or the rigorous lower bound, a flow that does not integrate back to its noise) is written with
+`"valid": false` and its `failures`, claims no improvement over the Gaussian, and the command
+exits with code 1.
 
 Before any work: the memory a run needs (`check_run_size`) and whether `--out` can be written
 (`check_writable`) are checked. With checkpoints (`ground_state_checkpoint`) the training resumes
@@ -20,6 +23,7 @@ bitwise (CPU) after a kill.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,6 +160,12 @@ def check_writable(*paths: Path | None) -> None:
             raise WriteOutputError(f"cannot write {path}: {folder} is on a read-only file system")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise WriteOutputError(f"cannot write {path}: no permission to write in {folder}")
+        try:  # what the flags do not tell (e.g. a pseudo file system): try, leaving nothing behind
+            fd, probe = tempfile.mkstemp(prefix=".rgdiff-probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise WriteOutputError(f"cannot write {path}: {exc.strerror or exc} in {folder}") from None
 
 
 def ground_state_checkpoint(out: Path, *, resume: Path | None, every: int | None, folder: Path | None, config: dict):
