@@ -59,21 +59,26 @@ def energy_curve(history: np.ndarray, result: dict, h: Hamiltonian, path, gaps: 
         pad = 0.05 * (hi - lo) + 1e-12
         top.set_ylim(lo - pad, hi + pad)
     box = dict(facecolor="white", alpha=0.75, lw=0, pad=1.0)  # labels stay legible over the curves
-    for value, color, _, label in refs + far:
-        top.annotate(label, xy=(0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                     textcoords="offset points", fontsize=8, color=color, va="bottom", bbox=box)
+
+    def label_lines(ax, lines):
+        """The highest line's label above it, the others below theirs: close lines stay readable."""
+        top_value = max(r[0] for r in lines)
+        for value, color, _, label in lines:
+            above = value == top_value
+            ax.annotate(label, xy=(0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3 if above else -3),
+                        textcoords="offset points", fontsize=8, color=color, va="bottom" if above else "top", bbox=box)
+
+    label_lines(top, refs + far)
     top.legend(fontsize=7, loc="upper right")
     # zoom: result, Gaussian and exact fill the panel; the running mean's band sets the least span
     values = [r[0] for r in refs] + [e - de, e + de]
     noise = float(np.median(err)) if len(err) else 0.0
     span = max(max(values) - min(values), 6 * noise, 1e-7 * max(abs(e), 1.0))
     zoom.set_ylim(min(values) - 0.5 * span, max(values) + 0.5 * span)
-    for value, color, _, label in refs:
-        zoom.annotate(label, xy=(0.01, value), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                      textcoords="offset points", fontsize=8, color=color, va="bottom", bbox=box)
+    label_lines(zoom, refs)
     zoom.annotate(f"result {e:.7g} ± {de:.2g}", xy=(0.99, e), xycoords=("axes fraction", "data"), xytext=(0, -8),
                   textcoords="offset points", fontsize=8, color="C2", ha="right", va="top", bbox=box)
-    zoom.set_title("zoom onto the result and the best Gaussian" + (" and the exact energy" if exact is not None and not same
+    zoom.set_title("zoom onto the result, the best Gaussian" + (" and the exact energy" if exact is not None and not same
                    else " (no exact value on this lattice)" if exact is None else " (= the exact energy)"), fontsize=8)
     if rows == 3:
         ax = axes[2]
