@@ -8,7 +8,7 @@ import pytest
 
 from rgdiff.errors import RgdiffError
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.quantum.exact import best_gaussian, converged_ground_energy, exact_diagonalization, free_ground_energy, gaussian_mode_energy, gaussian_state
+from rgdiff.quantum.exact import best_gaussian, converged_ground_energy, exact_diagonalization, free_ground_energy, gaussian_mode_energy, gaussian_state, harmonic_lower_bound
 from rgdiff.quantum.hamiltonian import Hamiltonian
 from rgdiff.theory.phi4 import Phi4
 
@@ -92,6 +92,13 @@ def test_ed_harmonic_limit_is_exact(size):
     assert exact_diagonalization(h, 16).energy == pytest.approx(free_ground_energy(h), rel=1e-10)
 
 
+@pytest.mark.parametrize("dim,size", [(1, 4), (2, 2)])
+def test_ed_on_four_sites_harmonic_limit(dim, size):
+    # four sites: 12^4 states; the on-site oscillator basis reaches the normal-mode answer
+    h = Hamiltonian.make(dim, size, m2=0.6, lam=0.0)
+    assert exact_diagonalization(h, 12).energy == pytest.approx(free_ground_energy(h), rel=1e-8)
+
+
 @pytest.mark.parametrize("size,lam", [(2, 10.0), (3, 10.0), (3, 40.0)])
 def test_ed_converges_in_basis_size_and_frequency(size, lam):
     h = Hamiltonian.make(1, size, m2=1.0, lam=lam)
@@ -104,6 +111,39 @@ def test_ed_converges_in_basis_size_and_frequency(size, lam):
     assert other == pytest.approx(energies[2], rel=1e-7)
     # the exact ground energy lies below the best Gaussian (a variational state)
     assert energies[2] < best_gaussian(h).energy
+
+
+# the harmonic lower bound -----------------------------------------------------------------
+def _bound_at(h, a):
+    """H >= H_free(m2 + lam a/6) - eps^d N^d lam a^2/24, the free ground energy by normal modes."""
+    free = Hamiltonian(h.dim, h.size, h.length, h.m2 + h.lam * a / 6.0, 0.0)
+    return 0.5 * np.sum(np.sqrt(np.linalg.eigvalsh(free.stiffness_matrix()))) - h.cell * h.sites * h.lam * a**2 / 24.0
+
+
+@pytest.mark.parametrize("dim,size,length,m2,lam", [(1, 1, 1.0, 1.0, 24.0), (1, 2, 2.0, 1.0, 10.0), (1, 3, 3.0, 1.0, 40.0),
+                                                    (1, 3, 1.5, -0.5, 20.0)])
+def test_harmonic_lower_bound_lies_below_ed_and_is_the_best_a(dim, size, length, m2, lam):
+    h = Hamiltonian(dim, size, length, m2, lam)
+    bound = harmonic_lower_bound(h)
+    assert bound < converged_ground_energy(h).energy  # rigorous: never above the exact E0
+    # it is the maximum over a of the family of bounds (each one valid)
+    a_min = max(0.0, -6.0 * m2 / lam) + 1e-9
+    grid = np.linspace(a_min, a_min + 3.0, 301)
+    best = max(_bound_at(h, a) for a in grid)
+    assert bound >= best - 1e-9 * abs(best)
+    assert bound == pytest.approx(best, rel=1e-3)  # and the grid's best is close to it
+
+
+def test_harmonic_lower_bound_single_site_closed_form_and_free_limit():
+    # one site, eps = 1, m2 = 1, lam = 24 (H = p^2/2 + x^2/2 + x^4): f(a) = sqrt(1 + 4a)/2 - a^2,
+    # stationary where a = 1/(2 sqrt(1 + 4a))
+    h = Hamiltonian(1, 1, 1.0, 1.0, 24.0)
+    a = 0.25
+    for _ in range(200):
+        a = 1.0 / (2.0 * math.sqrt(1.0 + 4.0 * a))
+    assert harmonic_lower_bound(h) == pytest.approx(math.sqrt(1 + 4 * a) / 2 - a**2, rel=1e-12)
+    free = Hamiltonian.make(2, 4, m2=0.7, lam=0.0)
+    assert harmonic_lower_bound(free) == free_ground_energy(free)
 
 
 @pytest.mark.parametrize(
@@ -119,4 +159,4 @@ def test_bad_hamiltonians_are_refused(args):
 
 def test_ed_refuses_large_lattices():
     with pytest.raises(RgdiffError):
-        exact_diagonalization(Hamiltonian.make(1, 4, m2=1.0, lam=1.0), 8)
+        exact_diagonalization(Hamiltonian.make(1, 5, m2=1.0, lam=1.0), 8)

@@ -516,36 +516,71 @@ def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, fol
 
 @app.command("ground-state")
 def ground_state(
-    dim: int = typer.Option(..., "--dim", help="space dimension d (1, 2 or 3)"),
-    size: int = typer.Option(..., "--size", help="sites per side N (N = 1: the anharmonic oscillator)"),
+    ctx: typer.Context,
+    dim: Optional[int] = typer.Option(None, "--dim", help="space dimension d (1, 2 or 3; required unless --resume)"),
+    size: Optional[int] = typer.Option(None, "--size", help="sites per side N (N = 1: the anharmonic oscillator; required unless --resume)"),
     length: Optional[float] = typer.Option(None, "--length", help="physical side length L (implies --units physical)"),
-    m2: float = typer.Option(..., "--m2", help="bare mass squared"),
-    lam: float = typer.Option(..., "--lam", help="bare quartic coupling (lam/4! phi^4)"),
-    steps: int = typer.Option(..., "--steps", help="Adam steps on the variational energy"),
+    m2: Optional[float] = typer.Option(None, "--m2", help="bare mass squared (required unless --resume)"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="bare quartic coupling (lam/4! phi^4; required unless --resume)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Adam steps on the variational energy (required unless --resume)"),
     units: Optional[str] = typer.Option(None, "--units", help="lattice (L = N; the default without --length) | physical"),
     batch: int = typer.Option(256, "--batch", help="configurations per step"),
     lr: float = typer.Option(0.02, "--lr", help="initial Adam learning rate (cosine decay to 10%)"),
-    ode_steps: int = typer.Option(16, "--ode-steps", help="RK4 steps of the flow"),
+    ode_steps: int = typer.Option(16, "--ode-steps", help="RK4 steps of the flow in training (>= 2; evaluation refines them)"),
+    ode_error_weight: float = typer.Option(1.0, "--ode-error-weight", help="weight of the RK4 step-doubling gap in the training objective (0: off)"),
     eval_samples: int = typer.Option(8192, "--eval-samples", help="samples of the final energy estimate"),
     init_m2: Optional[float] = typer.Option(None, "--init-m2", help="initial prior M^2 (default: the best Gaussian's)"),
     seed: Seed = 0,
     as_json: bool = typer.Option(False, "--json", help="print the result JSON on stdout"),
-    out: Path = typer.Option(..., "--out", help="output folder to create (result.json and pictures)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder to create (result.json and pictures; required unless --resume)"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="save a checkpoint every K steps (in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Resume = None,
     quiet: Quiet = False,
 ):
-    """Variational ground state of the lattice phi^4 Hamiltonian with a renormalizing-flow ansatz (paper section 6)."""
+    """Variational ground state of the lattice phi^4 Hamiltonian with a renormalizing-flow ansatz (paper section 6).
+
+    Exit code 1: the run finished but its result is impossible (the failures are printed, and
+    written to result.json with "valid": false) or the training became non-finite."""
+    from rgdiff.cli.ground_state import check_run_size, check_writable, ground_state_checkpoint, run_ground_state
+    from rgdiff.errors import RgdiffError
+    from rgdiff.io.checkpoint import NumericalFaultError
+    from rgdiff.io.locking import output_lock
     from rgdiff.quantum.hamiltonian import Hamiltonian
-    from rgdiff.cli.ground_state import run_ground_state
     from rgdiff.quantum.train import GroundStateSettings
 
-    if units is None:
-        units = "lattice" if length is None else "physical"
-    h = Hamiltonian.make(dim, size, m2=m2, lam=lam, units=units, length=length)
-    settings = GroundStateSettings(steps=steps, batch=batch, learning_rate=lr, ode_steps=ode_steps,
-                                   eval_samples=eval_samples, init_mass_sq=init_m2, seed=seed)
+    names = ("dim", "size", "length", "m2", "lam", "steps", "units", "batch", "lr", "ode_steps", "ode_error_weight",
+             "eval_samples", "init_m2", "seed", "out")
+    v = dict(dim=dim, size=size, length=length, m2=m2, lam=lam, steps=steps, units=units, batch=batch, lr=lr,
+                 ode_steps=ode_steps, ode_error_weight=ode_error_weight, eval_samples=eval_samples, init_m2=init_m2,
+                 seed=seed, out=None if out is None else str(out))
+    if resume is not None:  # the interrupted run's flags, unless typed again (a different one is refused below)
+        saved = (_resume_config(resume, "ground-state") or {}).get("flags", {})
+        v.update({k: saved[k] for k in names if k in saved and not _given_on_command_line(ctx, k)})
+    for name in ("dim", "size", "m2", "lam", "steps", "out"):
+        if v[name] is None:
+            raise RgdiffError(f"give --{name} (or --resume a checkpoint folder of an interrupted run)")
+    if v["units"] is None:
+        v["units"] = "lattice" if v["length"] is None else "physical"
+    out = Path(v["out"])
+    h = Hamiltonian.make(v["dim"], v["size"], m2=v["m2"], lam=v["lam"], units=v["units"], length=v["length"])
+    settings = GroundStateSettings(steps=v["steps"], batch=v["batch"], learning_rate=v["lr"], ode_steps=v["ode_steps"],
+                                   eval_samples=v["eval_samples"], init_mass_sq=v["init_m2"], seed=v["seed"],
+                                   error_weight=v["ode_error_weight"])
+    check_run_size(h, settings)
     _check_new_folder(out, f"output folder {out} already exists; choose another --out")
+    check_writable(out, resume or checkpoint_dir or (Path(f"{out}.ckpt") if checkpoint_every is not None else None))
     _setup_jax()
-    result = run_ground_state(h, settings, out, units=units, quiet=quiet)  # progress goes to stderr
+    config = {"flags": v, "hamiltonian": h.describe(), "settings": settings.as_dict()}
+    with output_lock(out):
+        ckpt = ground_state_checkpoint(out, resume=resume, every=checkpoint_every, folder=checkpoint_dir, config=config)
+        try:
+            result = run_ground_state(h, settings, out, units=v["units"], quiet=quiet, checkpoint=ckpt)
+        except NumericalFaultError as exc:  # a run-time failure, not bad input
+            print(f"rgdiff: error: {exc}", file=sys.stderr)
+            raise typer.Exit(1)
+        if ckpt is not None:
+            ckpt.remove()
     if as_json:
         print(json.dumps(result, indent=2))
     elif not quiet:
@@ -553,11 +588,17 @@ def ground_state(
         from rgdiff.observables.stats import format_value_error
 
         exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
+        verdict = "" if result["valid"] else " NOT a valid variational energy (see below)"
         console.print(
-            f"E = {format_value_error(result['energy'], result['energy_error'])} "
+            f"E = {format_value_error(result['energy'], result['energy_error'])}{verdict} "
             f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
-            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; wrote {out}"
+            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
+            f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
         )
+    if not result["valid"]:
+        print(f"rgdiff: error: the result is impossible, not a ground-state energy (written to {out / 'result.json'} "
+              f"with \"valid\": false): " + "; ".join(result["failures"]), file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:

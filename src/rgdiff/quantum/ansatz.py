@@ -23,7 +23,8 @@ Along a trajectory, log p and the score obey [6.14] and the system of section 6.
       d log p / ds = -div v,      d score / ds = -J^T score - grad div v,
 
 (and, for the local-energy form, the Hessian of log p: see `_rhs`), so one fixed-step RK4 solve
-(`rgdiff.generate.rk4`) gives samples, log p_theta, the score and optionally Lap log p together;
+(`integrate`, steps of `rgdiff.generate.rk4`) gives samples, log p_theta, the score and optionally
+Lap log p together (its error is measured and controlled by `rgdiff.quantum.energy`);
 J^T score and the Hessian terms are in closed form because v is linear plus feature-wise. With all flow
 coefficients zero the ansatz is exactly the Gaussian |Psi_M|^2. `log_prob` integrates backwards
 from a given field (a cross-check of the forward-propagated score, by autodiff).
@@ -80,6 +81,24 @@ def _tables_np(h: Hamiltonian):
     diff = (pts[:, None, :] - pts[None, :, :]) % n
     index = np.ravel_multi_index(tuple(diff[..., i] for i in range(d)), (n,) * d)
     return cos, index
+
+
+def integrate(field, y0, t0: float, t1: float, steps):
+    """`steps` equal RK4 steps of dy/dt = field(y, t) from t0 to t1 (`rgdiff.generate.rk4`, one step
+    at a time). `steps` a Python int: a scan, reverse-mode differentiable (training); a traced
+    integer: a while loop, so one compilation serves every step count (the evaluation's step
+    doubling)."""
+    if isinstance(steps, int):
+        h = (t1 - t0) / steps
+    else:
+        steps = jnp.asarray(steps)
+        h = (t1 - t0) / steps.astype(jnp.result_type(float))
+
+    def one(i, y):
+        t = t0 + h * jnp.asarray(i).astype(jnp.result_type(h))
+        return rk4(field, y, t, t + h, 1)[0]
+
+    return jax.lax.fori_loop(0, steps, one, y0)
 
 
 def _time_basis(s):
@@ -193,18 +212,24 @@ class FlowAnsatz(eqx.Module):
         return out
 
     # integration ---------------------------------------------------------------------------
-    def flow(self, noise, keep: tuple[int, ...] = (), hessian: bool = False):
+    def flow(self, noise, keep: tuple[int, ...] = (), hessian: bool = False, steps: int | None = None):
         """From white noise (one configuration) to (phi, log p_theta(phi), score[, Lap log p][, path]).
 
         `hessian`: also propagate the Hessian of log p (V x V) and return its trace (for the
         local-energy form). `keep`: RK4 step indices whose fields are returned as `path` (0 = the
-        prior), pictures of the RG-flowed state at RG times t = 1 - step/steps.
+        prior), pictures of the RG-flowed state at RG times t = 1 - step/steps. `steps`: RK4 steps
+        (default `self.steps`); the same flow at two step counts measures the integration error
+        (`rgdiff.quantum.energy`).
         """
         x0 = self.prior_sample(noise).reshape(-1)
         state = (x0, self.prior_log_prob(x0), self.prior_score(x0).reshape(-1))
         if hessian:
             state = state + (-self._circulant(1.0 / self.prior_variances()),)
-        state, path = rk4(self._rhs, state, 0.0, 1.0, self.steps, observe=(lambda y: y[0]) if keep else None)
+        steps = self.steps if steps is None else steps
+        if keep:
+            state, path = rk4(self._rhs, state, 0.0, 1.0, steps, observe=lambda y: y[0])
+        else:
+            state = integrate(self._rhs, state, 0.0, 1.0, steps)
         shape = self.h.shape
         out = (state[0].reshape(shape), state[1], state[2].reshape(shape))
         if hessian:
@@ -214,12 +239,17 @@ class FlowAnsatz(eqx.Module):
             out = out + (path.reshape((len(keep),) + shape),)
         return out
 
-    def log_prob(self, x):
-        """log p_theta(phi) for one configuration, by integrating the ODE backwards to the prior."""
+    def pullback(self, x, steps: int | None = None):
+        """(z, log p_theta(phi)) for one configuration phi: the ODE integrated backwards to the prior
+        (z is the prior field the flow maps to phi), log p_theta(phi) = log p_M(z) - int_0^1 div v ds."""
         def rhs(state, s):
             terms = self._field_terms(state[0], s)
             return terms[6], terms[7]
 
-        (z, integral), _ = rk4(rhs, (x.reshape(-1), jnp.zeros(())), 1.0, 0.0, self.steps)
+        z, integral = integrate(rhs, (x.reshape(-1), jnp.zeros(())), 1.0, 0.0, self.steps if steps is None else steps)
         # integral = int_1^0 div ds = -int_0^1 div ds, and log p_1 = log p_0 - int_0^1 div ds.
-        return self.prior_log_prob(z) + integral
+        return z.reshape(self.h.shape), self.prior_log_prob(z) + integral
+
+    def log_prob(self, x, steps: int | None = None):
+        """log p_theta(phi) for one configuration, by integrating the ODE backwards to the prior."""
+        return self.pullback(x, steps)[1]

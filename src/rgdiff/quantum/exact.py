@@ -9,7 +9,8 @@
 - `best_gaussian`: its minimum. The stationarity condition over *all* translation-invariant
   covariances is the gap equation M^2 = m2 + lam/2 <phi^2>, whose unique solution has the free-field
   shape, so optimising M is optimising the full translation-invariant Gaussian (the Hartree state).
-- `exact_diagonalization`: the ground state of H for <= 3 sites in a product harmonic-oscillator
+- `harmonic_lower_bound`: a rigorous lower bound on E0 for every lattice (phi^4 >= 2 a phi^2 - a^2).
+- `exact_diagonalization`: the ground state of H for <= 4 sites in a product harmonic-oscillator
   basis (canonical q = eps^(d/2) phi), and `converged_ground_energy` which grows the basis until
   the energy stops moving.
 """
@@ -24,7 +25,9 @@ import numpy as np
 from rgdiff.errors import InvalidTheoryError
 from rgdiff.quantum.hamiltonian import Hamiltonian
 
-ED_MAX_SITES = 3
+ED_MAX_SITES = 4
+ED_TOLERANCE = {1: 1e-9, 2: 1e-9, 3: 1e-9, 4: 1e-7}  # relative; 4 sites x 16 levels is 65536 states
+ED_MAX_LEVELS = {1: 60, 2: 40, 3: 24, 4: 16}
 
 
 def free_ground_energy(h: Hamiltonian) -> float:
@@ -101,6 +104,41 @@ def best_gaussian(h: Hamiltonian) -> GaussianState:
     return gaussian_state(h, math.exp(0.5 * (lo + hi)))
 
 
+def harmonic_lower_bound(h: Hamiltonian) -> float:
+    """A rigorous lower bound on the ground energy, for every lattice (m2 > 0 or not, any lam >= 0).
+
+    (phi^2 - a)^2 >= 0 gives phi^4 >= 2 a phi^2 - a^2 for every real a, so as operators
+    H >= H_free(M^2) - eps^d N^d lam a^2 / 24 with M^2 = m2 + lam a / 6, whose ground energy is
+
+        f(M^2) = 1/2 sum_p sqrt(|phat|^2 + M^2) - eps^d N^d lam a^2 / 24    (any M^2 > 0).
+
+    Every M^2 > 0 gives a bound; f is concave in a, maximal where a = <phi^2>(M^2) = L^-d sum_p
+    1/(2 omega_p) (the gap equation with lam/6 in place of the Hartree lam/2), solved by bisection.
+    At lam = 0 it is the free-field E0.
+    """
+    if h.lam == 0:
+        return free_ground_energy(h)
+
+    def bound(m2):
+        a = 6.0 * (m2 - h.m2) / h.lam
+        return float(0.5 * np.sum(h.omega(m2)) - h.cell * h.sites * h.lam * a**2 / 24.0)
+
+    def gap(log_m2):
+        m2 = math.exp(log_m2)
+        return m2 - h.m2 - h.lam / 6.0 * _phi_sq(h, h.omega(m2))
+
+    lo, hi = -60.0, 2.0
+    while gap(hi) < 0:
+        hi += 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if gap(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return bound(math.exp(0.5 * (lo + hi)))
+
+
 # exact diagonalization -------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class EDResult:
@@ -114,7 +152,7 @@ class EDResult:
 
 
 def exact_diagonalization(h: Hamiltonian, levels: int, frequency: float | None = None) -> EDResult:
-    """Lowest eigenvalue of H on <= 3 sites in a product oscillator basis of `levels` states per site.
+    """Lowest eigenvalue of H on <= ED_MAX_SITES (4) sites in a product oscillator basis of `levels` states per site.
 
     In q = eps^(d/2) phi: H = sum_n p_n^2/2 + 1/2 q.K q + g sum_n q_n^4 with g = lam/(24 eps^d). The
     basis frequency defaults to the Hartree on-site frequency sqrt(K_nn - m2 + M_H^2); matrices of q
@@ -165,17 +203,24 @@ def exact_diagonalization(h: Hamiltonian, levels: int, frequency: float | None =
     return EDResult(float(vals[i]), phi_sq, levels, w)
 
 
-def converged_ground_energy(h: Hamiltonian, tol: float = 1e-9, start: int = 12, step: int = 4, max_levels: int = 60) -> EDResult:
-    """Grow the per-site basis until the ground energy changes by less than `tol` (relative)."""
+def converged_ground_energy(h: Hamiltonian, tol: float | None = None, start: int = 12, step: int = 4,
+                            max_levels: int = 60) -> EDResult:
+    """Grow the per-site basis until the ground energy changes by less than `tol` (relative;
+    default `ED_TOLERANCE` by the number of sites). The truncated basis is variational, so the
+    result lies above E0 by about the last change."""
+    if tol is None:
+        tol = ED_TOLERANCE.get(h.sites, 1e-9)
     prev = exact_diagonalization(h, start)
     levels = start + step
-    max_levels = max_levels if h.sites == 1 else min(max_levels, 40 if h.sites == 2 else 24)
+    max_levels = min(max_levels, ED_MAX_LEVELS.get(h.sites, max_levels))
+    change = math.inf
     while levels <= max_levels:
         cur = exact_diagonalization(h, levels)
-        if abs(cur.energy - prev.energy) <= tol * max(1.0, abs(cur.energy)):
+        change = abs(cur.energy - prev.energy)
+        if change <= tol * max(1.0, abs(cur.energy)):
             return cur
         prev, levels = cur, levels + step
     raise InvalidTheoryError(
         f"exact diagonalization did not converge to {tol:g} within {max_levels} levels per site "
-        f"(last change {abs(cur.energy - prev.energy):.2e}); the coupling may be too strong for this basis"
+        f"(last change {change:.2e}); the coupling may be too strong for this basis"
     )
