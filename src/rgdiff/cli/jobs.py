@@ -6,9 +6,11 @@ the config, seed, package versions and the checksum of every input file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import json
+import os
 from pathlib import Path
 
 import equinox as eqx
@@ -20,7 +22,8 @@ from rgdiff.cli.progress import console, progress_bar
 from rgdiff.errors import InvalidSchemeError, RgdiffError
 from rgdiff.generate.diffusion import likelihood_available, sample_ode, sample_reverse_sde
 from rgdiff.generate.transport import sample as sample_flow
-from rgdiff.io.atomic import atomic_folder, file_checksum, package_versions, write_json
+from rgdiff.io.atomic import atomic_folder, atomic_path, file_checksum, package_versions, write_json
+from rgdiff.io.locking import output_lock
 from rgdiff.io.checkpoint import Checkpointer, NumericalFaultError
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_params
@@ -28,7 +31,7 @@ from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, c
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
 from rgdiff.observables.compare import compare_flow, solver_failure
-from rgdiff.observables.estimators import chain_summary
+from rgdiff.observables.estimators import chain_summary, check_measurable
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.samplers.uv import sample
@@ -123,7 +126,7 @@ def train_job(
     if checkpoint_every is not None or resume is not None:
         identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
         identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}  # the checksum identifies it
-        ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=checkpoint_every or 100,
+        ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=100 if checkpoint_every is None else checkpoint_every,
                                         folder=checkpoint_dir, config=config, identity=identity)
         if resume is not None and checkpoint_every is None:
             ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
@@ -190,12 +193,41 @@ def _checked_sample_ode(*args, **kwargs):
         raise solver_failure(exc, "sampling with the probability-flow ODE") from None
 
 
+MAX_STEPS = 10**6  # integration steps of one sample
+
+
+def check_generate_steps(steps) -> None:
+    """--steps: None (the default of the solver) or an integer in [1, MAX_STEPS]."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+        raise RgdiffError(f"--steps must be an integer in [1, {MAX_STEPS}] (or left out: {ODE_STEPS} ode, "
+                          f"{SDE_STEPS} sde, {FLOW_STEPS} for a flow), got {steps}")
+
+
+def check_generated_size(samples, lattice, *, source: str = "--samples") -> None:
+    """Refuse, before any work, a number of samples that `rgdiff measure` cannot measure or this
+    machine cannot hold (the generated chunks and their concatenation: two float64 copies)."""
+    from rgdiff.cli.app import _bytes
+    from rgdiff.observables.stats import MIN_SAMPLES_PER_CHAIN
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < MIN_SAMPLES_PER_CHAIN:
+        raise RgdiffError(f"{source} must be an integer >= {MIN_SAMPLES_PER_CHAIN} (what `rgdiff measure` needs), "
+                          f"got {samples}")
+    need = 2 * 8 * samples * lattice.sites
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = 2**40
+    if need > have // 2:
+        raise RgdiffError(f"{source} {samples} on a {lattice.size}^{lattice.dim} lattice needs about {_bytes(need)} of memory, "
+                          f"more than half of this machine's {_bytes(have)}; generate fewer samples")
+
+
 def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps: int | None, seed: int,
                  out: Path, quiet: bool = False) -> Path:
     """Sample p_t^theta with the probability-flow ODE or the reverse SDE and write an ensemble."""
+    check_generate_steps(steps)
     loaded = load_model_dir(model_dir)
-    if isinstance(samples, bool) or samples < 2:
-        raise RgdiffError(f"--samples must be an integer >= 2, got {samples}")
+    check_generated_size(samples, loaded.lattice)
     if not (0.0 <= t < loaded.horizon):
         raise InvalidSchemeError(f"--t must lie in [0, T) with the model's horizon T = {loaded.horizon:.4g}, got {t}")
     if solver not in ("ode", "sde"):
@@ -203,7 +235,7 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str, steps:
     is_flow = isinstance(loaded.model, AbstractVelocityField)  # a CNF in RG time: its own ODE (rgdiff.generate.transport)
     if is_flow and solver != "ode":
         raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
-    steps = steps or (FLOW_STEPS if is_flow else ODE_STEPS if solver == "ode" else SDE_STEPS)
+    steps = steps if steps is not None else (FLOW_STEPS if is_flow else ODE_STEPS if solver == "ode" else SDE_STEPS)
     log_prob = not is_flow and likelihood_available(loaded.model, loaded.scheme, times=(t, loaded.horizon))
     key = jax.random.key(seed)
     chunk = 256
@@ -253,14 +285,19 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
     loaded = load_model_dir(model_dir)
     ens = load_ensemble(data)
     loaded.check_compatible(ens.theory, f"data {data}")
-    with progress_bar(not quiet) as cb:
-        cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov, solver=solver, callback=cb)
-    cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions(),
-                        **_model_provenance(model_dir)})
-    write_json(out, cmp)
-    if plot is not None:
-        plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], plot,
-                    f"learned vs true flow: {model_dir}", xscale="symlog")
+    check_measurable(*ens.fields.shape[:2], markov=ens.markov, source=str(data))
+    with output_lock(out), (contextlib.nullcontext() if plot is None else output_lock(plot)):
+        with progress_bar(not quiet) as cb:
+            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov,
+                               solver=solver, callback=cb)
+        cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed,
+                            "versions": package_versions(), **_model_provenance(model_dir)})
+        # CMP.json and its plot, both or neither: the plot is renamed into place once CMP.json is written
+        with (contextlib.nullcontext() if plot is None else atomic_path(plot)) as staged:
+            if plot is not None:
+                plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], staged,
+                            f"learned vs true flow: {model_dir}", xscale="symlog")
+            write_json(out, cmp)
     return cmp
 
 

@@ -51,6 +51,18 @@ class InsufficientSamplesError(RgdiffError):
     """An ensemble too short to measure with the Gamma method."""
 
 
+def check_measurable(chains: int, samples: int, *, markov: bool = True, source: str = "the ensemble") -> None:
+    """Refuse (`InsufficientSamplesError`) an ensemble too small to measure: fewer than
+    `MIN_SAMPLES_PER_CHAIN` samples per chain (Markov chains) or in all (independent samples)."""
+    per_replica = samples if markov else chains * samples
+    if per_replica < MIN_SAMPLES_PER_CHAIN:
+        what = "samples per chain" if markov else "samples"
+        raise InsufficientSamplesError(
+            f"{source} has {per_replica} {what}; measuring needs at least {MIN_SAMPLES_PER_CHAIN} "
+            "(the Gamma method's autocorrelation window); sample more"
+        )
+
+
 OBSERVABLES = (
     "abs_magnetization",
     "chi",
@@ -209,13 +221,7 @@ def measure(
     if fields.ndim != lattice.dim + 2:
         raise ValueError(f"fields must have shape (chains, samples, *lattice), got {fields.shape}")
     chains, samples = fields.shape[:2]
-    per_replica = samples if markov else chains * samples
-    if per_replica < MIN_SAMPLES_PER_CHAIN:
-        what = "samples per chain" if markov else "samples"
-        raise InsufficientSamplesError(
-            f"the ensemble has {per_replica} {what}; measuring needs at least {MIN_SAMPLES_PER_CHAIN} "
-            "(the Gamma method's autocorrelation window); sample more"
-        )
+    check_measurable(chains, samples, markov=markov)
     m = magnetization(fields, lattice)
     if vacuum == "auto":
         vacuum = "mapped" if maps_vacuum(m, markov=markov) else "raw"
