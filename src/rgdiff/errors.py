@@ -23,6 +23,11 @@ class ImpossibleResultError(RunFaultError):
     non-finite estimate, more effective samples than samples where no estimator can give that)."""
 
 
+class RgdiffWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one line,
+    "rgdiff: warning: ..."), e.g. a model directory written before model files were checksummed."""
+
+
 class InvalidLatticeError(RgdiffError):
     """The lattice geometry is not allowed (dimension outside 1..3, N < 2, L <= 0, ...)."""
 

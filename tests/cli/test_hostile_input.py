@@ -53,7 +53,7 @@ def files(tmp_path_factory):
     import jax
 
     from rgdiff.train.initial import initial_model
-    from rgdiff.io.modeldir import CONFIG, PARAMS, write_config, write_params
+    from rgdiff.io.modeldir import CONFIG, PARAMS, write_model
     from rgdiff.rg import make_scheme
 
     d = tmp_path_factory.mktemp("hostile")
@@ -67,10 +67,9 @@ def files(tmp_path_factory):
     mdir.mkdir()
     config = {"model": model.describe(), "scheme": scheme.describe(), "theory": theory.describe(),
               "training": {"dtype": "float32", "horizon": 1.0}}
-    write_config(mdir / CONFIG, config)
     from rgdiff.models.base import cast_model
 
-    write_params(mdir / PARAMS, cast_model(model, np.float32))
+    write_model(mdir, config, cast_model(model, np.float32))
     return Files({"dir": d, "h5": (d / "good.h5").read_bytes(), "fields": fields, "model": mdir,
             "params": (mdir / PARAMS).read_bytes(), "config": (mdir / CONFIG).read_text()})
 

@@ -162,13 +162,14 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ):
     """Show the provenance of an output: config, seed, package versions, input checksums."""
-    from rgdiff.io.provenance import describe, format_text
+    from rgdiff.io.provenance import ReadProvenanceError, describe, format_text
 
     data = describe(file)
-    if as_json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        sys.stdout.write(format_text(data))
+    try:
+        text = json.dumps(data, indent=2, default=str) + "\n" if as_json else format_text(data)
+    except RecursionError:  # provenance nested deeper than Python's recursion limit
+        raise ReadProvenanceError(f"{file} holds provenance nested too deeply to show; it is not an rgdiff output") from None
+    sys.stdout.write(text)
 
 
 @app.command()
@@ -847,7 +848,29 @@ def _os_error_line(exc: OSError) -> str:
     return f"{what}{'; ' + hint if hint else ''}; nothing half-written was kept"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _original=None):
+    """`RgdiffWarning`s as one line, "rgdiff: warning: ..."; others as Python shows them."""
+    from rgdiff.errors import RgdiffWarning
+
+    if issubclass(category, RgdiffWarning):
+        print(f"rgdiff: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+    else:
+        _original(message, category, filename, lineno, file, line)
+
+
 def _main(argv: list[str] | None) -> int:
+    import functools
+    import warnings
+
+    original = warnings.showwarning
+    warnings.showwarning = functools.partial(_show_warning, _original=original)
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = original
+
+
+def _run(argv: list[str] | None) -> int:
     from typer.exceptions import TyperException
 
     from rgdiff.errors import RgdiffError, RunFaultError

@@ -26,7 +26,7 @@ from rgdiff.io.atomic import atomic_folder, atomic_path, file_checksum, package_
 from rgdiff.io.locking import output_lock
 from rgdiff.io.checkpoint import Checkpointer, NumericalFaultError
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
-from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_params
+from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_model
 from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, cast_model
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
@@ -151,7 +151,7 @@ def train_job(
         with progress_bar(not quiet) as cb:
             model = train(model, scheme, lattice, ens.fields, settings, key=k_train, callback=cb, on_log=on_log,
                           checkpoint=ckpt)
-        write_params(work / PARAMS, model)
+        write_model(work, config, model)  # params.eqx, then config.toml with its checksum
         if hasattr(model, "couplings"):
             table = couplings_table(model, settings.horizon)
             write_json(work / COUPLINGS, table)

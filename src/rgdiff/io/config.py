@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import math
 import os
-import tomllib
 from pathlib import Path
 
 from rgdiff.io import _toml
@@ -225,15 +224,12 @@ def _schema(command: str) -> dict:
 
 def read(path: str | os.PathLike) -> dict:
     """Parse a TOML file, with one clear error for a missing, binary or malformed file."""
+    from rgdiff.io.reading import loads_toml, read_text
+
     path = Path(path)
     if not path.is_file():
         raise InvalidConfigError(f"config file {path} does not exist" if not path.exists() else f"config {path} is not a file")
-    try:
-        return tomllib.loads(path.read_text())
-    except UnicodeDecodeError:
-        raise InvalidConfigError(f"config file {path} is not text (UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return loads_toml(read_text(path, InvalidConfigError, "config file"), f"config file {path}", InvalidConfigError)
 
 
 def validate(command: str, data: dict, source: str = "config") -> dict:

@@ -299,12 +299,11 @@ def flow_model_config(flow, scheme, theory, settings: FlowTrainSettings, *, seed
 
 def write_flow_dir(work, flow, config: dict, records: list[dict], diagnostics: dict | None) -> None:
     from rgdiff.io.atomic import write_json
-    from rgdiff.io.modeldir import CONFIG, METRICS, PARAMS, append_metrics, write_config, write_params
+    from rgdiff.io.modeldir import METRICS, append_metrics, write_model
 
-    write_config(work / CONFIG, config)
     (work / METRICS).touch()
     for r in records:
         append_metrics(work / METRICS, r)
-    write_params(work / PARAMS, flow)
+    write_model(work, config, flow)  # params.eqx, then config.toml with its checksum
     if diagnostics is not None:
         write_json(work / SAMPLER, diagnostics)
