@@ -315,7 +315,8 @@ def train(
     data = Path(_required(v["data"], "--data", "training.data"))
     out = Path(_required(v["out"], "--out", "out"))
     if model == "cnf":
-        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet)
+        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet,
+                    checkpoint_dir=checkpoint_dir, resume=resume, run_config=eff)
         return
     if model not in MODEL_NAMES:
         raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)}, cnf")
@@ -620,27 +621,48 @@ def ground_state(
         )
 
 
-def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:
-    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the command line."""
+def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool,
+                checkpoint_dir: Path | None = None, resume: Path | None = None, run_config: dict | None = None) -> None:
+    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the
+    command line; resuming, the checkpoint's settings unless given on the command line (a changed
+    one is then refused as another run, except --lr after a NaN stop)."""
+    import dataclasses
+
     from rgdiff.cli.jobs import train_flow_job
     from rgdiff.train.cnf import FlowTrainSettings
     from rgdiff.io.locking import output_lock
     from rgdiff.rg import make_scheme
 
-    def flag(name, default):
-        return v[name] if _given_on_command_line(ctx, name) else default
+    recorded = {}
+    if resume is not None:
+        from rgdiff.io.checkpoint import read_checkpoint
+
+        training = (read_checkpoint(resume)[0].get("config") or {}).get("training") or {}
+        names = {f.name for f in dataclasses.fields(FlowTrainSettings)}
+        recorded = {k: val for k, val in training.items() if k in names} if isinstance(training, dict) else {}
+
+    def flag(name, field, default, value=None):
+        if _given_on_command_line(ctx, name):
+            return v[name] if value is None else value
+        return recorded.get(field, default)
 
     options = {"noise": v["noise"]} if v["noise"] is not None else {}
     sch = make_scheme(v["scheme"], M=v["M"], **options)
     with _NamedByFlags():
-        settings = FlowTrainSettings(objective=objective, steps=flag("steps", 1000), batch=v["batch"],
-                                     learning_rate=flag("lr", 5e-3), dtype=flag("dtype", "float64"), ode_steps=ode_steps,
-                                     hmc_steps=hmc_steps)
+        settings = FlowTrainSettings(**{
+            **recorded,
+            "objective": flag("objective", "objective", "rg", objective), "steps": flag("steps", "steps", 1000),
+            "batch": flag("batch", "batch", v["batch"]), "learning_rate": flag("lr", "learning_rate", 5e-3),
+            "dtype": flag("dtype", "dtype", "float64"), "ode_steps": flag("ode_steps", "ode_steps", 16, ode_steps),
+            "hmc_steps": flag("hmc_steps", "hmc_steps", 1, hmc_steps),
+        })
     _check_arguments(v["seed"])
     _check_new_folder(out, f"--out {out} already exists; choose a new model directory")
     _setup_jax()
     with output_lock(out):
-        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet)
+        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet,
+                       checkpoint_every=v["checkpoint_every"], checkpoint_dir=checkpoint_dir, resume=resume,
+                       run_config=run_config)
 
 
 def _check_arguments(seed: int | None, *outputs: tuple[Path | None, str]) -> None:

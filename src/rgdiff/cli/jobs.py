@@ -122,16 +122,8 @@ def train_job(
     }
     if run_config is not None:
         config["command"] = {"name": "rgdiff train", "config": run_config}
-    ckpt = None
-    if checkpoint_every is not None or resume is not None:
-        identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
-        identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}  # the checksum identifies it
-        ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=100 if checkpoint_every is None else checkpoint_every,
-                                        folder=checkpoint_dir, config=config, identity=identity)
-        if resume is not None and checkpoint_every is None:
-            ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
-        config["checkpoint_every"] = ckpt.every
-        ckpt.total = settings.steps
+    ckpt = _training_checkpoints(config, out=out, every=checkpoint_every, folder=checkpoint_dir, resume=resume,
+                                 steps=settings.steps)
     metrics: list[dict] = list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt and ckpt.resumed else []
     with atomic_folder(out) as work:
         write_config(work / CONFIG, config)
@@ -163,6 +155,25 @@ def train_job(
     if announce:
         console.print(f"model written to [bold]{out}[/]")
     return out
+
+
+def _training_checkpoints(config: dict, *, out: Path, every: int | None, folder: Path | None, resume: Path | None,
+                          steps: int) -> Checkpointer | None:
+    """The checkpoints of a training run (None: none asked for); its identity is the model
+    `config` less versions, the command line and the data's file name (its checksum identifies it).
+    Records the period in `config` ("checkpoint_every")."""
+    if every is None and resume is None:
+        return None
+    identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
+    if isinstance(identity.get("data"), dict):
+        identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}
+    ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=100 if every is None else every,
+                                    folder=folder, config=config, identity=identity)
+    if resume is not None and every is None:
+        ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
+    config["checkpoint_every"] = ckpt.every
+    ckpt.total = steps
+    return ckpt
 
 
 def _print_training_summary(out: Path) -> None:
@@ -334,12 +345,17 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
 
 
 def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float | None, seed: int, out,
-                   quiet: bool = False, diagnostics_samples: int = 1024) -> dict:
+                   quiet: bool = False, diagnostics_samples: int = 1024, checkpoint_every: int | None = None,
+                   checkpoint_dir: Path | None = None, resume: Path | None = None, run_config: dict | None = None) -> dict:
     """`rgdiff train --model cnf`: train on the theory of the UV ensemble `data`, write the model directory.
 
     The ensemble gives the theory, the horizon T (`rgdiff.train.score.default_horizon`), the field
     scale sigma(s), and (objective rg) the starting states of the UV chains. Also writes
     SAMPLER.json: the flow as a sampler at t = 0 (ESS, IMH acceptance, tau_int of |M|).
+
+    Checkpoints as `train_job`: with `checkpoint_every` (or `resume`) the flow, its optimizer state
+    and the UV chains are saved every that many steps in `checkpoint_dir` (default OUT.ckpt), with
+    the metrics so far; `resume` continues bitwise (CPU). Removed once the model directory is written.
     """
     ens = load_ensemble(data)
     lattice = ens.lattice
@@ -355,13 +371,21 @@ def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float 
     data_meta = {"file": str(data), "sha256": file_checksum(data), "chains": int(ens.fields.shape[0]),
                  "samples_per_chain": int(ens.fields.shape[1]), "uv_seed": ens.seed}
     config = flow_model_config(flow, scheme, ens.theory, settings, seed=seed, data=data_meta)
-    records: list[dict] = []
+    if run_config is not None:
+        config["command"] = {"name": "rgdiff train", "config": run_config}
+    ckpt = _training_checkpoints(config, out=Path(out), every=checkpoint_every, folder=checkpoint_dir, resume=resume,
+                                 steps=settings.steps)
+    records: list[dict] = list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt and ckpt.resumed else []
+    if ckpt is not None:
+        ckpt.host_extra = {"metrics": records}  # the list grows with the run: each checkpoint saves it
     with progress_bar(not quiet) as cb:
         flow = train_flow(flow, scheme, ens.theory, settings, key=k_train, uv_start=ens.fields, callback=cb,
-                          on_log=lambda r, f: records.append(r))
+                          on_log=lambda r, f: records.append(r), checkpoint=ckpt)
     diag = sampler_diagnostics(flow, scheme, ens.theory, key=k_diag, n=diagnostics_samples, steps=settings.ode_steps)
     with atomic_folder(Path(out)) as work:
         write_flow_dir(work, flow, config, records, diag)
+    if ckpt is not None:
+        ckpt.remove()
     if not quiet:
         console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
                       f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
