@@ -138,6 +138,8 @@ def run(
 
     eff, v = _configured(ctx, "run", config_file, locals())
     _check_arguments(v["seed"])
+    if out is not None:
+        _check_new_folder(out, f"output folder {out} already exists; choose another --out")
     _setup_jax()
     run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
 
@@ -262,16 +264,26 @@ def reproduce(
     seed: Seed = 0,
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out, algorithm); flags override it"),
     algorithm: str = typer.Option("fa-hmc", "--algorithm", help="UV sampler: fa-hmc | fa-nuts | nuts (the paper's) | hmc"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="training steps between checkpoints (finished stages are kept; in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Resume = None,
     quiet: Quiet = False,
 ):
     """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
     from rgdiff.cli.reproduce import reproduce as run_reproduce
+    from rgdiff.errors import RgdiffError
 
-    eff, v = _configured(ctx, "reproduce", config, locals())
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
+        raise RgdiffError(f"--checkpoint-every must be an integer >= 1, got {checkpoint_every}")
+    base = _resume_config(resume, "reproduce") if resume is not None else None
+    eff, v = _configured(ctx, "reproduce", config, locals(), base=base)
     _check_arguments(v["seed"])
+    if v["out"] is not None:
+        _check_new_folder(Path(v["out"]), f"output folder {v['out']} already exists; choose another --out")
     _setup_jax()
     run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"],
-                  quiet=quiet, algorithm=v["algorithm"])
+                  quiet=quiet, algorithm=v["algorithm"], checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+                  resume=resume)
 
 
 @app.command()

@@ -308,7 +308,13 @@ class Checkpointer:
         host = header.get("host", {})
         return int(header["step"]), model, opt_state, (float(host.get("running", 0.0)), int(host.get("count", 0)))
 
+    _pending: tuple | None = None  # training: a checkpoint waiting for its parameters' loss to be finite
+
     def after_training_step(self, step: int, model, opt_state, running) -> None:
+        """Take the state after `step` steps for a checkpoint (every `every` steps). It is written
+        by `confirm_training_step(step)` once the next step found the loss and gradient at these
+        parameters finite: a kept checkpoint always resumes from parameters with a finite loss
+        (else a NaN stop would keep the very parameters that gave the NaN, unusable at any --lr)."""
         if not self.due(step) or step == self.total:
             return  # the last step is followed by the output itself
         leaves = [np.asarray(x) for x in jax.tree.leaves(eqx.filter((model, opt_state), eqx.is_array))]
@@ -317,8 +323,17 @@ class Checkpointer:
                 raise NumericalFaultError(
                     f"the model parameters or optimizer state became non-finite at step {step}; {self.last_good()}"
                 )
-        host = {"running": float(running[0]), "count": int(running[1]), "every": self.every, **(self.host_extra or {})}
-        self.save(step, leaves, host)
+        extra = {k: list(v) if isinstance(v, list) else v for k, v in (self.host_extra or {}).items()}
+        host = {"running": float(running[0]), "count": int(running[1]), "every": self.every, **extra}
+        self._pending = (step, leaves, host)
+
+    def confirm_training_step(self, step: int) -> None:
+        """The loss and gradient at the parameters after `step` steps are finite: write the
+        checkpoint taken then, if any."""
+        if self._pending is not None and self._pending[0] == step:
+            _, leaves, host = self._pending
+            self._pending = None
+            self.save(step, leaves, host)
 
     # sampling ------------------------------------------------------------------------------
     _chunks = 0

@@ -17,7 +17,9 @@ The step (`step`) is one `eqx.filter_jit` function, compiled once per run. Aroun
 what every loop needs once: the parameter average (`parameter_average`), checkpoints and resume
 (`rgdiff.io.checkpoint.Checkpointer`), data parallelism (`rgdiff.parallel`), and one rule
 for numerical faults: a non-finite loss or gradient stops the run at that step with
-`NonFiniteLossError`, which names the step and the last good checkpoint (kept untouched).
+`NonFiniteLossError`, which names the step and the last good checkpoint (kept untouched): the last
+one whose parameters gave a finite loss and gradient (steps are counted from 1; the checkpoint of
+step k holds the state after k steps).
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def fit(
         if not (math.isfinite(loss) and bool(finite)):
             # steps are counted from 1 (step i + 1 failed; the checkpoint of step k holds k steps done)
             what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient became non-finite (loss {loss})"
-            _stop(NonFiniteLossError(f"the training {what} at step {i + 1}; {hint}"), checkpoint)
+            _stop(NonFiniteLossError(f"the training {what} at step {i + 1} (at the parameters after step {i}); {hint}"),
+                  checkpoint)
+        if checkpoint is not None:
+            checkpoint.confirm_training_step(i)  # the parameters after step i are good: keep their checkpoint
         running += loss
         count += 1
         if (i + 1) % log_every == 0 or i + 1 == steps:
