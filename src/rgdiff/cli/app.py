@@ -98,9 +98,10 @@ def sample(
         from rgdiff.cli.report import chain_summary_line
 
         d = ens.diagnostics
+        acceptance = "n/a" if d.get("acceptance_rate") is None else f"{sum(d['acceptance_rate']) / chains:.2f}"
         console.print(
             f"wrote {out}: {algorithm}, {chains} chains x {samples} samples, acceptance "
-            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}; "
+            f"{acceptance}, divergences {sum(d['divergences'])}; "
             + chain_summary_line(d.get("chains_summary"))
         )
 
@@ -122,6 +123,14 @@ def measure(
         print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
     else:
         print_measurement(m, meta)
+    impossible = m.meta.get("impossible")
+    if impossible:  # printed flagged above; the command fails (rgdiff.observables.sanity)
+        from rgdiff.errors import ImpossibleResultError
+
+        raise ImpossibleResultError(
+            f"{file}: impossible results, reported as n/a: "
+            + ", ".join(f"{name} ({why})" for name, why in impossible.items())
+        )
 
 
 @app.command()
@@ -221,7 +230,13 @@ def flow(
         with progress_bar(not quiet) as cb:
             res, _ = true_flow(sch, ens.fields, ens.lattice, grid, key=jax.random.key(seed), markov=ens.markov, callback=cb)
         data = res.as_json()
+        from rgdiff.observables.sanity import impossible_in_flow, warn_impossible
+
+        found = impossible_in_flow(res)
+        if found:
+            data["meta"]["impossible"] = found
         _write_flow(out, plot, data, file, ens, sch, M, seed)
+    warn_impossible(f"flow {out}", found)
 
 
 def _write_flow(out: Path, plot: Path | None, data: dict, file: Path, ens, sch, M: float, seed: int) -> None:
@@ -896,12 +911,12 @@ def _main(argv: list[str] | None) -> int:
     import functools
     import warnings
 
-    original = warnings.showwarning
-    warnings.showwarning = functools.partial(_show_warning, _original=original)
-    try:
+    from rgdiff.errors import RgdiffWarning
+
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.filterwarnings("always", category=RgdiffWarning)  # the CLI promises the line, once per event
+        warnings.showwarning = functools.partial(_show_warning, _original=warnings.showwarning)
         return _run(argv)
-    finally:
-        warnings.showwarning = original
 
 
 def _run(argv: list[str] | None) -> int:

@@ -32,6 +32,7 @@ from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
 from rgdiff.observables.compare import compare_flow, solver_failure
 from rgdiff.observables.estimators import chain_summary, check_measurable
+from rgdiff.observables.sanity import check_rate, impossible_in_flow, warn_impossible
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.samplers.uv import sample
@@ -49,6 +50,7 @@ def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | N
     with progress_bar(not quiet) as cb:
         result = sample(theory, settings, key=jax.random.key(seed), callback=cb, checkpoint=checkpoints)
     diagnostics = {**result.diagnostics, "chains_summary": chain_summary(result.fields, theory.lattice)}
+    check_rate(diagnostics, "acceptance_rate", where="sampling")  # flagged (None), never an impossible number
     return Ensemble(
         theory=theory,
         fields=result.fields,
@@ -303,6 +305,9 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
                                solver=solver, callback=cb)
         cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed,
                             "versions": package_versions(), **_model_provenance(model_dir)})
+        found = cmp["meta"].get("impossible", {})
+        warn_impossible("compare-flow", [f"learned {x}" for x in found.get("learned", [])] +
+                        [f"true {x}" for x in found.get("true", [])])
         # CMP.json and its plot, both or neither: the plot is renamed into place once CMP.json is written
         with (contextlib.nullcontext() if plot is None else atomic_path(plot)) as staged:
             if plot is not None:
@@ -322,6 +327,8 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
     model = cast_model(loaded.model, jax.numpy.float64)  # the Metropolis step compares log-densities: float64
     with progress_bar(not quiet) as cb:
         result = run_bridge(model, loaded.scheme, loaded.theory, settings, key=jax.random.key(seed), T=loaded.horizon, callback=cb)
+    for key in ("imh_acceptance", "imh_acceptance_per_chain", "imh_mean_acceptance_probability", "hmc_acceptance"):
+        check_rate(result.diagnostics, key, where="bridge")
     ens = Ensemble(
         theory=loaded.theory,
         fields=result.fields,
@@ -387,6 +394,9 @@ def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float 
     if ckpt is not None:
         ckpt.remove()
     if not quiet:
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
         console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
-                      f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
+                      f"at t = 0 ESS/n {fmt(diag['ess'])} (n = {diag['n']}), IMH acceptance {fmt(diag['imh_acceptance'])}")
     return diag
