@@ -227,8 +227,8 @@ def read(path: str | os.PathLike) -> dict:
     from rgdiff.io.reading import loads_toml, read_text
 
     path = Path(path)
-    if not path.is_file():
-        raise InvalidConfigError(f"config file {path} does not exist" if not path.exists() else f"config {path} is not a file")
+    if not path.exists():
+        raise InvalidConfigError(f"config file {path} does not exist")
     return loads_toml(read_text(path, InvalidConfigError, "config file"), f"config file {path}", InvalidConfigError)
 
 
