@@ -225,7 +225,7 @@ def test_interrupted_reproduce_resumes_bitwise(tmp_path):
     saved = []
 
     def interrupt_after_first_save(self, step, *args, **kwargs):
-        original(self, step, *args, **kwargs)
+        original(self, step, *args, **kwargs)  # (the checkpoint of step 2 is written once step 3 found it good)
         if (self.folder / FILE).exists() and self.folder.name.startswith("train-"):
             saved.append(step)
             raise KeyboardInterrupt
@@ -235,7 +235,7 @@ def test_interrupted_reproduce_resumes_bitwise(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             fig_flows("fig8", tmp_path / "a", quick=True, seed=0, quiet=True, settings=tiny,
                       checkpoint=ReproduceCheckpoints(folder, config={}, identity=ident, every=2, resume=False))
-    assert saved == [2] and (folder / "uv.h5").is_file() and read_checkpoint(folder / "train-rg")[0]["step"] == 2
+    assert saved == [3] and (folder / "uv.h5").is_file() and read_checkpoint(folder / "train-rg")[0]["step"] == 2
     (tmp_path / "b").mkdir()
     with mock.patch("rgdiff.cli.reproduce_flows.sample", side_effect=AssertionError("the UV stage ran again")):
         got = fig_flows("fig8", tmp_path / "b", quick=True, seed=0, quiet=True, settings=tiny,
