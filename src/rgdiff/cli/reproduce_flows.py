@@ -111,7 +111,7 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
         true_json["meta"].update({"theory": theory.describe(), "sampler": cfg.uv.describe(), "seed": seed})
         write_json(work / "FLOW_true.json", true_json)
         mapped = true_res.meta["vacuum"] == "mapped"
-        learned, fidelity, trajectories, diagnostics, histories = {}, {}, {}, {}, {}
+        learned, fidelity, trajectories, diagnostics, histories, unresolved = {}, {}, {}, {}, {}, {}
         for i, (name, objective, _label) in enumerate(METHODS):
             k_train, k_diag, k_flow = jax.random.split(jax.random.fold_in(key, 100 + i), 3)
             ts = dataclasses.replace(cfg.train, objective=objective)
@@ -142,7 +142,8 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
             write_json(work / f"FLOW_{name}.json", lj)
             learned[name] = lj
             trajectories[name] = traj
-            fidelity[name] = {**discrepancy(lj, true_json, COMPARED), "ess_t0": diag["ess"]}
+            unresolved[name] = {}
+            fidelity[name] = {**discrepancy(lj, true_json, COMPARED, unresolved=unresolved[name]), "ess_t0": diag["ess"]}
             (work / "models").mkdir(exist_ok=True)
             (work / "models" / name).mkdir()
             write_flow_dir(work / "models" / name, flow, config, records, diag)
@@ -155,8 +156,11 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
         "settings": cfg.describe(),
         "seed": seed,
         "times": [float(t) for t in grid],
-        "definition": "x = mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2); "
+        "definition": "x = mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2), over the times "
+                      "where the learned estimate is resolved (error < |value|; the others are counted in "
+                      "unresolved_times, never as agreement); "
                       "ess_t0 = (sum w)^2 / (n sum w^2), w = exp(-S) / p_0^theta, n = diagnostics_samples",
+        "unresolved_times": unresolved,
         "sampler_at_t0": diagnostics,
         "vacuum": true_res.meta["vacuum"],
         # wall times depend on the machine's load; process CPU time (all threads) does much less
