@@ -53,7 +53,7 @@ def files(tmp_path_factory):
     import jax
 
     from rgdiff.train.initial import initial_model
-    from rgdiff.io.modeldir import CONFIG, PARAMS, write_config, write_params
+    from rgdiff.io.modeldir import CONFIG, PARAMS, write_model
     from rgdiff.rg import make_scheme
 
     d = tmp_path_factory.mktemp("hostile")
@@ -67,10 +67,9 @@ def files(tmp_path_factory):
     mdir.mkdir()
     config = {"model": model.describe(), "scheme": scheme.describe(), "theory": theory.describe(),
               "training": {"dtype": "float32", "horizon": 1.0}}
-    write_config(mdir / CONFIG, config)
     from rgdiff.models.base import cast_model
 
-    write_params(mdir / PARAMS, cast_model(model, np.float32))
+    write_model(mdir, config, cast_model(model, np.float32))
     return Files({"dir": d, "h5": (d / "good.h5").read_bytes(), "fields": fields, "model": mdir,
             "params": (mdir / PARAMS).read_bytes(), "config": (mdir / CONFIG).read_text()})
 
@@ -280,7 +279,7 @@ def test_enormous_sizes_refused_before_allocating(dim, size, chains, samples):
 def test_enormous_lattice_message_has_the_memory_estimate(tmp_path):
     code, _, err = run_cli(["sample", "--size", 100000, "--dim", 3, "--m2", 1, "--lam", 1, "--out", tmp_path / "x.h5"])
     assert_clear_error(code, err)
-    assert "needs about 32 EB of memory" in err and list(tmp_path.iterdir()) == []
+    assert "needs about 32.6 EB of memory" in err and list(tmp_path.iterdir()) == []
 
 
 # model directories -------------------------------------------------------------------------
@@ -345,3 +344,166 @@ def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path):
     write_json(target, {"new": 1})
     assert json.loads(target.read_text()) == {"new": 1}
     assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+# issue 16: numbers that were not validated ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def measurable(tmp_path_factory):
+    """An ensemble `rgdiff measure` accepts (8+ samples per chain) and a tiny one it refuses."""
+    d = tmp_path_factory.mktemp("measurable")
+    theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
+    fields = np.random.default_rng(1).normal(size=(2, 24, 4, 4))
+    save_ensemble(d / "ok.h5", Ensemble(theory, fields, markov=True, seed=1))
+    save_ensemble(d / "tiny.h5", Ensemble(theory, fields[:, :3], markov=True, seed=1))
+    save_ensemble(d / "tiny-independent.h5", Ensemble(theory, fields[:1, :3], markov=False, seed=1))
+    return d
+
+
+def fake_true_flow(scheme, fields, lattice, times, **kwargs):
+    from rgdiff.observables.estimators import measure
+    from rgdiff.observables.true_flow import FlowResult, empty_series, record
+
+    series = empty_series()
+    m = measure(fields, lattice, markov=True)
+    for _ in times:
+        record(series, m, 1.0, lattice.dim)
+    return FlowResult(scheme, np.asarray(times), np.ones(len(times)), series, {"vacuum": "raw"}), None
+
+
+big_number = st.one_of(st.integers(-10, 20), st.integers(10**3, 10**13), st.sampled_from(["1e200", "-2", "0", "nan", "inf", "-0"]))
+
+
+@FEW
+@given(n_times=big_number, M=big_number, speed=st.one_of(st.none(), big_number), t_max=st.one_of(big_number, st.just("0.5")))
+def test_flow_numbers_are_validated_before_the_work(measurable, n_times, M, speed, t_max):
+    """`--n-times 1000000000000` (memory), `--M 1e200` (overflow), `--speed -2` ("> 0", since 0 is
+    refused too): accepted exactly when valid, else one line and no work."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["flow", measurable / "ok.h5", "--scheme", "carosso", "--M", M, "--t-max", t_max, "--n-times", n_times,
+                "--out", Path(tmp) / "f.json", "--quiet"]
+        if speed is not None:
+            args += ["--speed", speed]
+        with mock.patch("rgdiff.observables.true_flow.true_flow", side_effect=fake_true_flow) as job:
+            code, _, err = run_cli(args)
+        if code == 0:
+            assert 1 <= int(n_times) <= 10_000 and 0 <= float(M) <= 1e6 and float(t_max) > 0
+            assert speed is None or float(speed) > 0
+            assert job.call_count == 1
+        else:
+            assert_clear_error(code, err)
+            assert job.call_count == 0 and list(Path(tmp).iterdir()) == []
+            if speed is not None and str(speed) in ("-2", "0", "-0") and "speed" in err:
+                assert "must be > 0" in err  # not ">= 0" while 0 is refused
+
+
+@FEW
+@given(n_times=st.one_of(st.integers(-10, 1), st.integers(10**4 + 1, 10**13)))
+def test_compare_flow_n_times_outside_2_to_10000_is_refused(files, measurable, n_times):
+    with tempfile.TemporaryDirectory() as tmp:
+        with mock.patch("rgdiff.cli.jobs.compare_flow") as job:
+            code, _, err = run_cli(["compare-flow", files["model"], "--data", measurable / "ok.h5", "--t-max", "0.5",
+                                    "--n-times", n_times, "--samples", "8", "--out", Path(tmp) / "c.json", "--quiet"])
+        assert_clear_error(code, err)
+        assert "--n-times" in err and job.call_count == 0 and list(Path(tmp).iterdir()) == []
+
+
+@FEW
+@given(batch=st.one_of(st.integers(-3, 3), st.integers(10**6 - 1, 10**11)),
+       lr=st.sampled_from(["0", "-1", "1e-3", "100"]), ema=st.sampled_from(["0", "0.99", "1", "2"]))
+def test_train_numbers_name_their_flag(measurable, batch, lr, ema):
+    """`--batch 10000000000` is refused (not an out-of-memory traceback); messages name the flag."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with mock.patch("rgdiff.cli.jobs.train_job") as job:
+            code, _, err = run_cli(["train", "--data", measurable / "ok.h5", "--batch", batch, "--lr", lr, "--ema", ema,
+                                    "--steps", "3", "--out", Path(tmp) / "m", "--quiet"])
+        valid = 1 <= batch <= 10**6 and 0 < float(lr) <= 10 and 0 <= float(ema) < 1
+        assert (code == 0) == valid, err
+        if not valid:
+            assert_clear_error(code, err)
+            assert any(flag in err for flag in ("--batch", "--lr", "--ema")) and job.call_count == 0
+            assert "learning_rate" not in err and "training.batch" not in err  # the flag, not the internal name
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--thin", "0"], "--thin"),
+    (["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--hmc-steps", "0"], "--hmc-steps"),
+    (["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--warmup", "1"], "--warmup"),
+    (["bridge", "{model}", "--samples", "8", "--hmc-steps", "-1"], "--hmc-steps"),
+    (["bridge", "{model}", "--samples", "8", "--ode-steps", "0"], "--ode-steps"),
+    (["generate", "{model}", "--samples", "8", "--steps", "0"], "--steps"),
+    (["generate", "{model}", "--samples", "8", "--steps", "-5"], "--steps"),
+    (["generate", "{model}", "--samples", "8", "--steps", "10000000"], "--steps"),
+])
+def test_messages_name_the_flag(files, tmp_path, args, flag):
+    args = [str(a).format(model=files["model"]) for a in args] + ["--out", tmp_path / "o.h5", "--quiet"]
+    with mock.patch("rgdiff.cli.jobs.sample_ensemble") as sampler, mock.patch("rgdiff.cli.jobs.run_bridge") as bridge:
+        code, _, err = run_cli(args)
+    assert_clear_error(code, err)
+    assert flag in err and "hmc_steps_between" not in err and sampler.call_count == bridge.call_count == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_thin_counts_what_a_chunk_holds(tmp_path):
+    with mock.patch("rgdiff.cli.jobs.sample_ensemble") as job:
+        code, _, err = run_cli(["sample", "--dim", "2", "--size", "8", "--m2", "1", "--lam", "1", "--samples", "1000",
+                                "--thin", "1000000", "--out", tmp_path / "t.h5", "--quiet"])
+    assert_clear_error(code, err)
+    assert "--thin" in err and "sampling chunk holds" in err and job.call_count == 0
+
+
+@FEW
+@given(samples=st.one_of(st.integers(10**9, 10**15), st.integers(-3, 7)))
+def test_generate_refuses_sizes_before_the_work(files, samples):
+    """`--samples 1000000000000` hung filling memory; 3 gave an ensemble `measure` refused."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with mock.patch("rgdiff.cli.jobs.sample_ode") as job:
+            code, _, err = run_cli(["generate", files["model"], "--samples", samples, "--out", Path(tmp) / "g.h5",
+                                    "--quiet"])
+        assert_clear_error(code, err)
+        assert "--samples" in err and job.call_count == 0 and list(Path(tmp).iterdir()) == []
+
+
+# issue 16: tiny ensembles are refused up front, consistently ---------------------------------------
+
+
+def fake_random_sampler(theory, settings, *, seed, units, extra=None, quiet=False, checkpoints=None):
+    fields = np.random.default_rng(seed).normal(size=(settings.chains, settings.samples, *theory.lattice.shape))
+    return Ensemble(theory, fields, markov=True, seed=seed, sampler=settings.describe(), extra=extra or {})
+
+
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chains=st.integers(1, 4), samples=st.integers(1, 12))
+def test_sample_accepts_exactly_what_measure_can_measure(chains, samples):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "e.h5"
+        with mock.patch("rgdiff.cli.jobs.sample_ensemble", fake_random_sampler):
+            code, _, err = run_cli(["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--chains", chains,
+                                    "--samples", samples, "--quiet", "--out", out])
+        if samples < 8:
+            assert_clear_error(code, err)
+            assert "--samples" in err and list(Path(tmp).iterdir()) == []
+        else:
+            assert code == 0, err
+            code, out_text, err = run_cli(["measure", out, "--json"])
+            assert code == 0, err
+            assert json.loads(out_text)["meta"]["chains"] == chains
+
+
+@pytest.mark.parametrize("name", ["tiny.h5", "tiny-independent.h5"])
+def test_tiny_ensembles_are_refused_by_every_command_before_the_work(files, measurable, tmp_path, name):
+    data = measurable / name
+    commands = [
+        (["measure", data], None),
+        (["flow", data, "--scheme", "carosso", "--M", "1", "--times", "0,0.1", "--out", tmp_path / "f.json"],
+         "rgdiff.observables.true_flow.true_flow"),
+        (["compare-flow", files["model"], "--data", data, "--times", "0,0.1", "--samples", "8",
+          "--out", tmp_path / "c.json"], "rgdiff.cli.jobs.compare_flow"),
+    ]
+    for args, job in commands:
+        with (mock.patch(job) if job else contextlib.nullcontext()) as work:
+            code, _, err = run_cli(args + ["--quiet"] if args[0] != "measure" else args)
+        assert_clear_error(code, err)
+        assert "measuring needs at least 8" in err, err
+        assert work is None or work.call_count == 0
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rgdiff.io.checkpoint import FILE, FORMAT_VERSION, ReadCheckpointError, read_checkpoint, write_checkpoint
+from rgdiff.io.checkpoint import FILE, FORMAT_VERSION, ReadCheckpointError, read_checkpoint, seal_header, write_checkpoint
 
 
 def test_arrays_round_trip_bitwise(tmp_path):
@@ -38,6 +38,10 @@ def test_a_payload_that_does_not_match_its_header_is_refused(tmp_path):
     header["arrays"] = [{"shape": [4], "dtype": "<f8"}]  # claims another shape, checksum still right
     (tmp_path / FILE).write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
     assert header["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    with pytest.raises(ReadCheckpointError, match="its header, with the step and the configuration, does not match"):
+        read_checkpoint(tmp_path)  # the header checksum catches the edit
+    seal_header(header)  # even resealed (a bug writing it, say), the payload does not fit the header
+    (tmp_path / FILE).write_bytes(magic + b"\n" + json.dumps(header).encode() + b"\n" + payload)
     with pytest.raises(ReadCheckpointError, match="unreadable payload"):
         read_checkpoint(tmp_path)
 

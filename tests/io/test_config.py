@@ -78,7 +78,7 @@ def test_unreadable_config_files(tmp_path, capsys):
     fails(capsys, ["run", tmp_path / "missing.toml"], "does not exist")
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00garbage")
     fails(capsys, ["run", tmp_path / "bin.toml"], "is not text")
-    fails(capsys, ["run", tmp_path], "is not a file")
+    fails(capsys, ["run", tmp_path], "not a regular file")
     fails(capsys, ["config", "show", "bogus"], "no configuration for command 'bogus'")
 
 

@@ -76,11 +76,20 @@ def test_foreign_hdf5(tmp_path):
         load_ensemble(path)
 
 
+def resealed(f, name, value):
+    """Set an attribute and record the matching checksum (a writer's bug, not damage on disk)."""
+    from rgdiff.io.ensemble import HASHED_ATTRS_V2, attributes_sha256
+
+    f.attrs[name] = value
+    f.attrs["sha256"] = attributes_sha256({k: f.attrs[k] for k in HASHED_ATTRS_V2})
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda f: f.attrs.__setitem__("theory", "{not json"), "damaged metadata"),
-        (lambda f: f.attrs.__setitem__("theory", '{"dim": 2, "size": 4, "length": 1.0, "m2": -1.0, "lam": 0.0}'), "invalid theory"),
+        (lambda f: f.attrs.__setitem__("theory", "{not json"), "is corrupt: its metadata"),  # the checksum first
+        (lambda f: resealed(f, "theory", "{not json"), "damaged metadata"),
+        (lambda f: resealed(f, "theory", '{"dim": 2, "size": 4, "length": 1.0, "m2": -1.0, "lam": 0.0}'), "invalid theory"),
         (lambda f: f.attrs.__setitem__("format_version", 99), "version 99"),
         (lambda f: f.__delitem__("fields"), "no 'fields'"),
         (lambda f: (f.__delitem__("fields"), f.create_dataset("fields", data=np.zeros((2, 5, 3, 4)))), "shape"),

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from rgdiff.errors import WriteOutputError
-from rgdiff.io.modeldir import CONFIG, PARAMS, load_model_dir, write_config, write_params
+from rgdiff.io.modeldir import CONFIG, PARAMS, load_model_dir, write_model
 from rgdiff.models import make_model
 from rgdiff.rg import Carosso, ExponentialScale, FieldRenormalized, LinearInW, Polchinski, PolchinskiProfile, Rescaled, WegnerMorris
 from rgdiff.theory.phi4 import make_phi4
@@ -30,8 +30,7 @@ def save(folder, scheme):
               "theory": {"dim": lat.dim, "size": lat.size, "length": lat.length, "m2": THEORY.m2, "lam": THEORY.lam},
               "training": {"dtype": "float32", "horizon": 2.0}}
     folder.mkdir()
-    write_config(folder / CONFIG, config)
-    write_params(folder / PARAMS, model)
+    write_model(folder, config, model)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.describe()["name"] + "-" + type(s).__name__)
@@ -45,4 +44,4 @@ def test_an_undescribable_scheme_is_refused_before_writing(tmp_path):
     scheme = WegnerMorris.from_gaussian_seed(2.0, lambda t, w, lat: w / 2.0, M=1.0)
     with pytest.raises(WriteOutputError, match="cannot save the model .*Python function"):
         save(tmp_path / "m", scheme)
-    assert not (tmp_path / "m" / CONFIG).exists()
+    assert not (tmp_path / "m" / CONFIG).exists() and not (tmp_path / "m" / PARAMS).exists()

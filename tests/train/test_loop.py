@@ -39,17 +39,20 @@ def _checkpointer(folder, resume=False, every=1):
 
 @pytest.mark.parametrize("blow_up", ["loss", "gradient"])
 def test_non_finite_stops_at_its_step_with_the_last_good_checkpoint(tmp_path, blow_up):
-    """w_3 = 2.71 > 2.5: step 3 (0-based) is the first bad one; steps 0..2 are checkpointed."""
+    """w_3 = 2.71 > 2.5: the fourth step (step 4, counted from 1) evaluates the parameters after step
+    3 and finds them bad; the checkpoint of step 2 (w_2 = 1.9, whose loss and gradient were finite)
+    is kept, marked so that it resumes with another learning rate."""
     ckpt = _checkpointer(tmp_path / "c")
     with pytest.raises(NonFiniteLossError) as info:
         fit(jnp.asarray(0.0), SGD, lambda w, s, d, k: (_walk(blow_up, w), (s, {})), key=jax.random.key(0),
             steps=10, checkpoint=ckpt)
     assert isinstance(info.value, NumericalFaultError)
     msg = str(info.value)
-    assert "at step 3;" in msg and "last good checkpoint (step 3) is kept" in msg, msg
+    assert "at step 4 " in msg and "last good checkpoint (step 2) is kept" in msg and "--resume" in msg, msg
     assert ("loss became nan" if blow_up == "loss" else "gradient became non-finite") in msg, msg
     header, arrays = read_checkpoint(tmp_path / "c")
-    assert header["step"] == 3 and float(arrays[0]) == pytest.approx(2.71, rel=1e-12)
+    assert header["step"] == 2 and float(arrays[0]) == pytest.approx(1.9, rel=1e-12)
+    assert "at step 4" in header["host"]["fault"]
 
 
 def test_parameter_average_of_fit_is_the_closed_form():

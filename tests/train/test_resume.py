@@ -139,10 +139,12 @@ def test_nan_is_caught_at_its_step_with_the_last_good_checkpoint_kept(uv, tmp_pa
         train(model, scheme, ens.lattice, fields, TrainSettings(steps=100, batch=4), key=jax.random.key(2),
               checkpoint=ckpt)
     msg = str(info.value)
-    step = int(msg.split("at step ")[1].split(";")[0])
+    step = int(msg.split("at step ")[1].split(" ")[0])
     header, _ = read_checkpoint(tmp_path / "c")
-    assert header["step"] == step  # the checkpoint after the last good step (steps 0..step-1 done)
-    assert "loss became nan" in msg and f"last good checkpoint (step {step}) is kept" in msg
+    # steps count from 1: step `step` found the parameters after step - 1 bad; the checkpoint kept is
+    # the last whose parameters gave a finite loss, after step - 2
+    assert header["step"] == step - 2
+    assert "loss became nan" in msg and f"last good checkpoint (step {step - 2}) is kept" in msg
 
 
 SAMPLE = ["sample", "--dim", "1", "--size", "8", "--units", "lattice", "--m2", "-0.5", "--lam", "1", "--chains", "2",

@@ -78,10 +78,12 @@ def sample(
     trajectory_length = v["trajectory_length"]
     size = _required(size, "--size", "theory.size")
     out = Path(_required(v["out"], "--out", "out"))
-    _check_memory(dim, size, chains, samples)
+    _check_samples(samples)
+    _check_memory(dim, size, chains, samples, thin)
     theory = make_phi4(dim, size, units=units, length=length, m2=m2, lam=lam, kappa=kappa, lambda_h=lambda_h)
-    settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin,
-                               hmc_steps=hmc_steps, trajectory_length=trajectory_length)
+    with _NamedByFlags():
+        settings = SamplerSettings(algorithm=algorithm, chains=chains, samples=samples, warmup=warmup, thin=thin,
+                                   hmc_steps=hmc_steps, trajectory_length=trajectory_length)
     _check_arguments(seed, (out, ".h5"))
     _setup_jax()
     given = {"units": units, "m2": m2, "lam": lam, "kappa": kappa, "lambda_h": lambda_h, "length": length}
@@ -96,9 +98,10 @@ def sample(
         from rgdiff.cli.report import chain_summary_line
 
         d = ens.diagnostics
+        acceptance = "n/a" if d.get("acceptance_rate") is None else f"{sum(d['acceptance_rate']) / chains:.2f}"
         console.print(
             f"wrote {out}: {algorithm}, {chains} chains x {samples} samples, acceptance "
-            f"{sum(d['acceptance_rate']) / chains:.2f}, divergences {sum(d['divergences'])}; "
+            f"{acceptance}, divergences {sum(d['divergences'])}; "
             + chain_summary_line(d.get("chains_summary"))
         )
 
@@ -120,6 +123,14 @@ def measure(
         print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
     else:
         print_measurement(m, meta)
+    impossible = m.meta.get("impossible")
+    if impossible:  # printed flagged above; the command fails (rgdiff.observables.sanity)
+        from rgdiff.errors import ImpossibleResultError
+
+        raise ImpossibleResultError(
+            f"{file}: impossible results, reported as n/a: "
+            + ", ".join(f"{name} ({why})" for name, why in impossible.items())
+        )
 
 
 @app.command()
@@ -136,6 +147,8 @@ def run(
 
     eff, v = _configured(ctx, "run", config_file, locals())
     _check_arguments(v["seed"])
+    if out is not None:
+        _check_new_folder(out, f"output folder {out} already exists; choose another --out")
     _setup_jax()
     run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
 
@@ -160,13 +173,14 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ):
     """Show the provenance of an output: config, seed, package versions, input checksums."""
-    from rgdiff.io.provenance import describe, format_text
+    from rgdiff.io.provenance import ReadProvenanceError, describe, format_text
 
     data = describe(file)
-    if as_json:
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        sys.stdout.write(format_text(data))
+    try:
+        text = json.dumps(data, indent=2, default=str) + "\n" if as_json else format_text(data)
+    except RecursionError:  # provenance nested deeper than Python's recursion limit
+        raise ReadProvenanceError(f"{file} holds provenance nested too deeply to show; it is not an rgdiff output") from None
+    sys.stdout.write(text)
 
 
 @app.command()
@@ -186,9 +200,7 @@ def flow(
     quiet: Quiet = False,
 ):
     """The true RG flow: push a UV ensemble through an exact RG kernel and measure along t."""
-    from rgdiff.io.atomic import package_versions, write_json
     from rgdiff.io.ensemble import load_ensemble
-    from rgdiff.io.atomic import file_checksum
     from rgdiff.errors import InvalidSchemeError
     from rgdiff.observables.true_flow import parse_times, time_grid, true_flow
     from rgdiff.cli.progress import progress_bar
@@ -205,13 +217,35 @@ def flow(
             raise InvalidSchemeError("give --times t1,t2,... or both --t-max and --n-times")
         grid = time_grid(t_max=t_max, n_times=n_times)
     _check_arguments(seed, (out, ".json"), (plot, ".png"))
+    _check_distinct(out, plot, file)
     ens = load_ensemble(file)
+    _require_measurable(ens, file)
     _setup_jax()
-    import jax
+    import contextlib
 
-    with progress_bar(not quiet) as cb:
-        res, _ = true_flow(sch, ens.fields, ens.lattice, grid, key=jax.random.key(seed), markov=ens.markov, callback=cb)
-    data = res.as_json()
+    import jax
+    from rgdiff.io.locking import output_lock
+
+    with output_lock(out), (contextlib.nullcontext() if plot is None else output_lock(plot)):
+        with progress_bar(not quiet) as cb:
+            res, _ = true_flow(sch, ens.fields, ens.lattice, grid, key=jax.random.key(seed), markov=ens.markov, callback=cb)
+        data = res.as_json()
+        from rgdiff.observables.sanity import impossible_in_flow, warn_impossible
+
+        found = impossible_in_flow(res)
+        if found:
+            data["meta"]["impossible"] = found
+        _write_flow(out, plot, data, file, ens, sch, M, seed)
+    warn_impossible(f"flow {out}", found)
+
+
+def _write_flow(out: Path, plot: Path | None, data: dict, file: Path, ens, sch, M: float, seed: int) -> None:
+    """FLOW.json and its plot, both or neither: the plot is drawn under a temporary name and
+    renamed once FLOW.json is written."""
+    import contextlib
+
+    from rgdiff.io.atomic import atomic_path, file_checksum, package_versions, write_json
+
     data["meta"].update(
         {
             "input": str(file),
@@ -223,16 +257,17 @@ def flow(
             "versions": package_versions(),
         }
     )
-    write_json(out, data)
-    if plot is not None:
-        from rgdiff.cli import plots
+    with (contextlib.nullcontext() if plot is None else atomic_path(plot)) as staged:
+        if plot is not None:
+            from rgdiff.cli import plots
 
-        th = ens.theory
-        plots.flows(
-            [(f"{sch.describe().get('name')} M={M:g}", data)],
-            plot,
-            f"true RG flow, d={th.lattice.dim} N={th.lattice.size} L={th.lattice.length:g} m2={th.m2:g} lam={th.lam:g}",
-        )
+            th = ens.theory
+            plots.flows(
+                [(f"{sch.describe().get('name')} M={M:g}", data)],
+                staged,
+                f"true RG flow, d={th.lattice.dim} N={th.lattice.size} L={th.lattice.length:g} m2={th.m2:g} lam={th.lam:g}",
+            )
+        write_json(out, data)
 
 
 @app.command()
@@ -244,16 +279,26 @@ def reproduce(
     seed: Seed = 0,
     config: Optional[Path] = typer.Option(None, "--config", help="run configuration (TOML: quick, seed, out, algorithm); flags override it"),
     algorithm: str = typer.Option("fa-hmc", "--algorithm", help="UV sampler: fa-hmc | fa-nuts | nuts (the paper's) | hmc"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="training steps between checkpoints (finished stages are kept; in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Resume = None,
     quiet: Quiet = False,
 ):
     """Reproduce a figure of the paper at its parameters: PNG plus the JSON data behind each panel."""
     from rgdiff.cli.reproduce import reproduce as run_reproduce
+    from rgdiff.errors import RgdiffError
 
-    eff, v = _configured(ctx, "reproduce", config, locals())
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
+        raise RgdiffError(f"--checkpoint-every must be an integer >= 1, got {checkpoint_every}")
+    base = _resume_config(resume, "reproduce") if resume is not None else None
+    eff, v = _configured(ctx, "reproduce", config, locals(), base=base)
     _check_arguments(v["seed"])
+    if v["out"] is not None:
+        _check_new_folder(Path(v["out"]), f"output folder {v['out']} already exists; choose another --out")
     _setup_jax()
     run_reproduce(v["figure"], quick=v["quick"], out=None if v["out"] is None else Path(v["out"]), seed=v["seed"],
-                  quiet=quiet, algorithm=v["algorithm"])
+                  quiet=quiet, algorithm=v["algorithm"], checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+                  resume=resume)
 
 
 @app.command()
@@ -297,15 +342,17 @@ def train(
     data = Path(_required(v["data"], "--data", "training.data"))
     out = Path(_required(v["out"], "--out", "out"))
     if model == "cnf":
-        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet)
+        _train_flow(ctx, v, data=data, out=out, objective=objective, ode_steps=ode_steps, hmc_steps=hmc_steps, quiet=quiet,
+                    checkpoint_dir=checkpoint_dir, resume=resume, run_config=eff)
         return
     if model not in MODEL_NAMES:
         raise InvalidModelError(f"unknown --model {model!r}; choose one of {', '.join(MODEL_NAMES)}, cnf")
     options = {"noise": noise} if noise is not None else {}
     sch = make_scheme(scheme, M=M, **options)
     anchor_weight, ema = v["anchor_weight"], v["ema"]
-    TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
-                  anchor_weight=anchor_weight, ema=ema)  # validate early
+    with _NamedByFlags():
+        TrainSettings(steps=steps, batch=batch, learning_rate=lr, horizon=horizon or 1.0, dtype=dtype,
+                      anchor_weight=anchor_weight, ema=ema)  # validate early
     _check_arguments(seed)
     _setup_jax()
     with output_lock(out):
@@ -329,11 +376,14 @@ def generate(
     quiet: Quiet = False,
 ):
     """Generate configurations of the learned theory p_t^theta from the IR prior p_T."""
-    from rgdiff.cli.jobs import generate_job
+    from rgdiff.cli.jobs import check_generate_steps, generate_job
+    from rgdiff.io.locking import output_lock
 
     _check_arguments(seed, (out, ".h5"))
+    check_generate_steps(steps)
     _setup_jax()
-    generate_job(model_dir=model_dir, samples=samples, t=t, solver=solver, steps=steps, seed=seed, out=out, quiet=quiet)
+    with output_lock(out):  # before the work: a second command writing OUT refuses at once
+        generate_job(model_dir=model_dir, samples=samples, t=t, solver=solver, steps=steps, seed=seed, out=out, quiet=quiet)
 
 
 @app.command("compare-flow")
@@ -356,11 +406,15 @@ def compare_flow(
     from rgdiff.cli.jobs import compare_job
     from rgdiff.io.modeldir import load_model_dir
 
-    _check_arguments(seed, (out, ".json"))
+    from rgdiff.observables.stats import MIN_SAMPLES_PER_CHAIN
+
+    _check_arguments(seed, (out, ".json"), (plot, ".png"))
+    _check_distinct(out, plot, data)
     if solver not in (None, "ode", "sde"):
         raise InvalidSchemeError(f"--solver must be ode or sde, got {solver!r}")
-    if samples < 2:
-        raise InvalidSchemeError(f"--samples must be >= 2, got {samples}")
+    if not MIN_SAMPLES_PER_CHAIN <= samples <= 10**7:
+        raise InvalidSchemeError(f"--samples must be an integer in [{MIN_SAMPLES_PER_CHAIN}, 10000000] (model samples "
+                                 f"per time, measured as independent samples), got {samples}")
     loaded = load_model_dir(model_dir)
     if times is not None:
         grid = np.unique(parse_times(times))
@@ -398,11 +452,18 @@ def bridge(
 ):
     """Sample the UV theory exactly: model proposals (independence Metropolis) interleaved with HMC."""
     from rgdiff.cli.jobs import bridge_job
+    from rgdiff.io.locking import output_lock
+    from rgdiff.samplers.bridge import BridgeSettings
 
     _check_arguments(seed, (out, ".h5"))
+    _check_samples(samples)
+    with _NamedByFlags():
+        BridgeSettings(chains=chains, samples=samples, hmc_steps_between=hmc_steps, warmup=warmup, ode_steps=ode_steps,
+                       algorithm=algorithm)  # validate before any work
     _setup_jax()
-    bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
-               ode_steps=ode_steps, seed=seed, out=out, quiet=quiet, algorithm=algorithm)
+    with output_lock(out):
+        bridge_job(model_dir=model_dir, samples=samples, chains=chains, hmc_steps=hmc_steps, warmup=warmup,
+                   ode_steps=ode_steps, seed=seed, out=out, quiet=quiet, algorithm=algorithm)
 
 
 @app.command()
@@ -443,9 +504,17 @@ def _configured(ctx: typer.Context, command: str, config_path: Path | None, para
     if base is None:
         base = cfg.load(command, config_path, full=bool(params.get("full")))
     given = {k: params[k] for k in cfg.FLAGS[command] if k in params and _given_on_command_line(ctx, k)}
+    if command in _RANGE_CHECKED_FLAGS:
+        for k, value in given.items():
+            cfg.check_flag(command, k, value)
     eff = cfg.with_flags(command, base, given)
     values = {k: cfg.get(eff, dotted) for k, dotted in cfg.FLAGS[command].items()}
     return eff, values
+
+
+# commands whose flags are checked against the ranges of their config keys (naming the flag);
+# `sample` leaves sizes to the constructors and the memory check, which say more
+_RANGE_CHECKED_FLAGS = ("train",)
 
 
 def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
@@ -475,22 +544,40 @@ def _required(value, flag: str, key: str):
     return value
 
 
-def _check_memory(dim: int, size: int, chains: int, samples: int) -> None:
-    """Refuse, before allocating anything, an ensemble that cannot fit in this machine's memory."""
+def _check_samples(samples) -> None:
+    """`rgdiff sample` refuses what `rgdiff measure` could not measure (fewer than 8 per chain)."""
+    from rgdiff.errors import InvalidSamplerSettingsError
+    from rgdiff.observables.stats import MIN_SAMPLES_PER_CHAIN
+
+    if isinstance(samples, int) and not isinstance(samples, bool) and samples < MIN_SAMPLES_PER_CHAIN:
+        raise InvalidSamplerSettingsError(
+            f"--samples must be an integer >= {MIN_SAMPLES_PER_CHAIN} per chain (the Gamma method's window "
+            f"in `rgdiff measure`), got {samples}"
+        )
+
+
+def _check_memory(dim: int, size: int, chains: int, samples: int, thin: int = 1) -> None:
+    """Refuse, before allocating anything, an ensemble that cannot fit in this machine's memory:
+    the fields kept, plus one sampling chunk (about 1/50 of the transitions, `thin` per sample
+    kept, each held until the chunk is thinned)."""
     from rgdiff.errors import RgdiffError
 
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (dim, size, chains, samples)):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (dim, size, chains, samples, thin)):
         return  # the constructors give the precise message
-    need = 8 * chains * samples * size ** min(max(dim, 1), 3)  # float64 fields, exact integer arithmetic
+    sites = size ** min(max(dim, 1), 3)
+    chunk = max(thin, -(-samples * thin // 50))  # transitions per jitted call (`rgdiff.samplers.uv.sample`),
+    chunk = -(-chunk // thin) * thin  # whole thinning periods; the scan keeps each transition's position
+    need = 8 * chains * sites * (samples + chunk)  # float64: the fields kept + every position of one chunk
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         have = 2**40
     if need > have // 2:
+        thinned = f" kept every {thin} transitions (a sampling chunk holds {chunk} of them)" if thin > 1 else ""
         raise RgdiffError(
-            f"an ensemble of {chains} chains x {samples} samples on a {size}^{dim} lattice needs about "
+            f"an ensemble of {chains} chains x {samples} samples{thinned} on a {size}^{dim} lattice needs about "
             f"{_bytes(need)} of memory (float64), more than half of this machine's {_bytes(have)}; "
-            "use a smaller --size, fewer --samples or --chains"
+            f"use a smaller --size, fewer --samples or --chains{', or a smaller --thin' if thin > 1 else ''}"
         )
 
 
@@ -508,7 +595,8 @@ def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, fol
         return None
     from rgdiff.io.checkpoint import Checkpointer
 
-    ckpt = Checkpointer.for_command("sample", out=out, resume=resume, every=every or 1, folder=folder, config=config)
+    ckpt = Checkpointer.for_command("sample", out=out, resume=resume, every=1 if every is None else every, folder=folder,
+                                    config=config)
     if every is None and ckpt.resumed is not None:  # keep the interrupted run's period
         ckpt.every = int(ckpt.resumed[0].get("host", {}).get("every", 1))
     return ckpt
@@ -601,25 +689,48 @@ def ground_state(
         raise typer.Exit(1)
 
 
-def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool) -> None:
-    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the command line."""
+def _train_flow(ctx, v: dict, *, data: Path, out: Path, objective: str, ode_steps: int, hmc_steps: int, quiet: bool,
+                checkpoint_dir: Path | None = None, resume: Path | None = None, run_config: dict | None = None) -> None:
+    """`train --model cnf`: the paper's defaults (1000 steps, lr 5e-3, float64) unless given on the
+    command line; resuming, the checkpoint's settings unless given on the command line (a changed
+    one is then refused as another run, except --lr after a NaN stop)."""
+    import dataclasses
+
     from rgdiff.cli.jobs import train_flow_job
     from rgdiff.train.cnf import FlowTrainSettings
     from rgdiff.io.locking import output_lock
     from rgdiff.rg import make_scheme
 
-    def flag(name, default):
-        return v[name] if _given_on_command_line(ctx, name) else default
+    recorded = {}
+    if resume is not None:
+        from rgdiff.io.checkpoint import read_checkpoint
+
+        training = (read_checkpoint(resume)[0].get("config") or {}).get("training") or {}
+        names = {f.name for f in dataclasses.fields(FlowTrainSettings)}
+        recorded = {k: val for k, val in training.items() if k in names} if isinstance(training, dict) else {}
+
+    def flag(name, field, default, value=None):
+        if _given_on_command_line(ctx, name):
+            return v[name] if value is None else value
+        return recorded.get(field, default)
 
     options = {"noise": v["noise"]} if v["noise"] is not None else {}
     sch = make_scheme(v["scheme"], M=v["M"], **options)
-    settings = FlowTrainSettings(objective=objective, steps=flag("steps", 1000), batch=v["batch"], learning_rate=flag("lr", 5e-3),
-                                 dtype=flag("dtype", "float64"), ode_steps=ode_steps, hmc_steps=hmc_steps)
+    with _NamedByFlags():
+        settings = FlowTrainSettings(**{
+            **recorded,
+            "objective": flag("objective", "objective", "rg", objective), "steps": flag("steps", "steps", 1000),
+            "batch": flag("batch", "batch", v["batch"]), "learning_rate": flag("lr", "learning_rate", 5e-3),
+            "dtype": flag("dtype", "dtype", "float64"), "ode_steps": flag("ode_steps", "ode_steps", 16, ode_steps),
+            "hmc_steps": flag("hmc_steps", "hmc_steps", 1, hmc_steps),
+        })
     _check_arguments(v["seed"])
     _check_new_folder(out, f"--out {out} already exists; choose a new model directory")
     _setup_jax()
     with output_lock(out):
-        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet)
+        train_flow_job(data=data, scheme=sch, settings=settings, horizon=v["horizon"], seed=v["seed"], out=out, quiet=quiet,
+                       checkpoint_every=v["checkpoint_every"], checkpoint_dir=checkpoint_dir, resume=resume,
+                       run_config=run_config)
 
 
 def _check_arguments(seed: int | None, *outputs: tuple[Path | None, str]) -> None:
@@ -629,21 +740,28 @@ def _check_arguments(seed: int | None, *outputs: tuple[Path | None, str]) -> Non
 
     if seed is not None and not 0 <= seed < 2**63:
         raise RgdiffError(f"seed must be an integer in [0, 2^63), got {seed}")
-    for out, suffix in outputs:
+    from rgdiff.io.locking import check_output_path
+
+    for out, suffix, *flag in outputs:
         if out is None:
             continue
+        flag = flag[0] if flag else ("--plot" if suffix == ".png" else "--out")
         if out.exists() and out.is_dir():
-            raise WriteOutputError(f"--out {out} is a folder; give a file name ending in {suffix}")
+            raise WriteOutputError(f"{flag} {out} is a folder; give a file name ending in {suffix}")
         if not out.parent.exists() and str(out.parent):
             raise WriteOutputError(f"cannot write {out}: folder {out.parent} does not exist")
+        check_output_path(out, flag)
 
 
-def _check_new_folder(out: Path, message: str) -> None:
-    """Refuse an output folder that exists already (`message` says which and what to do)."""
+def _check_new_folder(out: Path, message: str, flag: str = "--out") -> None:
+    """Refuse an output folder that exists already (`message` says which and what to do), or
+    that cannot be created (a read-only file system, a name too long)."""
     from rgdiff.errors import WriteOutputError
+    from rgdiff.io.locking import check_output_path
 
     if out.exists():
         raise WriteOutputError(message)
+    check_output_path(out, flag, make_parents=True)
 
 
 # data that travel: `export` and `import` (rgdiff.io.export) ------------------------------------
@@ -655,6 +773,54 @@ def _sample_option(name: str):
     import inspect
 
     return inspect.signature(sample).parameters[name].default
+
+
+# the settings' field names as the user typed them (error messages name the flag)
+_FLAG_OF = {
+    "chains": "--chains", "samples": "--samples", "warmup": "--warmup", "thin": "--thin", "hmc_steps": "--hmc-steps",
+    "hmc_steps_between": "--hmc-steps", "trajectory_length": "--trajectory-length", "ode_steps": "--ode-steps",
+    "steps": "--steps", "batch": "--batch", "learning_rate": "--lr", "dtype": "--dtype", "anchor_weight": "--anchor-weight",
+    "ema": "--ema", "horizon": "--horizon", "algorithm": "--algorithm", "objective": "--objective",
+}
+
+
+class _NamedByFlags:
+    """`with _NamedByFlags():` an error of a settings class that starts with a field name (e.g.
+    "hmc_steps_between must be ...") is re-raised naming the flag instead ("--hmc-steps must be ...")."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from rgdiff.errors import RgdiffError
+
+        if not isinstance(exc, RgdiffError):
+            return False
+        message = str(exc)
+        field = message.split(" ", 1)[0]
+        if field in _FLAG_OF:
+            raise type(exc)(_FLAG_OF[field] + message[len(field):]) from None
+        return False
+
+
+def _check_distinct(out: Path, plot: Path | None, *inputs: Path) -> None:
+    """Refuse an output that is also another output or an input of the command."""
+    from rgdiff.errors import WriteOutputError
+
+    if plot is not None and os.path.abspath(plot) == os.path.abspath(out):
+        raise WriteOutputError(f"--plot {plot} is the --out file; choose two names")
+    for path in (out, plot):
+        if path is not None:
+            for file in inputs:
+                _check_not_input(file, path)
+
+
+def _require_measurable(ens, file: Path) -> None:
+    """Refuse, before any work, an ensemble too small for the Gamma method (as `rgdiff measure` does)."""
+    from rgdiff.observables.estimators import check_measurable
+
+    chains, samples = ens.fields.shape[:2]
+    check_measurable(chains, samples, markov=ens.markov, source=str(file))
 
 
 def _check_not_input(file: Path, out: Path) -> None:
@@ -741,10 +907,63 @@ def import_(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one clear line and exit code 2 for any user error."""
+    """Console entry point: one clear line on stderr for every error; exit code 2 for bad input
+    (`RgdiffError`), 1 for a failure at run time (`RunFaultError`, an OS error such as a full
+    disk, memory exhausted), 130 for Ctrl-C."""
+    code = _main(argv)
+    if code == 130 and argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once after Ctrl-C: a JAX computation may still run on XLA's threads, and tearing
+    the interpreter down under it can crash (SIGSEGV at exit); every output is already safe."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _os_error_line(exc: OSError) -> str:
+    import errno
+
+    what = exc.strerror or str(exc) or exc.__class__.__name__
+    if exc.filename:
+        what = f"{what}: {exc.filename}"
+    hint = {errno.ENOSPC: "free some space or choose another --out", errno.EDQUOT: "free some space or choose another --out",
+            errno.EROFS: "choose another --out"}.get(exc.errno)
+    return f"{what}{'; ' + hint if hint else ''}; nothing half-written was kept"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _original=None):
+    """`RgdiffWarning`s as one line, "rgdiff: warning: ..."; others as Python shows them."""
+    from rgdiff.errors import RgdiffWarning
+
+    if issubclass(category, RgdiffWarning):
+        print(f"rgdiff: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+    else:
+        _original(message, category, filename, lineno, file, line)
+
+
+def _main(argv: list[str] | None) -> int:
+    import functools
+    import warnings
+
+    from rgdiff.errors import RgdiffWarning
+
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.filterwarnings("always", category=RgdiffWarning)  # the CLI promises the line, once per event
+        warnings.showwarning = functools.partial(_show_warning, _original=warnings.showwarning)
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     from typer.exceptions import TyperException
 
-    from rgdiff.errors import RgdiffError
+    from rgdiff.errors import RgdiffError, RunFaultError
 
     args = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
@@ -752,8 +971,8 @@ def main(argv: list[str] | None = None) -> int:
         # No command at all: show the help, which is what a user wants then.
         code = command.main(args=args or ["--help"], prog_name="rgdiff", standalone_mode=False)
     except RgdiffError as exc:
-        print(f"rgdiff: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"rgdiff: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1 if isinstance(exc, RunFaultError) else 2
     except TyperException as exc:  # usage errors: unknown option, bad value, missing argument
         print(f"rgdiff: error: {exc.format_message()}", file=sys.stderr)
         return 2
@@ -762,6 +981,12 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("rgdiff: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except OSError as exc:  # a fault at run time: disk full, read-only file system, I/O error
+        print(f"rgdiff: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("rgdiff: error: out of memory; use smaller sizes (fewer samples, chains or sites)", file=sys.stderr)
+        return 1
     if code == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code
         print("rgdiff: interrupted; no partial output was kept (a checkpoint, if any, is kept)", file=sys.stderr)
         return 130

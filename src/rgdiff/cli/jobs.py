@@ -6,9 +6,11 @@ the config, seed, package versions and the checksum of every input file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import json
+import os
 from pathlib import Path
 
 import equinox as eqx
@@ -20,15 +22,17 @@ from rgdiff.cli.progress import console, progress_bar
 from rgdiff.errors import InvalidSchemeError, RgdiffError
 from rgdiff.generate.diffusion import likelihood_available, sample_ode, sample_reverse_sde
 from rgdiff.generate.transport import sample as sample_flow
-from rgdiff.io.atomic import atomic_folder, file_checksum, package_versions, write_json
+from rgdiff.io.atomic import atomic_folder, atomic_path, file_checksum, package_versions, write_json
+from rgdiff.io.locking import output_lock
 from rgdiff.io.checkpoint import Checkpointer, NumericalFaultError
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
-from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_params
+from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metrics, couplings_table, load_model_dir, write_config, write_model
 from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, cast_model
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
 from rgdiff.observables.compare import compare_flow, faithful_solver, solver_failure
-from rgdiff.observables.estimators import chain_summary
+from rgdiff.observables.estimators import chain_summary, check_measurable
+from rgdiff.observables.sanity import check_rate, impossible_in_flow, warn_impossible
 from rgdiff.rg import require_reloadable
 from rgdiff.samplers.bridge import BridgeSettings, run_bridge
 from rgdiff.samplers.uv import sample
@@ -46,6 +50,7 @@ def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | N
     with progress_bar(not quiet) as cb:
         result = sample(theory, settings, key=jax.random.key(seed), callback=cb, checkpoint=checkpoints)
     diagnostics = {**result.diagnostics, "chains_summary": chain_summary(result.fields, theory.lattice)}
+    check_rate(diagnostics, "acceptance_rate", where="sampling")  # flagged (None), never an impossible number
     return Ensemble(
         theory=theory,
         fields=result.fields,
@@ -119,16 +124,8 @@ def train_job(
     }
     if run_config is not None:
         config["command"] = {"name": "rgdiff train", "config": run_config}
-    ckpt = None
-    if checkpoint_every is not None or resume is not None:
-        identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
-        identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}  # the checksum identifies it
-        ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=checkpoint_every or 100,
-                                        folder=checkpoint_dir, config=config, identity=identity)
-        if resume is not None and checkpoint_every is None:
-            ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
-        config["checkpoint_every"] = ckpt.every
-        ckpt.total = settings.steps
+    ckpt = _training_checkpoints(config, out=out, every=checkpoint_every, folder=checkpoint_dir, resume=resume,
+                                 steps=settings.steps)
     metrics: list[dict] = list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt and ckpt.resumed else []
     with atomic_folder(out) as work:
         write_config(work / CONFIG, config)
@@ -148,7 +145,7 @@ def train_job(
         with progress_bar(not quiet) as cb:
             model = train(model, scheme, lattice, ens.fields, settings, key=k_train, callback=cb, on_log=on_log,
                           checkpoint=ckpt)
-        write_params(work / PARAMS, model)
+        write_model(work, config, model)  # params.eqx, then config.toml with its checksum
         if hasattr(model, "couplings"):
             table = couplings_table(model, settings.horizon)
             write_json(work / COUPLINGS, table)
@@ -160,6 +157,25 @@ def train_job(
     if announce:
         console.print(f"model written to [bold]{out}[/]")
     return out
+
+
+def _training_checkpoints(config: dict, *, out: Path, every: int | None, folder: Path | None, resume: Path | None,
+                          steps: int) -> Checkpointer | None:
+    """The checkpoints of a training run (None: none asked for); its identity is the model
+    `config` less versions, the command line and the data's file name (its checksum identifies it).
+    Records the period in `config` ("checkpoint_every")."""
+    if every is None and resume is None:
+        return None
+    identity = {k: v for k, v in config.items() if k not in ("versions", "command")}
+    if isinstance(identity.get("data"), dict):
+        identity["data"] = {k: v for k, v in identity["data"].items() if k != "file"}
+    ckpt = Checkpointer.for_command("train", out=out, resume=resume, every=100 if every is None else every,
+                                    folder=folder, config=config, identity=identity)
+    if resume is not None and every is None:
+        ckpt.every = int(ckpt.resumed[0]["host"].get("every", 100))
+    config["checkpoint_every"] = ckpt.every
+    ckpt.total = steps
+    return ckpt
 
 
 def _print_training_summary(out: Path) -> None:
@@ -190,13 +206,42 @@ def _checked_sample_ode(*args, **kwargs):
         raise solver_failure(exc, "sampling with the probability-flow ODE") from None
 
 
+MAX_STEPS = 10**6  # integration steps of one sample
+
+
+def check_generate_steps(steps) -> None:
+    """--steps: None (the default of the solver) or an integer in [1, MAX_STEPS]."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
+        raise RgdiffError(f"--steps must be an integer in [1, {MAX_STEPS}] (or left out: {ODE_STEPS} ode, "
+                          f"{SDE_STEPS} sde, {FLOW_STEPS} for a flow), got {steps}")
+
+
+def check_generated_size(samples, lattice, *, source: str = "--samples") -> None:
+    """Refuse, before any work, a number of samples that `rgdiff measure` cannot measure or this
+    machine cannot hold (the generated chunks and their concatenation: two float64 copies)."""
+    from rgdiff.cli.app import _bytes
+    from rgdiff.observables.stats import MIN_SAMPLES_PER_CHAIN
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < MIN_SAMPLES_PER_CHAIN:
+        raise RgdiffError(f"{source} must be an integer >= {MIN_SAMPLES_PER_CHAIN} (what `rgdiff measure` needs), "
+                          f"got {samples}")
+    need = 2 * 8 * samples * lattice.sites
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = 2**40
+    if need > have // 2:
+        raise RgdiffError(f"{source} {samples} on a {lattice.size}^{lattice.dim} lattice needs about {_bytes(need)} of memory, "
+                          f"more than half of this machine's {_bytes(have)}; generate fewer samples")
+
+
 def generate_job(*, model_dir: Path, samples: int, t: float, solver: str | None, steps: int | None, seed: int,
                  out: Path, quiet: bool = False) -> Path:
     """Sample p_t^theta with the reverse SDE (default for score models), the probability-flow ODE
     (with log q) or a CNF's own ODE, and write an ensemble."""
+    check_generate_steps(steps)
     loaded = load_model_dir(model_dir)
-    if isinstance(samples, bool) or samples < 2:
-        raise RgdiffError(f"--samples must be an integer >= 2, got {samples}")
+    check_generated_size(samples, loaded.lattice)
     if not (0.0 <= t < loaded.horizon):
         raise InvalidSchemeError(f"--t must lie in [0, T) with the model's horizon T = {loaded.horizon:.4g}, got {t}")
     solver = solver or faithful_solver(loaded.model)
@@ -205,7 +250,7 @@ def generate_job(*, model_dir: Path, samples: int, t: float, solver: str | None,
     is_flow = isinstance(loaded.model, AbstractVelocityField)  # a CNF in RG time: its own ODE (rgdiff.generate.transport)
     if is_flow and solver != "ode":
         raise RgdiffError(f"a normalizing flow samples with its ODE only; --solver {solver} does not apply")
-    steps = steps or (FLOW_STEPS if is_flow else ODE_STEPS if solver == "ode" else SDE_STEPS)
+    steps = steps if steps is not None else (FLOW_STEPS if is_flow else ODE_STEPS if solver == "ode" else SDE_STEPS)
     log_prob = not is_flow and likelihood_available(loaded.model, loaded.scheme, times=(t, loaded.horizon))
     key = jax.random.key(seed)
     chunk = 256
@@ -255,14 +300,22 @@ def compare_job(*, model_dir: Path, data: Path, times: np.ndarray, samples: int,
     loaded = load_model_dir(model_dir)
     ens = load_ensemble(data)
     loaded.check_compatible(ens.theory, f"data {data}")
-    with progress_bar(not quiet) as cb:
-        cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov, solver=solver, callback=cb)
-    cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed, "versions": package_versions(),
-                        **_model_provenance(model_dir)})
-    write_json(out, cmp)
-    if plot is not None:
-        plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], plot,
-                    f"learned vs true flow: {model_dir}", xscale="symlog")
+    check_measurable(*ens.fields.shape[:2], markov=ens.markov, source=str(data))
+    with output_lock(out), (contextlib.nullcontext() if plot is None else output_lock(plot)):
+        with progress_bar(not quiet) as cb:
+            cmp = compare_flow(loaded, ens.fields, times, key=jax.random.key(seed), n=samples, markov=ens.markov,
+                               solver=solver, callback=cb)
+        cmp["meta"].update({"data": str(data), "data_sha256": file_checksum(data), "seed": seed,
+                            "versions": package_versions(), **_model_provenance(model_dir)})
+        found = cmp["meta"].get("impossible", {})
+        warn_impossible("compare-flow", [f"learned {x}" for x in found.get("learned", [])] +
+                        [f"true {x}" for x in found.get("true", [])])
+        # CMP.json and its plot, both or neither: the plot is renamed into place once CMP.json is written
+        with (contextlib.nullcontext() if plot is None else atomic_path(plot)) as staged:
+            if plot is not None:
+                plots.flows([("true flow", cmp["true"]), ("learned (model)", cmp["learned"])], staged,
+                            f"learned vs true flow: {model_dir}", xscale="symlog")
+            write_json(out, cmp)
     return cmp
 
 
@@ -276,6 +329,8 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
     model = cast_model(loaded.model, jax.numpy.float64)  # the Metropolis step compares log-densities: float64
     with progress_bar(not quiet) as cb:
         result = run_bridge(model, loaded.scheme, loaded.theory, settings, key=jax.random.key(seed), T=loaded.horizon, callback=cb)
+    for key in ("imh_acceptance", "imh_acceptance_per_chain", "imh_mean_acceptance_probability", "hmc_acceptance"):
+        check_rate(result.diagnostics, key, where="bridge")
     ens = Ensemble(
         theory=loaded.theory,
         fields=result.fields,
@@ -299,12 +354,17 @@ def bridge_job(*, model_dir: Path, samples: int, chains: int, hmc_steps: int, wa
 
 
 def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float | None, seed: int, out,
-                   quiet: bool = False, diagnostics_samples: int = 1024) -> dict:
+                   quiet: bool = False, diagnostics_samples: int = 1024, checkpoint_every: int | None = None,
+                   checkpoint_dir: Path | None = None, resume: Path | None = None, run_config: dict | None = None) -> dict:
     """`rgdiff train --model cnf`: train on the theory of the UV ensemble `data`, write the model directory.
 
     The ensemble gives the theory, the horizon T (`rgdiff.train.score.default_horizon`), the field
     scale sigma(s), and (objective rg) the starting states of the UV chains. Also writes
     SAMPLER.json: the flow as a sampler at t = 0 (ESS, IMH acceptance, tau_int of |M|).
+
+    Checkpoints as `train_job`: with `checkpoint_every` (or `resume`) the flow, its optimizer state
+    and the UV chains are saved every that many steps in `checkpoint_dir` (default OUT.ckpt), with
+    the metrics so far; `resume` continues bitwise (CPU). Removed once the model directory is written.
     """
     ens = load_ensemble(data)
     lattice = ens.lattice
@@ -320,14 +380,25 @@ def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float 
     data_meta = {"file": str(data), "sha256": file_checksum(data), "chains": int(ens.fields.shape[0]),
                  "samples_per_chain": int(ens.fields.shape[1]), "uv_seed": ens.seed}
     config = flow_model_config(flow, scheme, ens.theory, settings, seed=seed, data=data_meta)
-    records: list[dict] = []
+    if run_config is not None:
+        config["command"] = {"name": "rgdiff train", "config": run_config}
+    ckpt = _training_checkpoints(config, out=Path(out), every=checkpoint_every, folder=checkpoint_dir, resume=resume,
+                                 steps=settings.steps)
+    records: list[dict] = list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt and ckpt.resumed else []
+    if ckpt is not None:
+        ckpt.host_extra = {"metrics": records}  # the list grows with the run: each checkpoint saves it
     with progress_bar(not quiet) as cb:
         flow = train_flow(flow, scheme, ens.theory, settings, key=k_train, uv_start=ens.fields, callback=cb,
-                          on_log=lambda r, f: records.append(r))
+                          on_log=lambda r, f: records.append(r), checkpoint=ckpt)
     diag = sampler_diagnostics(flow, scheme, ens.theory, key=k_diag, n=diagnostics_samples, steps=settings.ode_steps)
     with atomic_folder(Path(out)) as work:
         write_flow_dir(work, flow, config, records, diag)
+    if ckpt is not None:
+        ckpt.remove()
     if not quiet:
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
         console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
-                      f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
+                      f"at t = 0 ESS/n {fmt(diag['ess'])} (n = {diag['n']}), IMH acceptance {fmt(diag['imh_acceptance'])}")
     return diag

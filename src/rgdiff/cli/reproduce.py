@@ -36,23 +36,44 @@ FIG6_M = 1.0  # the IR mass of both schemes at the paper's point
 
 
 def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quiet: bool = False,
-              algorithm: str = "fa-hmc") -> Path:
+              algorithm: str = "fa-hmc", checkpoint_every: int | None = None, checkpoint_dir: Path | None = None,
+              resume: Path | None = None) -> Path:
     """Build `figure` into a new folder. `algorithm`: the UV sampler (`rgdiff.samplers.hmc.ALGORITHMS`;
-    "nuts" is the paper's own choice, recorded in every JSON's sampler settings)."""
+    "nuts" is the paper's own choice, recorded in every JSON's sampler settings).
+
+    With `checkpoint_every` (training steps between checkpoints), `checkpoint_dir` (default
+    OUT.ckpt) or `resume` (that folder), the run keeps its finished stages and checkpoints the
+    running one (`rgdiff.cli.reproduce_checkpoint`); resumed, it ends bitwise as an uninterrupted
+    run (CPU)."""
+    from rgdiff.cli.reproduce_checkpoint import ReproduceCheckpoints
+    from rgdiff.cli.reproduce_flows import figure_settings
+
     if figure not in FIGURES:
         raise RgdiffError(f"unknown figure {figure!r}; available: {', '.join(FIGURES)}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"{figure}-{stamp}"
+    if target.exists():
+        raise RgdiffError(f"output folder {target} already exists; choose another --out")
+    ckpt = None
+    if checkpoint_every is not None or checkpoint_dir is not None or resume is not None:
+        settings = (figure_settings(figure, quick=quick, algorithm=algorithm).describe() if figure in FLOW_FIGURES
+                    else dataclasses.replace(FIG6_QUICK if quick else FIG6_FULL, algorithm=algorithm).describe())
+        run = {"figure": figure, "quick": quick, "seed": seed, "algorithm": algorithm, "out": str(target)}
+        ckpt = ReproduceCheckpoints(Path(resume or checkpoint_dir or f"{target}.ckpt"), config=run,
+                                    identity={**{k: v for k, v in run.items() if k != "out"}, "settings": settings},
+                                    every=checkpoint_every, resume=resume is not None)
     with atomic_folder(target) as work:
         if figure in FLOW_FIGURES:
-            fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm)
+            fig_flows(figure, work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm, checkpoint=ckpt)
         else:
-            fig6(work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm)
+            fig6(work, quick=quick, seed=seed, quiet=quiet, algorithm=algorithm, checkpoint=ckpt)
+    if ckpt is not None:
+        ckpt.remove()
     console.print(f"{figure} written to [bold]{target}[/]")
     return target
 
 
-def fig6(work: Path, *, quick: bool, seed: int, quiet: bool, algorithm: str = "fa-hmc") -> None:
+def fig6(work: Path, *, quick: bool, seed: int, quiet: bool, algorithm: str = "fa-hmc", checkpoint=None) -> None:
     theory = paper_theory(m2=-2.0)
     lat = theory.lattice
     settings = dataclasses.replace(FIG6_QUICK if quick else FIG6_FULL, algorithm=algorithm)
@@ -65,17 +86,20 @@ def fig6(work: Path, *, quick: bool, seed: int, quiet: bool, algorithm: str = "f
     carosso = make_scheme("carosso", M=FIG6_M)
     polchinski = make_scheme("polchinski", M=FIG6_M, profile="slow")
     with progress_bar(not quiet) as cb:
-        uv = sample(theory, settings, key=k_sample, callback=cb)
+        if checkpoint is None:
+            uv_fields = sample(theory, settings, key=k_sample, callback=cb).fields
+        else:  # the UV ensemble kept (or checkpointed while sampled) in the checkpoint folder
+            uv_fields = checkpoint.uv_fields(theory, settings, key=k_sample, callback=cb)
         flows = {}
         for name, scheme, k in (("carosso", carosso, k_c), ("polchinski", polchinski, k_p)):
-            res, _ = true_flow(scheme, uv.fields, lat, grid, key=k, callback=lambda s, d, t, n=name: cb(f"flow {n}", d, t))
+            res, _ = true_flow(scheme, uv_fields, lat, grid, key=k, callback=lambda s, d, t, n=name: cb(f"flow {n}", d, t))
             flows[name] = res.as_json()
             flows[name]["meta"].update(
                 {"theory": theory.describe(), "sampler": settings.describe(), "seed": seed, "versions": package_versions()}
             )
             write_json(work / f"FLOW_{name}.json", flows[name])
         # One configuration along each flow, the same UV configuration and noise key in every row.
-        phi0 = uv.fields[0, -1]
+        phi0 = uv_fields[0, -1]
         rows = []
         for label, scheme, times in (
             ("(a) Carosso", carosso, frames_t),

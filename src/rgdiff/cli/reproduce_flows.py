@@ -78,19 +78,27 @@ FULL = FlowFigureSettings(
 )
 
 
+def figure_settings(figure: str, *, quick: bool, settings: FlowFigureSettings | None = None,
+                    algorithm: str | None = None) -> FlowFigureSettings:
+    cfg = settings or (QUICK if quick else FULL)
+    if algorithm is not None:
+        cfg = dataclasses.replace(cfg, uv=dataclasses.replace(cfg.uv, algorithm=algorithm))
+    return cfg
+
+
 def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
-              settings: FlowFigureSettings | None = None, algorithm: str | None = None) -> dict:
+              settings: FlowFigureSettings | None = None, algorithm: str | None = None, checkpoint=None) -> dict:
     """Build fig7 or fig8 into the folder `work`; returns the FIDELITY.json content.
 
-    `settings` overrides QUICK / FULL (tests use tiny settings); `algorithm` the UV sampler's.
+    `settings` overrides QUICK / FULL (tests use tiny settings); `algorithm` the UV sampler's;
+    `checkpoint`: a `rgdiff.cli.reproduce_checkpoint.ReproduceCheckpoints` (finished stages kept,
+    the running one checkpointed; a resumed run ends bitwise as an uninterrupted one on the CPU).
     """
     m2 = FLOW_FIGURES[figure]
     theory = paper_theory(m2=m2)
     lat = theory.lattice
     scheme = make_scheme("carosso", M=FLOW_M)
-    cfg = settings or (QUICK if quick else FULL)
-    if algorithm is not None:
-        cfg = dataclasses.replace(cfg, uv=dataclasses.replace(cfg.uv, algorithm=algorithm))
+    cfg = figure_settings(figure, quick=quick, settings=settings, algorithm=algorithm)
     key = jax.random.key(seed)
     k_uv, k_true, k_frames = jax.random.split(key, 3)
     grid = flow_grid(cfg.t_max, cfg.n_times)
@@ -98,24 +106,35 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
     timings = {}
     with progress_bar(not quiet) as cb:
         t0 = time.time()
-        uv = sample(theory, cfg.uv, key=k_uv, callback=cb)
+        if checkpoint is None:
+            uv_fields = sample(theory, cfg.uv, key=k_uv, callback=cb).fields
+        else:
+            uv_fields = checkpoint.uv_fields(theory, cfg.uv, key=k_uv, callback=cb)
         timings["uv_sampling_s"] = time.time() - t0
-        horizon = default_horizon(scheme, uv.fields, lat)
-        true_res, _ = true_flow(scheme, uv.fields, lat, grid, key=k_true, callback=cb)
+        horizon = default_horizon(scheme, uv_fields, lat)
+        true_res, _ = true_flow(scheme, uv_fields, lat, grid, key=k_true, callback=cb)
         true_json = true_res.as_json()
         true_json["meta"].update({"theory": theory.describe(), "sampler": cfg.uv.describe(), "seed": seed})
         write_json(work / "FLOW_true.json", true_json)
         mapped = true_res.meta["vacuum"] == "mapped"
-        learned, fidelity, trajectories, diagnostics, histories = {}, {}, {}, {}, {}
+        learned, fidelity, trajectories, diagnostics, histories, unresolved = {}, {}, {}, {}, {}, {}
         for i, (name, objective, _label) in enumerate(METHODS):
             k_train, k_diag, k_flow = jax.random.split(jax.random.fold_in(key, 100 + i), 3)
             ts = dataclasses.replace(cfg.train, objective=objective)
-            flow = initial_flow(lat, scheme, uv.fields, horizon, ts)
-            records: list[dict] = []
+            flow = initial_flow(lat, scheme, uv_fields, horizon, ts)
+            config = flow_model_config(flow, scheme, theory, ts, seed=seed, data=None)
+            finished = None if checkpoint is None else checkpoint.finished_model(name)
             t0 = time.time()
-            flow = train_flow(flow, scheme, theory, ts, key=k_train, uv_start=uv.fields,
-                              callback=lambda s, d, n, nm=name: cb(f"train {nm}", d, n),
-                              on_log=lambda r, f, rec=records: rec.append(r))
+            if finished is not None:
+                flow, records = finished
+            else:
+                ckpt = None if checkpoint is None else checkpoint.training(name, config, ts.steps)
+                records = [] if ckpt is None else ckpt.host_extra["metrics"]
+                flow = train_flow(flow, scheme, theory, ts, key=k_train, uv_start=uv_fields,
+                                  callback=lambda s, d, n, nm=name: cb(f"train {nm}", d, n),
+                                  on_log=lambda r, f, rec=records: rec.append(r), checkpoint=ckpt)
+                if checkpoint is not None:
+                    checkpoint.keep_model(name, flow, config, records, ckpt)
             timings[f"train_{name}_s"] = time.time() - t0
             histories[name] = records
             t0 = time.time()
@@ -129,10 +148,10 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
             write_json(work / f"FLOW_{name}.json", lj)
             learned[name] = lj
             trajectories[name] = traj
-            fidelity[name] = {**discrepancy(lj, true_json, COMPARED), "ess_t0": diag["ess"],
+            unresolved[name] = {}
+            fidelity[name] = {**discrepancy(lj, true_json, COMPARED, unresolved=unresolved[name]), "ess_t0": diag["ess"],
                               "fidelity": fidelity_of(lj, true_json, FIDELITY_OBSERVABLES, judged=JUDGED),
-                              "spectral": spectral_fidelity(scheme, lat, uv.fields, grid, traj)}
-            config = flow_model_config(flow, scheme, theory, ts, seed=seed, data=None)
+                              "spectral": spectral_fidelity(scheme, lat, uv_fields, grid, traj)}
             (work / "models").mkdir(exist_ok=True)
             (work / "models" / name).mkdir()
             write_flow_dir(work / "models" / name, flow, config, records, diag)
@@ -145,8 +164,11 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
         "settings": cfg.describe(),
         "seed": seed,
         "times": [float(t) for t in grid],
-        "definition": "x = mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2); "
+        "definition": "x = mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2), over the times "
+                      "where the learned estimate is resolved (error < |value|; the others are counted in "
+                      "unresolved_times, never as agreement); "
                       "ess_t0 = (sum w)^2 / (n sum w^2), w = exp(-S) / p_0^theta, n = diagnostics_samples",
+        "unresolved_times": unresolved,
         "sampler_at_t0": diagnostics,
         "vacuum": true_res.meta["vacuum"],
         # wall times depend on the machine's load; process CPU time (all threads) does much less
@@ -165,7 +187,7 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
                                 f"{label}: learned / true power spectrum, {plots.theory_label(theory)}")
     frames = np.unique(np.linspace(0, len(grid) - 1, 7).astype(int))
     # as in fig6: one UV configuration pushed to each time with the same noise key (a smooth-looking row)
-    phi0 = np.asarray(uv.fields[0, -1])
+    phi0 = np.asarray(uv_fields[0, -1])
     if mapped:
         phi0 = phi0 * (1.0 if phi0.mean() >= 0 else -1.0)
     true_frames = np.stack([phi0 if t == 0 else np.asarray(scheme.push_forward(k_frames, phi0, float(t), lat)) for t in grid[frames]])

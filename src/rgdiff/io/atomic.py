@@ -1,7 +1,8 @@
 """Atomic output: write to a temporary name beside the target, then rename.
 
 A reader never sees a half-written file, and an interrupted write leaves the old file (or
-nothing) in place.
+nothing) in place. The output gets the permissions of a file created by `open` (0666 or, for a
+folder, 0777, less the umask), not those of the private temporary file.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def atomic_path(target: str | os.PathLike):
         os.close(fd)
         try:
             yield Path(tmp)
+            _default_mode(tmp, 0o666)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -55,10 +57,31 @@ def atomic_folder(target: Path):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
         try:
             yield tmp
+            _default_mode(tmp, 0o777)
             tmp.rename(target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it where Linux reports it, else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path, base: int) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the output what `open`/`mkdir` would have given it."""
+    if os.path.exists(path) and not os.path.islink(path):
+        os.chmod(path, base & ~current_umask())
 
 
 def _remove_leftovers(target: Path) -> None:

@@ -2,15 +2,18 @@
 
 A checkpoint folder holds one file, `checkpoint.rgdiff`::
 
-    RGDIFF-CHECKPOINT 2\\n
+    RGDIFF-CHECKPOINT 3\\n
     {header JSON}\\n          command, step, config, identity, versions, created, sha256 of the payload,
                               the shape and dtype of every array, and small host state (metrics so
-                              far, running sums)
+                              far, running sums); "header_sha256": the SHA-256 of the header's
+                              canonical JSON without this key, so the step, the configuration and
+                              the metrics are verified like the payload
     payload                   the arrays, `eqx.tree_serialise_leaves` of their list: model parameters
                               and optimizer state, or the chain states, adapted step sizes and mass
                               matrices and the samples so far
 
-Format 1 (an .npz payload) is refused with a clear line: start such a run afresh.
+Formats 1 (an .npz payload) and 2 (no header checksum: an edited step resumed into a wrong
+result) are refused with a clear line: start such a run afresh.
 
 It is replaced atomically (temporary file + rename), so a kill at any instant leaves either the
 previous or the new checkpoint.
@@ -55,9 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.io.atomic import atomic_path, package_versions
-from rgdiff.errors import RgdiffError
+from rgdiff.errors import RgdiffError, RunFaultError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAGIC = b"RGDIFF-CHECKPOINT %d\n" % FORMAT_VERSION
 _MAGIC_PREFIX = b"RGDIFF-CHECKPOINT "
 FILE = "checkpoint.rgdiff"
@@ -70,12 +73,23 @@ class ReadCheckpointError(RgdiffError):
     """A checkpoint is missing, corrupt, or belongs to another run."""
 
 
-class NumericalFaultError(RgdiffError):
-    """A loss, score or field became NaN or infinite; the last good checkpoint is kept."""
+class NumericalFaultError(RunFaultError):
+    """A loss, score or field became NaN or infinite; the last good checkpoint is kept (CLI exit 1)."""
 
 
 def _canonical(x) -> str:
     return json.dumps(x, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def header_checksum(header: dict) -> str:
+    """The SHA-256 of a header's canonical JSON, leaving out its own "header_sha256"."""
+    return hashlib.sha256(_canonical({k: v for k, v in header.items() if k != "header_sha256"}).encode()).hexdigest()
+
+
+def seal_header(header: dict) -> dict:
+    """Record `header_checksum` in the header (in place); returns it."""
+    header["header_sha256"] = header_checksum(header)
+    return header
 
 
 def write_checkpoint(folder: Path, *, command: str, step: int, arrays: list, config: dict, identity: dict,
@@ -98,6 +112,7 @@ def write_checkpoint(folder: Path, *, command: str, step: int, arrays: list, con
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
+    seal_header(header)
     path = folder / FILE
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -135,8 +150,16 @@ def read_checkpoint(folder: Path) -> tuple[dict, list[np.ndarray]]:
         if not isinstance(header, dict) or header.get("format") != "rgdiff-checkpoint":
             raise ValueError("not a checkpoint header")
         expected = header["payload_sha256"]
-    except (ValueError, KeyError, UnicodeDecodeError):
+        sealed = header["header_sha256"]
+    except (ValueError, KeyError, UnicodeDecodeError, RecursionError):
         raise ReadCheckpointError(f"{path} has a damaged header; it was left untouched") from None
+    if not isinstance(sealed, str) or header_checksum(header) != sealed:
+        raise ReadCheckpointError(
+            f"{path} is corrupt (its header, with the step and the configuration, does not match the SHA-256 "
+            "recorded); it was left untouched"
+        )
+    if not isinstance(header.get("step"), int) or isinstance(header["step"], bool) or header["step"] < 0:
+        raise ReadCheckpointError(f"{path} has a damaged header (step {header.get('step')!r}); it was left untouched")
     payload = raw[end + 1:] if end >= 0 else b""
     if hashlib.sha256(payload).hexdigest() != expected:
         raise ReadCheckpointError(
@@ -161,10 +184,16 @@ class Checkpointer:
     - `resume`: continue from the checkpoint in `folder` (it must exist and match `identity`).
     """
 
+    # identity keys that may change when resuming a run stopped by a numerical fault (a NaN): a
+    # smaller learning rate is the usual way out; everything else must match
+    RELAXED_AFTER_FAULT = ("training.learning_rate", "learning_rate")
+
     def __init__(self, folder: Path, *, command: str, every: int, config: dict, identity: dict, resume: bool):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RgdiffError(f"--checkpoint-every must be an integer >= 1, got {every!r}")
         self.folder = Path(folder)
+        # only a folder rgdiff creates is removed at the end (a user's own --checkpoint-dir stays)
+        self._own_folder = not self.folder.exists()
         self.command = command
         self.every = every
         self.config = config
@@ -177,6 +206,7 @@ class Checkpointer:
             header, arrays = read_checkpoint(self.folder)
             self._check_identity(header)
             self.resumed = (header, arrays)
+            self._own_folder = bool(header.get("host", {}).get("own_folder", False))
             spec = header.get("host", {}).get("samples")
             if spec is not None:
                 self._resumed_samples = read_samples_log(self.folder, spec)
@@ -194,6 +224,7 @@ class Checkpointer:
         identity = identity if identity is not None else _identity(config)
         if resume is None and folder.exists() and not folder.is_dir():
             raise RgdiffError(f"checkpoint folder {folder} is a file")
+        check_checkpoint_folder(folder)
         return cls(folder, command=command, every=every, config=config, identity=identity, resume=resume is not None)
 
     def _check_identity(self, header: dict) -> None:
@@ -203,8 +234,12 @@ class Checkpointer:
                 "it was left untouched"
             )
         mine = hashlib.sha256(_canonical(self.identity).encode()).hexdigest()
+        theirs = header.get("identity", {})
+        if header.get("identity_sha256") != mine and header.get("host", {}).get("fault"):
+            relaxed = sorted(_diff(theirs, self.identity))
+            if relaxed and all(name in self.RELAXED_AFTER_FAULT for name in relaxed):
+                return  # a run stopped by a NaN, resumed with another learning rate (documented)
         if header.get("identity_sha256") != mine:
-            theirs = header.get("identity", {})
             diff = sorted(_diff(theirs, self.identity))
             raise ReadCheckpointError(
                 f"{self.folder} belongs to another run (differs in {', '.join(diff[:5]) or 'its inputs'}); "
@@ -228,7 +263,7 @@ class Checkpointer:
                 )
         self.folder.mkdir(parents=True, exist_ok=True)
         write_checkpoint(self.folder, command=self.command, step=step, arrays=arrays, config=self.config,
-                         identity=self.identity, host=host)
+                         identity=self.identity, host={**(host or {}), "own_folder": self._own_folder})
 
     def last_good(self) -> str:
         if (self.folder / FILE).exists():
@@ -238,6 +273,19 @@ class Checkpointer:
             except ReadCheckpointError:
                 pass
         return "no checkpoint was written yet"
+
+    def mark_fault(self, message: str) -> bool:
+        """Record in the kept checkpoint that the run stopped on a numerical fault (`message`), so
+        that it may be resumed with another learning rate (`RELAXED_AFTER_FAULT`). Returns whether
+        there was a checkpoint to mark."""
+        try:
+            header, arrays = read_checkpoint(self.folder)
+        except ReadCheckpointError:
+            return False
+        host = {**header.get("host", {}), "fault": message}
+        write_checkpoint(self.folder, command=header["command"], step=header["step"], arrays=arrays,
+                         config=header.get("config", {}), identity=header.get("identity", {}), host=host)
+        return True
 
     # training ------------------------------------------------------------------------------
     host_extra: dict | None = None  # more host state to save with each checkpoint (e.g. metrics so far)
@@ -260,7 +308,13 @@ class Checkpointer:
         host = header.get("host", {})
         return int(header["step"]), model, opt_state, (float(host.get("running", 0.0)), int(host.get("count", 0)))
 
+    _pending: tuple | None = None  # training: a checkpoint waiting for its parameters' loss to be finite
+
     def after_training_step(self, step: int, model, opt_state, running) -> None:
+        """Take the state after `step` steps for a checkpoint (every `every` steps). It is written
+        by `confirm_training_step(step)` once the next step found the loss and gradient at these
+        parameters finite: a kept checkpoint always resumes from parameters with a finite loss
+        (else a NaN stop would keep the very parameters that gave the NaN, unusable at any --lr)."""
         if not self.due(step) or step == self.total:
             return  # the last step is followed by the output itself
         leaves = [np.asarray(x) for x in jax.tree.leaves(eqx.filter((model, opt_state), eqx.is_array))]
@@ -269,8 +323,17 @@ class Checkpointer:
                 raise NumericalFaultError(
                     f"the model parameters or optimizer state became non-finite at step {step}; {self.last_good()}"
                 )
-        host = {"running": float(running[0]), "count": int(running[1]), "every": self.every, **(self.host_extra or {})}
-        self.save(step, leaves, host)
+        extra = {k: list(v) if isinstance(v, list) else v for k, v in (self.host_extra or {}).items()}
+        host = {"running": float(running[0]), "count": int(running[1]), "every": self.every, **extra}
+        self._pending = (step, leaves, host)
+
+    def confirm_training_step(self, step: int) -> None:
+        """The loss and gradient at the parameters after `step` steps are finite: write the
+        checkpoint taken then, if any."""
+        if self._pending is not None and self._pending[0] == step:
+            _, leaves, host = self._pending
+            self._pending = None
+            self.save(step, leaves, host)
 
     # sampling ------------------------------------------------------------------------------
     _chunks = 0
@@ -321,13 +384,26 @@ class Checkpointer:
         self._saved, self._log = done, log
 
     def remove(self) -> None:
-        """Delete the checkpoint once the final output is safely written (and its folder, if that
-        is then empty: a --checkpoint-dir holding other files keeps them)."""
+        """Delete the checkpoint once the final output is safely written, and its folder if rgdiff
+        created it and it is then empty (a user's own --checkpoint-dir stays, with its files)."""
         for name in (FILE, SAMPLES_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / name).unlink()
-        with contextlib.suppress(OSError):
-            self.folder.rmdir()
+        if self._own_folder:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
+
+
+def check_checkpoint_folder(folder: Path) -> None:
+    """Refuse, before any work, a checkpoint folder that cannot be written (a read-only file
+    system, a name too long, a device): one line naming --checkpoint-dir."""
+    from rgdiff.io.locking import check_output_path
+
+    folder = Path(folder)
+    if folder.is_dir():
+        check_output_path(folder / FILE, "--checkpoint-dir")
+    else:
+        check_output_path(folder, "--checkpoint-dir", make_parents=True)
 
 
 def append_samples(folder: Path, committed: dict | None, block: np.ndarray) -> dict:

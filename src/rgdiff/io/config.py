@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import math
 import os
-import tomllib
 from pathlib import Path
 
 from rgdiff.io import _toml
@@ -97,7 +96,7 @@ SAMPLER = {
     "algorithm": Key(str, "fa-hmc", choices=UV_ALGORITHMS,
                      help="fa-hmc / fa-nuts: Fourier-accelerated; nuts: the paper's plain NUTS"),
     "chains": Key(int, 4, 1, 4096),
-    "samples": Key(int, 1000, 2, 10**9),
+    "samples": Key(int, 1000, 8, 10**9, help="per chain; >= 8, what `rgdiff measure` needs"),
     "warmup": Key(int, 500, 0, 10**9),
     "thin": Key(int, 1, 1, 10**6),
     "hmc_steps": Key(int, 10, 1, 10**6, help="leapfrog steps per trajectory (hmc)"),
@@ -130,7 +129,7 @@ RUN = {
         "m2": Key(float, -2.0, -1e12, 1e12),
         "lam": Key(float, 0.0017, 0, 1e12),
     },
-    "sampler": {**SAMPLER, "samples": Key(int, 4000, 2, 10**9), "warmup": Key(int, 1000, 0, 10**9)},
+    "sampler": {**SAMPLER, "samples": Key(int, 4000, 8, 10**9), "warmup": Key(int, 1000, 0, 10**9)},
     "flow": {
         "scheme": Key(str, "carosso", choices=("carosso",)),
         "M": Key(float, 1.0, 0, 1e6, open_lo=True),
@@ -144,7 +143,7 @@ RUN = {
         "learning_rate": Key(float, 3e-3, 0, 10, open_lo=True),
         "dtype": Key(str, "float32", choices=("float32", "float64")),
     },
-    "compare": {"samples": Key(int, 1000, 2, 10**7),
+    "compare": {"samples": Key(int, 1000, 8, 10**7),
                 "solver": Key(str, "sde", choices=("sde", "ode"),
                               help="sampler of the learned flow: sde (reverse SDE, exponential integrator; faithful) | ode")},
 }
@@ -227,15 +226,12 @@ def _schema(command: str) -> dict:
 
 def read(path: str | os.PathLike) -> dict:
     """Parse a TOML file, with one clear error for a missing, binary or malformed file."""
+    from rgdiff.io.reading import loads_toml, read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise InvalidConfigError(f"config file {path} does not exist" if not path.exists() else f"config {path} is not a file")
-    try:
-        return tomllib.loads(path.read_text())
-    except UnicodeDecodeError:
-        raise InvalidConfigError(f"config file {path} is not text (UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if not path.exists():
+        raise InvalidConfigError(f"config file {path} does not exist")
+    return loads_toml(read_text(path, InvalidConfigError, "config file"), f"config file {path}", InvalidConfigError)
 
 
 def validate(command: str, data: dict, source: str = "config") -> dict:
@@ -304,6 +300,17 @@ def load(command: str, path: str | os.PathLike | None, *, full: bool = False) ->
     if path is None:
         return base
     return merge(base, validate(command, read(path), source=f"config file {path}"))
+
+
+def check_flag(command: str, flag: str, value) -> None:
+    """Check a flag's value against its config key's type and range; the error names the flag
+    (`--batch = 10000000000 is not allowed: expected an integer in [1, 1000000]`)."""
+    dotted = FLAGS[command].get(flag)
+    if dotted is None or value is None:
+        return
+    key = get(_schema(command), dotted)
+    if isinstance(key, Key):
+        key.check("--" + flag.replace("_", "-"), str(value) if isinstance(value, os.PathLike) else value)
 
 
 def with_flags(command: str, config: dict, given: dict) -> dict:

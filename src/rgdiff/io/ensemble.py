@@ -33,7 +33,15 @@ still found when the data are read:
 
 Format 1 (only `/fields`, contiguous and uncompressed; `sha256` over the fields' bytes and the
 attributes, `content_sha256`) is still read; its header cannot be verified without hashing the
-fields, so `read_header` does that for format-1 files.
+fields, so `read_header` does that for format-1 files. A format-1 file without `sha256` is read
+(as "not verified") only if it is truly legacy: its `created` time is before
+`CHECKSUMS_SINCE`, when rgdiff began to record the checksum (it wrote format 1 without one for a
+few hours of development). Any later file without it had its checksum removed: it is refused,
+since nothing else would catch its altered content.
+
+Every dataset must be stored in the file itself: an external or soft link (data taken from
+another file or place, outside the checksums' reach) is refused, as are attributes of the wrong
+type (an array-valued or string `format_version`) and a metadata JSON nested too deeply.
 
 Files are written atomically; readers raise `ReadEnsembleError` with one clear sentence for a
 missing, truncated, damaged or foreign file.
@@ -55,6 +63,7 @@ from rgdiff.errors import ReadEnsembleError, RgdiffError
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.theory.phi4 import Phi4
 
+CHECKSUMS_SINCE = "2026-11-29T18:18:06+00:00"  # the first rgdiff that recorded `sha256` (commit cd1ca55)
 FORMAT = "rgdiff-ensemble"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -264,11 +273,14 @@ class EnsembleHeader:
 def _open(path: str | os.PathLike):
     import h5py
 
+    from rgdiff.io.reading import require_regular_file
+
     path = Path(path)
     if not path.exists():
         raise ReadEnsembleError(f"ensemble file {path} does not exist")
     if path.is_dir():
         raise ReadEnsembleError(f"{path} is a folder, not an ensemble file")
+    require_regular_file(path, ReadEnsembleError, "ensemble file")  # a FIFO would hang, /dev/zero never end
     try:
         return path, h5py.File(path, "r")
     except Exception:  # h5py raises OSError, and others for damaged superblocks
@@ -344,15 +356,42 @@ def _read_header(path: Path, f, verify_v1: bool = True) -> EnsembleHeader:
     import h5py
 
     a = f.attrs
-    if a.get("format") != FORMAT:
+    fmt = a.get("format")
+    if not isinstance(fmt, str) or fmt != FORMAT:
         raise ReadEnsembleError(f"{path} is not an rgdiff ensemble (no format attribute {FORMAT!r})")
     version = a.get("format_version")
+    if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)):
+        shown = f"{type(version).__name__} {version!r:.40}"
+        raise ReadEnsembleError(
+            f"{path} has a damaged format_version attribute ({shown}); it must be an integer (one of "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     if version not in READABLE_VERSIONS:
         raise ReadEnsembleError(
             f"{path} has ensemble format version {version}, this rgdiff reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     version = int(version)
+    for name in DATASETS if version == 2 else ("fields",):
+        link = f.get(name, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            kind = {"ExternalLink": "an external link", "SoftLink": "a soft link"}.get(type(link).__name__, "a link")
+            raise ReadEnsembleError(
+                f"{path}: dataset {name!r} is {kind} to data elsewhere; an ensemble must hold its data itself"
+            )
+    recorded = a.get("sha256")
+    if version == 2:  # verify the attributes before parsing them
+        try:
+            attrs = {k: a[k] for k in HASHED_ATTRS_V2}
+        except KeyError:
+            raise ReadEnsembleError(f"{path} has damaged metadata (an attribute is missing)") from None
+        if recorded is None or attributes_sha256(attrs) != recorded:
+            raise ReadEnsembleError(f"{path} is corrupt: its metadata do not match the SHA-256 recorded when it was written")
+    elif recorded is None and not _truly_legacy(a.get("created")):
+        raise ReadEnsembleError(
+            f"{path} has no checksum (its sha256 attribute is missing), although it was written after rgdiff began "
+            "to record one; it may have been altered and is refused"
+        )
     try:
         desc = json.loads(a["theory"])
         lattice = Lattice(int(desc["dim"]), int(desc["size"]), float(desc["length"]))
@@ -363,6 +402,8 @@ def _read_header(path: Path, f, verify_v1: bool = True) -> EnsembleHeader:
         raise ReadEnsembleError(f"{path} describes an invalid theory: {exc}") from None
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise ReadEnsembleError(f"{path} has damaged metadata ({exc.__class__.__name__}: {exc})") from None
+    except RecursionError:
+        raise ReadEnsembleError(f"{path} has damaged metadata (JSON nested too deeply)") from None
     if "fields" not in f or not isinstance(f["fields"], h5py.Dataset):
         raise ReadEnsembleError(f"{path} has no 'fields' dataset")
     ds = f["fields"]
@@ -375,7 +416,6 @@ def _read_header(path: Path, f, verify_v1: bool = True) -> EnsembleHeader:
         raise ReadEnsembleError(f"{path}: fields have dtype {ds.dtype}, expected floating point")
     if ds.shape[0] < 1 or ds.shape[1] < 2:
         raise ReadEnsembleError(f"{path}: an ensemble needs at least one chain of two samples, got shape {ds.shape}")
-    recorded = a.get("sha256")
     header = EnsembleHeader(path=path, format_version=version, theory=theory, markov=markov, seed=meta["seed"],
                             sampler=meta["sampler"], diagnostics=meta["diagnostics"], units=meta["units"],
                             extra=meta["extra"], versions=meta["versions"], created=str(a.get("created", "")),
@@ -388,12 +428,6 @@ def _read_header(path: Path, f, verify_v1: bool = True) -> EnsembleHeader:
             _fields_v1(path, f, header)
             header.integrity = "verified: fields and metadata (format 1: the whole content was hashed)"
         return header
-    try:
-        attrs = {k: a[k] for k in HASHED_ATTRS_V2}
-    except KeyError:
-        raise ReadEnsembleError(f"{path} has damaged metadata (an attribute is missing)") from None
-    if recorded is None or attributes_sha256(attrs) != recorded:
-        raise ReadEnsembleError(f"{path} is corrupt: its metadata do not match the SHA-256 recorded when it was written")
     specs = _specs(path, f)
     for name in DATASETS:
         if name not in f or not isinstance(f[name], h5py.Dataset):
@@ -403,6 +437,17 @@ def _read_header(path: Path, f, verify_v1: bool = True) -> EnsembleHeader:
             raise ReadEnsembleError(f"{path} is corrupt: dataset {name!r} is not the one recorded when it was written")
     header.integrity = "metadata verified (SHA-256); fields not verified (every measurement verifies them)"
     return header
+
+
+def _truly_legacy(created) -> bool:
+    """Whether a format-1 file without a checksum was written before rgdiff recorded checksums."""
+    try:
+        when = datetime.datetime.fromisoformat(str(created))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return when < datetime.datetime.fromisoformat(CHECKSUMS_SINCE)
+    except (TypeError, ValueError):
+        return False
 
 
 def _specs(path: Path, f) -> dict:

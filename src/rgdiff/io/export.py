@@ -231,6 +231,9 @@ def read_array(path: str | os.PathLike) -> ArraySource:
         raise ReadArrayError(f"{path} does not exist")
     if path.is_dir():
         raise ReadArrayError(f"{path} is a folder, not an array file")
+    from rgdiff.io.reading import require_regular_file
+
+    require_regular_file(path, ReadArrayError, "array file")  # a FIFO would hang, /dev/zero never end
     try:
         with open(path, "rb") as f:
             magic = f.read(8)

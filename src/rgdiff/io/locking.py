@@ -26,6 +26,60 @@ import filelock
 from rgdiff.errors import WriteOutputError
 
 
+# bytes rgdiff adds to an output's name for the files it writes beside it: the lock
+# ".NAME.lock", the temporary ".NAME.XXXXXXXX.part" and a default checkpoint folder "NAME.ckpt"
+_NAME_OVERHEAD = 40  # with room for a temporary file written through a temporary name (a plot)
+
+
+def check_output_path(target: str | os.PathLike, flag: str = "--out", *, make_parents: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder that does not
+    exist (unless `make_parents`: then the nearest existing one must be writable), a name too
+    long for the files written beside it, an existing file that is not a regular file or folder
+    (a device, a FIFO, a socket: never replaced), or a folder on a read-only file system.
+    Raises `WriteOutputError` naming `flag`."""
+    target = Path(target)
+    parent = Path(os.path.abspath(target)).parent
+    if make_parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if not parent.is_dir():
+        raise WriteOutputError(f"cannot write {flag} {target}: folder {parent} does not exist")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    length = len(os.fsencode(target.name))
+    if length + _NAME_OVERHEAD > name_max:
+        raise WriteOutputError(
+            f"the file name of {flag} is {length} bytes long; at most {name_max - _NAME_OVERHEAD} are allowed here "
+            f"(rgdiff writes .NAME.lock and temporary files beside it, and names are limited to {name_max} bytes)"
+        )
+    if os.path.lexists(target):
+        import stat
+
+        mode = os.lstat(target).st_mode
+        if stat.S_ISLNK(mode):
+            try:
+                mode = os.stat(target).st_mode
+            except OSError:
+                mode = stat.S_IFREG  # a dangling link: replaced by the output, as a regular file would be
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise WriteOutputError(
+                f"{flag} {target} exists and is not a regular file (a device, FIFO or socket); it is never replaced: "
+                "choose another name"
+            )
+    if not os.access(parent, os.W_OK):
+        reason = "the file system is read-only" if _read_only(parent) else "no permission to write there"
+        raise WriteOutputError(f"cannot write {flag} {target}: {reason} ({parent})")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def lock_path(target: str | os.PathLike) -> Path:
     target = Path(os.path.abspath(target))
     return target.parent / f".{target.name}.lock"
@@ -70,6 +124,7 @@ def output_lock(target: str | os.PathLike):
     lock = lock_path(target)
     if not lock.parent.is_dir():
         raise WriteOutputError(f"cannot write {target}: folder {lock.parent} does not exist")
+    check_output_path(target, "output")
     held = filelock.FileLock(lock, timeout=0, is_singleton=True, on_acquired=_claim)
     outermost = not held.is_locked
     try:
@@ -82,6 +137,8 @@ def output_lock(target: str | os.PathLike):
         raise _refusal(target, lock, held_elsewhere.owner) from None
     except PermissionError:
         raise WriteOutputError(f"cannot write {target}: no permission to write in {lock.parent}") from None
+    except OSError as exc:  # e.g. a read-only file system, a name too long
+        raise WriteOutputError(f"cannot write {target}: {exc.strerror or exc} ({lock.parent})") from None
     try:
         yield lock
     finally:

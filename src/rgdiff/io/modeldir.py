@@ -2,18 +2,25 @@
 
     DIR/config.toml     everything needed to rebuild the model and rerun the training
                         ([model], [scheme], [theory], [data], [training], [versions]); [scheme] is
-                        the scheme's `describe()`, rebuilt by `rgdiff.rg.scheme_from_description`
+                        the scheme's `describe()`, rebuilt by `rgdiff.rg.scheme_from_description`;
+                        params_sha256: the SHA-256 of params.eqx, checked on every load
     DIR/params.eqx      final parameters (Equinox serialization, `eqx.tree_serialise_leaves`)
     DIR/metrics.jsonl   one JSON record per logged step (loss and diagnostics)
     DIR/COUPLINGS.json  (EFT models) {"t": [...], "kinetic": [...], "mass": [...], "quartic": [...]}
     DIR/couplings.png   (EFT models) the learned running couplings f_i(t)
+
+Integrity: `write_model` writes params.eqx, then config.toml with its `params_sha256`; every load
+(`load_model_dir`, `rgdiff info`) hashes params.eqx and refuses a mismatch (one flipped bit), and
+config.toml's tables and values are type-checked. A model directory written before rgdiff recorded
+the checksum (no `params_sha256`) still loads, with a warning line (`RgdiffWarning`) saying that
+its parameters cannot be verified: refusing it would strand every model trained until then.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
+import math
 from pathlib import Path
 
 import equinox as eqx
@@ -21,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from rgdiff.io import _toml
-from rgdiff.io.atomic import atomic_path
+from rgdiff.io.atomic import atomic_path, file_checksum
+from rgdiff.io.reading import loads_toml, read_text, require_regular_file
 from rgdiff.errors import InvalidSchemeError, RgdiffError, WriteOutputError
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg.description import scheme_from_description
@@ -61,20 +69,53 @@ class LoadedModel:
             )
 
 
-def write_config(path: Path, config: dict) -> None:
-    """Write config.toml; a scheme that `load_model_dir` could not rebuild is refused first."""
+def _check_reloadable(folder: Path, config: dict) -> None:
     if "scheme" in config:
         try:
             scheme_from_description(config["scheme"])
         except InvalidSchemeError as exc:
-            raise WriteOutputError(f"cannot save the model in {Path(path).parent}: {exc}") from None
+            raise WriteOutputError(f"cannot save the model in {folder}: {exc}") from None
+
+
+def write_config(path: Path, config: dict) -> None:
+    """Write config.toml; a scheme that `load_model_dir` could not rebuild is refused first."""
+    _check_reloadable(Path(path).parent, config)
     with atomic_path(path) as tmp:
         tmp.write_text(_toml.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **config}))
 
 
-def write_params(path: Path, model) -> None:
+def write_params(path: Path, model) -> str:
+    """Write params.eqx; returns its SHA-256 (record it in config.toml: `write_model`)."""
     with atomic_path(path) as tmp:
         eqx.tree_serialise_leaves(tmp, model)
+        return file_checksum(tmp)
+
+
+def write_model(folder: Path, config: dict, model) -> None:
+    """params.eqx, then config.toml recording its SHA-256 (`params_sha256`)."""
+    _check_reloadable(Path(folder), config)  # before anything is written
+    sha = write_params(Path(folder) / PARAMS, model)
+    write_config(Path(folder) / CONFIG, {**config, "params_sha256": sha})
+
+
+def verify_params(path: Path, config: dict, error: type[RgdiffError] = RgdiffError) -> str:
+    """Check params.eqx in the model directory `path` against config.toml's `params_sha256`;
+    returns what was verified, in words. A directory without the checksum (written by an older
+    rgdiff) gets a warning line."""
+    import warnings
+
+    from rgdiff.errors import RgdiffWarning
+
+    recorded = config.get("params_sha256")
+    if recorded is None:
+        warnings.warn(RgdiffWarning(
+            f"{path / CONFIG} records no checksum of {PARAMS} (written by an older rgdiff); its parameters cannot "
+            "be verified"
+        ), stacklevel=2)
+        return "not verified: no params_sha256 in config.toml (written by an older rgdiff)"
+    if not isinstance(recorded, str) or file_checksum(require_regular_file(path / PARAMS, error)) != recorded:
+        raise error(f"{path / PARAMS} is corrupt: its SHA-256 does not match the one recorded in {CONFIG}")
+    return "verified: params.eqx matches the SHA-256 in config.toml"
 
 
 def append_metrics(path: Path, record: dict) -> None:
@@ -98,16 +139,24 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     if not path.is_dir():
         raise ReadModelError(f"{path} is not a model directory (it is a file)")
     for name in (CONFIG, PARAMS):
-        if not (path / name).is_file():
+        if not (path / name).exists():
             raise ReadModelError(f"{path} is not a complete model directory: {name} is missing")
-    try:
-        config = tomllib.loads((path / CONFIG).read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ReadModelError(f"{path / CONFIG} is not valid TOML ({exc})") from None
+        require_regular_file(path / name, ReadModelError)
+    config = loads_toml(read_text(path / CONFIG, ReadModelError), path / CONFIG, ReadModelError)
     if config.get("format") != FORMAT:
-        raise ReadModelError(f"{path / CONFIG} is not an rgdiff model config (format {config.get('format')!r})")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ReadModelError(f"{path} has model format version {config.get('format_version')}, expected {FORMAT_VERSION}")
+        raise ReadModelError(f"{path / CONFIG} is not an rgdiff model config (format {config.get('format')!r:.60})")
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ReadModelError(f"{path / CONFIG} is damaged: format_version must be an integer, got {version!r:.60}")
+    if version != FORMAT_VERSION:
+        raise ReadModelError(f"{path} has model format version {version}, expected {FORMAT_VERSION}")
+    for name in ("theory", "scheme", "model", "training"):
+        if not isinstance(config.get(name), dict):
+            raise ReadModelError(f"{path / CONFIG} is damaged: [{name}] must be a table, got {config.get(name)!r:.60}")
+    horizon = config["training"].get("horizon")
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not math.isfinite(horizon) or horizon <= 0:
+        raise ReadModelError(f"{path / CONFIG} is damaged: training.horizon must be a finite time > 0, got {horizon!r:.60}")
+    verify_params(path, config, ReadModelError)
     try:
         th = config["theory"]
         lattice = Lattice(int(th["dim"]), int(th["size"]), float(th["length"]))
@@ -115,7 +164,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         scheme = scheme_from_description(config["scheme"])
         skeleton = build_model(config["model"], lattice, key=jax.random.key(0))
         dtype = jnp.dtype(config["training"]["dtype"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         if isinstance(exc, RgdiffError):
             raise ReadModelError(f"{path / CONFIG} describes an invalid model: {exc}") from None
         raise ReadModelError(f"{path / CONFIG} is damaged ({exc.__class__.__name__}: {exc})") from None

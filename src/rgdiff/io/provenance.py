@@ -17,12 +17,11 @@ A file that is none of these is refused with one clear line.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
 from rgdiff.errors import RgdiffError
 from rgdiff.io.atomic import file_checksum
+from rgdiff.io.reading import loads_json, loads_toml, read_text, require_regular_file
 
 
 class ReadProvenanceError(RgdiffError):
@@ -48,6 +47,7 @@ def describe(path: str | Path) -> dict:
         raise ReadProvenanceError(f"{path} does not exist")
     if path.is_dir():
         return _describe_folder(path)
+    require_regular_file(path, ReadProvenanceError)  # a FIFO would hang, /dev/zero never end
     if path.suffix in (".h5", ".hdf5"):
         return _describe_ensemble(path)
     if path.suffix == ".json":
@@ -94,12 +94,7 @@ def _describe_ensemble(path: Path) -> dict:
 
 
 def _describe_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except UnicodeDecodeError:
-        raise ReadProvenanceError(f"{path} is not text (UTF-8)") from None
-    except json.JSONDecodeError as exc:
-        raise ReadProvenanceError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = loads_json(read_text(path, ReadProvenanceError), path, ReadProvenanceError)
     if not isinstance(data, dict) or not isinstance(data.get("meta"), dict):
         raise ReadProvenanceError(f"{path} is not an rgdiff result (no 'meta' table)")
     meta = data["meta"]
@@ -119,10 +114,7 @@ def _describe_json(path: Path) -> dict:
 
 
 def _describe_toml(path: Path) -> dict:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ReadProvenanceError(f"{path} is not valid TOML ({exc.__class__.__name__})") from None
+    data = loads_toml(read_text(path, ReadProvenanceError), path, ReadProvenanceError)
     return {
         "file": str(path),
         "kind": "configuration",
@@ -151,25 +143,32 @@ def _describe_folder(path: Path) -> dict:
             "versions": header.get("versions"),
         }
     if (path / CONFIG).is_file() and (path / PARAMS).is_file():
-        try:
-            config = tomllib.loads((path / CONFIG).read_text())
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ReadProvenanceError(f"{path / CONFIG} is not valid TOML ({exc.__class__.__name__})") from None
-        training = config.get("training", {})
+        from rgdiff.io.modeldir import verify_params
+
+        config = loads_toml(read_text(path / CONFIG, ReadProvenanceError), path / CONFIG, ReadProvenanceError)
+        tables = {}
+        for name in ("training", "data", "command", "model", "scheme", "theory", "versions"):
+            value = config.get(name, {})
+            if not isinstance(value, dict):
+                raise ReadProvenanceError(f"{path / CONFIG} is damaged: [{name}] must be a table, got {value!r:.40}")
+            tables[name] = value
+        integrity = verify_params(path, config, ReadProvenanceError)  # a damaged model is refused, never shown
+        training, command = tables["training"], tables["command"]
         return {
             "file": str(path),
             "kind": "model directory",
             "format": f"{config.get('format')} {config.get('format_version')}",
-            "params_sha256": file_checksum(path / PARAMS),
+            "params_sha256": config.get("params_sha256") or file_checksum(path / PARAMS),
+            "integrity": integrity,
             "seed": training.get("seed"),
-            "model": config.get("model"),
-            "scheme": config.get("scheme"),
-            "theory": config.get("theory"),
+            "model": tables["model"],
+            "scheme": tables["scheme"],
+            "theory": tables["theory"],
             "training": training,
-            "config": (config.get("command") or {}).get("config"),
-            "inputs": _checksums({"data": config.get("data", {})}),
-            "data": (config.get("data") or {}).get("file"),
-            "versions": config.get("versions"),
+            "config": command.get("config") if isinstance(command.get("config"), dict) else None,
+            "inputs": _checksums({"data": tables["data"]}),
+            "data": tables["data"].get("file"),
+            "versions": tables["versions"],
         }
     if (path / "config.toml").is_file():
         out = _describe_toml(path / "config.toml")

@@ -109,7 +109,9 @@ def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped
     traj = learned_trajectories(model, scheme, times, key=key, n=n, horizon=horizon, solver=solver, steps=steps,
                                 callback=callback, reference_spectrum=reference_spectrum)
     if not np.all(np.isfinite(traj)):
-        raise FloatingPointError("the model generated non-finite fields")
+        from rgdiff.io.checkpoint import NumericalFaultError  # a fault at run time: CLI exit 1, one line
+
+        raise NumericalFaultError("the model generated non-finite fields; it may be untrained or unstable")
     signs = None
     if uv_mapped:
         m0 = magnetization(traj[0], lattice)  # times[0] is 0: the trajectory's UV end
@@ -135,8 +137,13 @@ def learned_flow(model, scheme, times, *, key, n: int, horizon: float, uv_mapped
     return FlowResult(scheme, np.asarray(times), r_t, series, meta), traj
 
 
-def discrepancy(learned: dict, true: dict, names=COMPARED) -> dict:
-    """Per observable: the mean over t of |learned - true| / sqrt(err_l^2 + err_t^2), where both are defined."""
+def discrepancy(learned: dict, true: dict, names=COMPARED, unresolved: dict | None = None) -> dict:
+    """Per observable: the mean over t of |learned - true| / sqrt(err_l^2 + err_t^2), where both are
+    defined and the learned estimate is resolved (error smaller than its magnitude: an unresolved
+    one agrees with anything, so it is left out, never counted as agreement); `unresolved`, if
+    given, receives how many times were left out per observable."""
+    from rgdiff.observables.sanity import resolved
+
     out = {}
     for name in names:
         lv, le = learned["observables"][name]["value"], learned["observables"][name]["error"]
@@ -144,8 +151,10 @@ def discrepancy(learned: dict, true: dict, names=COMPARED) -> dict:
         z = [
             abs(a - b) / math.hypot(ea, eb)
             for a, ea, b, eb in zip(lv, le, tv, te)
-            if None not in (a, ea, b, eb) and math.hypot(ea, eb) > 0
+            if None not in (a, ea, b, eb) and math.hypot(ea, eb) > 0 and resolved(a, ea)
         ]
+        if unresolved is not None:
+            unresolved[name] = sum(1 for a, ea in zip(lv, le) if None not in (a, ea) and not resolved(a, ea))
         out[name] = float(np.mean(z)) if z else None
     return out
 
@@ -171,15 +180,21 @@ def compare_flow(loaded, fields: np.ndarray, times: np.ndarray, *, key, n: int, 
         solver=solver, steps=steps, callback=callback, reference_spectrum=reference,
     )
     learned, true = learned_res.as_json(), true_res.as_json()
+    from rgdiff.observables.sanity import impossible_in_flow
+
+    unresolved: dict = {}
     out = {
         "learned": learned,
         "true": true,
         "fidelity": fidelity(learned, true, FIDELITY_OBSERVABLES, judged=JUDGED, tolerance=tolerance),
         "spectral": spectral_fidelity(loaded.scheme, loaded.lattice, fields, times, traj),
-        "discrepancy": discrepancy(learned, true),
+        "discrepancy": discrepancy(learned, true, unresolved=unresolved),
         "meta": {
-            "discrepancy_definition": "mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2) "
-                                      "(kept for continuity; the verdict is in fidelity)",
+            "discrepancy_definition": "mean over t of |learned - true| / sqrt(error_learned^2 + error_true^2), "
+                                      "over the times where the learned estimate is resolved (error < |value|); "
+                                      "kept for continuity: the verdict is in fidelity",
+            "unresolved_times": unresolved,
+            "impossible": {"learned": impossible_in_flow(learned_res), "true": impossible_in_flow(true_res)},
             "model": str(loaded.path),
             "times": [float(t) for t in times],
             "sampler": learned["meta"]["sampler"],

@@ -47,8 +47,24 @@ with warnings.catch_warnings():
     import autograd.numpy as anp  # pyerrors differentiates derived observables with autograd
     from pyerrors import derived_observable as dobs
 
+from rgdiff.errors import ImpossibleResultError  # noqa: E402
+from rgdiff.observables.sanity import flag_estimates  # noqa: E402
+
+
 class InsufficientSamplesError(RgdiffError):
     """An ensemble too short to measure with the Gamma method."""
+
+
+def check_measurable(chains: int, samples: int, *, markov: bool = True, source: str = "the ensemble") -> None:
+    """Refuse (`InsufficientSamplesError`) an ensemble too small to measure: fewer than
+    `MIN_SAMPLES_PER_CHAIN` samples per chain (Markov chains) or in all (independent samples)."""
+    per_replica = samples if markov else chains * samples
+    if per_replica < MIN_SAMPLES_PER_CHAIN:
+        what = "samples per chain" if markov else "samples"
+        raise InsufficientSamplesError(
+            f"{source} has {per_replica} {what}; measuring needs at least {MIN_SAMPLES_PER_CHAIN} "
+            "(the Gamma method's autocorrelation window); sample more"
+        )
 
 
 OBSERVABLES = (
@@ -209,13 +225,8 @@ def measure(
     if fields.ndim != lattice.dim + 2:
         raise ValueError(f"fields must have shape (chains, samples, *lattice), got {fields.shape}")
     chains, samples = fields.shape[:2]
-    per_replica = samples if markov else chains * samples
-    if per_replica < MIN_SAMPLES_PER_CHAIN:
-        what = "samples per chain" if markov else "samples"
-        raise InsufficientSamplesError(
-            f"the ensemble has {per_replica} {what}; measuring needs at least {MIN_SAMPLES_PER_CHAIN} "
-            "(the Gamma method's autocorrelation window); sample more"
-        )
+    check_measurable(chains, samples, markov=markov)
+    check_magnitude(fields, lattice)
     m = magnetization(fields, lattice)
     if vacuum == "auto":
         vacuum = "mapped" if maps_vacuum(m, markov=markov) else "raw"
@@ -288,7 +299,22 @@ def measure(
     }
     if markov:
         meta["vacuum_changes"] = vacuum_changes(m)
+    flagged = flag_estimates(out)  # a non-finite estimate or error is flagged, never a number
+    if flagged:
+        meta["impossible"] = flagged
     return Measurement({k: out[k] for k in OBSERVABLES}, meta)
+
+
+def check_magnitude(fields: np.ndarray, lattice: Lattice) -> None:
+    """Refuse fields whose fourth powers (the Binder ratio's <M^4>, lambda_R's connected four-point
+    function, summed over V^2 pairs) overflow float64: an impossible measurement, not a crash."""
+    big = float(np.max(np.abs(fields))) if np.size(fields) else 0.0
+    limit = (1e300 / float(lattice.sites) ** 2) ** 0.25
+    if not big <= limit:
+        raise ImpossibleResultError(
+            f"field values up to {big:.3g} cannot be measured in float64 (their fourth powers overflow beyond "
+            f"|phi| = {limit:.3g} on {lattice.sites} sites); the ensemble is not a sensible phi^4 ensemble"
+        )
 
 
 def chain_summary(fields: np.ndarray, lattice: Lattice) -> dict:

@@ -26,6 +26,7 @@ bias-corrected jackknife value and error are reported instead of the linearized 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -188,7 +189,7 @@ def chain_diagnostics(series: np.ndarray) -> dict[str, np.ndarray]:
     if series.shape[1] < 4:
         return out
     az = _arviz()
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
+    with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet_arviz_log(az):
         warnings.simplefilter("ignore")  # a constant series gives NaN, reported as None
         for i in range(n_obs):
             x = series[:, :, i]
@@ -198,6 +199,23 @@ def chain_diagnostics(series: np.ndarray) -> dict[str, np.ndarray]:
             out["ess_bulk"][i] = float(az.ess(x, method="bulk"))
             out["ess_tail"][i] = float(az.ess(x, method="tail"))
     return out
+
+
+@contextlib.contextmanager
+def _quiet_arviz_log(az):
+    """ArviZ logs "Shape validation failed" for one chain (R-hat needs two; NaN, reported as
+    None): not a line for the user's terminal."""
+    import logging
+
+    log = getattr(az, "_log", None)  # ArviZ's own Logger("arviz"), not registered with logging.getLogger
+    if not isinstance(log, logging.Logger):
+        log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @functools.cache

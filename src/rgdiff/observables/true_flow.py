@@ -73,9 +73,11 @@ def time_grid(times: list[float] | None = None, t_max: float | None = None, n_ti
         grid = np.asarray([float(t) for t in times], dtype=np.float64)
         if grid.size == 0:
             raise InvalidSchemeError("the list of times is empty")
+        if grid.size > MAX_TIMES:
+            raise InvalidSchemeError(f"--times lists {grid.size} times; at most {MAX_TIMES} are allowed")
     else:
-        if n_times is None or n_times < 1:
-            raise InvalidSchemeError(f"n_times must be an integer >= 1, got {n_times}")
+        if isinstance(n_times, bool) or not isinstance(n_times, (int, np.integer)) or not 1 <= n_times <= MAX_TIMES:
+            raise InvalidSchemeError(f"--n-times must be an integer in [1, {MAX_TIMES}], got {n_times}")
         if not np.isfinite(t_max) or t_max <= 0:
             raise InvalidSchemeError(f"t_max must be a finite time > 0, got {t_max}")
         grid = np.linspace(0.0, float(t_max), int(n_times)) if n_times > 1 else np.array([float(t_max)])
@@ -85,8 +87,13 @@ def time_grid(times: list[float] | None = None, t_max: float | None = None, n_ti
     return grid
 
 
+MAX_TIMES = 10_000  # RG times of one flow: each pushes the whole ensemble through the kernel
+
+
 def flow_grid(t_max: float, n: int, t_min: float = 1e-3) -> np.ndarray:
     """t = 0 and `n` - 1 geometrically spaced times from `t_min` to `t_max`: the couplings move fastest early."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= MAX_TIMES:
+        raise InvalidSchemeError(f"--n-times must be an integer in [2, {MAX_TIMES}], got {n}")
     return np.concatenate([[0.0], np.geomspace(t_min, t_max, n - 1)])
 
 

@@ -45,11 +45,25 @@ def require_nonnegative(name: str, value) -> float:
     return x
 
 
+MAX_MASS = 1e6  # M^2 (and rates M^2 t) stay far inside float range; larger M wipes out every mode at once
+
+
+def require_mass(name: str, value) -> float:
+    """An IR mass M: a finite float in [0, MAX_MASS], or `InvalidSchemeError`."""
+    x = require_nonnegative(name, value)
+    if x > MAX_MASS:
+        raise InvalidSchemeError(f"{name} must be in [0, {MAX_MASS:g}], got {x:g}")
+    return x
+
+
 def require_positive(name: str, value) -> float:
     """`value` as a finite float > 0, or `InvalidSchemeError`."""
-    x = require_nonnegative(name, value)
-    if x == 0:
-        raise InvalidSchemeError(f"{name} must be > 0, got {x}")
+    try:
+        x = require_finite(name, value)
+    except RgdiffError as err:
+        raise InvalidSchemeError(str(err)) from None
+    if x <= 0:
+        raise InvalidSchemeError(f"{name} must be > 0, got {x:g}")
     return x
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from rgdiff.errors import InvalidSchemeError
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.rg.base import AbstractLinearScheme, check_times, one_minus_exp_over, require_nonnegative, require_positive
+from rgdiff.rg.base import AbstractLinearScheme, check_times, one_minus_exp_over, require_mass, require_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,9 @@ class Carosso(AbstractLinearScheme):
     speed: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "M", require_nonnegative("Carosso mass M", self.M))
-        object.__setattr__(self, "noise", require_positive("Carosso noise factor", self.noise))
-        object.__setattr__(self, "speed", require_positive("Carosso speed", self.speed))
+        object.__setattr__(self, "M", require_mass("Carosso mass --M", self.M))
+        object.__setattr__(self, "noise", require_positive("Carosso noise factor (--noise)", self.noise))
+        object.__setattr__(self, "speed", require_positive("Carosso speed (--speed)", self.speed))
 
     @property
     def mass(self) -> float:
@@ -118,7 +118,7 @@ class Polchinski(AbstractLinearScheme):
     profile: str = "slow"
 
     def __post_init__(self):
-        object.__setattr__(self, "M", require_nonnegative("Polchinski mass M", self.M))
+        object.__setattr__(self, "M", require_mass("Polchinski mass --M", self.M))
         if self.profile not in POLCHINSKI_PROFILES:
             raise InvalidSchemeError(
                 f"unknown Polchinski profile {self.profile!r}; choose one of {', '.join(POLCHINSKI_PROFILES)}"

@@ -349,7 +349,9 @@ def sample_bridge(
         callback("sampling", done, settings.samples)
     t_sample = time.perf_counter() - t1
     if not np.all(np.isfinite(fields)):
-        raise FloatingPointError("non-finite field values in the chains; the sampler diverged")
+        from rgdiff.io.checkpoint import NumericalFaultError
+
+        raise NumericalFaultError("non-finite field values in the chains; the sampler diverged")
 
     abs_m = np.abs(magnetization(fields, lattice))
     try:

@@ -203,7 +203,9 @@ def sample(
             )
     t_sample = time.perf_counter() - t1
     if not np.all(np.isfinite(fields)):
-        raise FloatingPointError("non-finite field values in the chains; the sampler diverged")
+        from rgdiff.io.checkpoint import NumericalFaultError
+
+        raise NumericalFaultError("non-finite field values in the chains; the sampler diverged")
 
     imm = np.asarray(params["inverse_mass_matrix"])
     diagnostics = {

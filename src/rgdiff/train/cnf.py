@@ -252,7 +252,9 @@ def sampler_diagnostics(flow: ContinuousFlow, scheme, theory: Phi4, *, key, n: i
     series = np.abs(magnetization(np.asarray(positions), flow.lattice))
     acc = float(np.mean(np.asarray(accepted)))
     tau = tau_int(series) if per >= 5 and np.ptp(series) > 0 else None  # the Gamma method needs >= 5 per chain
-    return {
+    from rgdiff.observables.sanity import check_importance_ess, check_rate
+
+    diag = {
         "ess": ess,
         "imh_acceptance": acc,
         "tau_int_abs_M": None if tau is None or not tau.defined else tau.tau_int,
@@ -261,6 +263,9 @@ def sampler_diagnostics(flow: ContinuousFlow, scheme, theory: Phi4, *, key, n: i
         "ode_steps": int(steps),
         "non_finite_weights": int(np.sum(~finite)),
     }
+    check_importance_ess(diag, "ess", n=n, where="the flow as a sampler at t = 0")  # ESS/n in (0, 1]
+    check_rate(diag, "imh_acceptance", where="the flow as a sampler at t = 0")
+    return diag
 
 
 # the model directory (`rgdiff train --model cnf`) ----------------------------------------------
@@ -299,12 +304,11 @@ def flow_model_config(flow, scheme, theory, settings: FlowTrainSettings, *, seed
 
 def write_flow_dir(work, flow, config: dict, records: list[dict], diagnostics: dict | None) -> None:
     from rgdiff.io.atomic import write_json
-    from rgdiff.io.modeldir import CONFIG, METRICS, PARAMS, append_metrics, write_config, write_params
+    from rgdiff.io.modeldir import METRICS, append_metrics, write_model
 
-    write_config(work / CONFIG, config)
     (work / METRICS).touch()
     for r in records:
         append_metrics(work / METRICS, r)
-    write_params(work / PARAMS, flow)
+    write_model(work, config, flow)  # params.eqx, then config.toml with its checksum
     if diagnostics is not None:
         write_json(work / SAMPLER, diagnostics)

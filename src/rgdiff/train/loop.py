@@ -17,7 +17,9 @@ The step (`step`) is one `eqx.filter_jit` function, compiled once per run. Aroun
 what every loop needs once: the parameter average (`parameter_average`), checkpoints and resume
 (`rgdiff.io.checkpoint.Checkpointer`), data parallelism (`rgdiff.parallel`), and one rule
 for numerical faults: a non-finite loss or gradient stops the run at that step with
-`NonFiniteLossError`, which names the step and the last good checkpoint (kept untouched).
+`NonFiniteLossError`, which names the step and the last good checkpoint (kept untouched): the last
+one whose parameters gave a finite loss and gradient (steps are counted from 1; the checkpoint of
+step k holds the state after k steps).
 """
 
 from __future__ import annotations
@@ -73,6 +75,17 @@ def averaged_parameters(model, opt_state, decay: float):
 
 
 # the step and the loop -------------------------------------------------------------------------
+
+
+def _stop(fault: NumericalFaultError, checkpoint) -> None:
+    """Raise `fault`, naming the kept checkpoint; it is marked so that it resumes with a smaller
+    learning rate (`Checkpointer.RELAXED_AFTER_FAULT`)."""
+    if checkpoint is None:
+        raise fault
+    marked = checkpoint.mark_fault(str(fault))
+    advice = (f"; resume with --resume {checkpoint.folder} (a smaller --lr is allowed after this stop)"
+              if marked else "")
+    raise type(fault)(f"{fault}; {checkpoint.last_good()}{advice}") from None
 
 
 @eqx.filter_jit
@@ -141,9 +154,12 @@ def fit(
         )
         loss = float(loss)
         if not (math.isfinite(loss) and bool(finite)):
+            # steps are counted from 1 (step i + 1 failed; the checkpoint of step k holds k steps done)
             what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient became non-finite (loss {loss})"
-            kept = f"; {checkpoint.last_good()}" if checkpoint is not None else ""
-            raise NonFiniteLossError(f"the training {what} at step {i}; {hint}{kept}")
+            _stop(NonFiniteLossError(f"the training {what} at step {i + 1} (at the parameters after step {i}); {hint}"),
+                  checkpoint)
+        if checkpoint is not None:
+            checkpoint.confirm_training_step(i)  # the parameters after step i are good: keep their checkpoint
         running += loss
         count += 1
         if (i + 1) % log_every == 0 or i + 1 == steps:
@@ -155,7 +171,10 @@ def fit(
         if callback is not None:
             callback(stage, i + 1, steps)
         if checkpoint is not None:
-            checkpoint.after_training_step(i + 1, model, (opt_state, state), (running, count))
+            try:
+                checkpoint.after_training_step(i + 1, model, (opt_state, state), (running, count))
+            except NumericalFaultError as exc:
+                _stop(type(exc)(str(exc).split("; ")[0] + f"; {hint}"), checkpoint)
     if ema > 0:
         model = averaged_parameters(model, opt_state, ema)
     return model, state
