@@ -117,7 +117,7 @@ def measure(
     m = measure_fields(ens.fields, ens.lattice, markov=ens.markov)
     meta = measurement_meta(ens, m, file)
     if as_json:
-        print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
+        print(json.dumps({"observables": m.as_json()["observables"], "correlators": m.correlators, "meta": meta}, indent=2))
     else:
         print_measurement(m, meta)
 
