@@ -141,4 +141,23 @@ def flow_cell(flow: dict, name: str, i: int) -> str:
     """`value ± error` of observable `name` at the i-th time of a FLOW.json, or null where undefined."""
     o = flow["observables"][name]
     v, e = o["value"][i], o["error"][i]
-    return "null" if v is None or e is None else f"{v:.4g} ± {e:.2g}"
+    return "null" if v is None or e is None else value_error_cell(v, e)
+
+
+def value_error_cell(value: float, error: float) -> str:
+    """`0.512 ± 0.013`: the value rounded to the error's two significant digits; for numbers far
+    from 1 one common power of ten, `(1.9 ± 1.5)e-59`."""
+    scale = max(abs(value), abs(error))
+    if not math.isfinite(scale) or scale == 0:
+        return f"{value:.4g} ± {error:.2g}"
+    k = math.floor(math.log10(scale))
+    if -3 <= k < 5:
+        return _rounded(value, error)
+    return f"({_rounded(value / 10**k, error / 10**k)})e{k}"
+
+
+def _rounded(value: float, error: float) -> str:
+    if not math.isfinite(error) or error <= 0:
+        return f"{value:.4g} ± {error:.2g}"
+    digits = max(0, 1 - math.floor(math.log10(error)))
+    return f"{value:.{digits}f} ± {error:.{digits}f}"
