@@ -155,8 +155,7 @@ def train_job(
             plots.couplings(table, ens.theory, scheme, work / "couplings.png")
     if ckpt is not None:
         ckpt.remove()
-    if not quiet:
-        _print_training_summary(out)
+    _print_training_summary(out)  # a result, not progress: printed with --quiet too
     if announce:
         console.print(f"model written to [bold]{out}[/]")
     return out
@@ -325,7 +324,6 @@ def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float 
     diag = sampler_diagnostics(flow, scheme, ens.theory, key=k_diag, n=diagnostics_samples, steps=settings.ode_steps)
     with atomic_folder(Path(out)) as work:
         write_flow_dir(work, flow, config, records, diag)
-    if not quiet:
-        console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
-                      f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
+    console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
+                  f"at t = 0 ESS/n {diag['ess']:.3f} (n = {diag['n']}), IMH acceptance {diag['imh_acceptance']:.3f}")
     return diag

@@ -96,8 +96,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
         )
         model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
         write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json) + model_summary)
-        if not quiet:
-            print_measurement(m, meta, console)
+        print_measurement(m, meta, console)  # the result: --quiet hides the progress only
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
 

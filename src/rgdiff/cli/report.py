@@ -69,18 +69,41 @@ def unreliable_notes(m: Measurement) -> list[str]:
     return [f"{name}: {est.reason}" for name, est in m.observables.items() if est.reliable is False]
 
 
+def sampler_line(meta: dict) -> str:
+    """Where the configurations came from, in one line, with only the settings the file records
+    (e.g. `fa-hmc: 4 chains x 1000 samples, warm-up 500, seed 0`, or for a learned model's
+    independent samples `model-ode: 64 independent samples, seed 0`)."""
+    s = meta.get("sampler") or {}
+    name = s.get("algorithm") or "unknown sampler"
+    chains = s.get("chains", meta.get("chains"))
+    samples = s.get("samples", meta.get("samples_per_chain"))
+    if meta.get("markov") is False:
+        total = (meta.get("chains") or 1) * (meta.get("samples_per_chain") or 0)
+        text = f"{name}: {total} independent samples"
+    else:
+        text = f"{name}: {chains} chain{'s' if chains != 1 else ''} x {samples} samples"
+        if s.get("warmup") is not None:
+            text += f", warm-up {s['warmup']}"
+    if meta.get("seed") is not None:
+        text += f", seed {meta['seed']}"
+    return text
+
+
+def grouped_unreliable_notes(m: Measurement) -> list[str]:
+    """`unreliable_notes` with the observables that share a reason on one line."""
+    groups: dict[str, list[str]] = {}
+    for name, est in m.observables.items():
+        if est.reliable is False:
+            groups.setdefault(est.reason, []).append(name)
+    return [f"not reliable ({reason}): {', '.join(names)}" for reason, names in groups.items()]
+
+
 def measurement_table(m: Measurement, meta: dict) -> Table:
     th = meta["theory"]
     title = (
         f"phi^4  d={th['dim']}  N={th['size']}  L={th['length']:g}  m2={th['m2']:g}  lam={th['lam']:g}"
     )
-    s = meta.get("sampler") or {}
-    caption_bits = []
-    if s:
-        caption_bits.append(
-            f"{s.get('algorithm', 'unknown sampler')}: {s.get('chains')} chains x {s.get('samples')} samples, "
-            f"warm-up {s.get('warmup')}, seed {meta.get('seed')}"
-        )
+    caption_bits = [sampler_line(meta)]
     summary = meta.get("sampler_summary") or {}
     if "divergences" in summary or "vacuum_changes_per_chain" in summary:
         caption_bits.append(
@@ -88,7 +111,7 @@ def measurement_table(m: Measurement, meta: dict) -> Table:
             f"{summary.get('vacuum_changes_per_chain', '-')}"
         )
     caption_bits.append(f"errors: {meta['error_method']}; vacuum: {meta['vacuum']}")
-    caption_bits += [f"not reliable: {line}" for line in unreliable_notes(m)]
+    caption_bits += grouped_unreliable_notes(m)
     table = Table(title=title, caption="\n".join(caption_bits))
     table.add_column("observable")
     table.add_column("value ± error", justify="right")

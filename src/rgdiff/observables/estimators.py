@@ -32,6 +32,7 @@ import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.errors import RgdiffError
+from rgdiff.precision import warn_unless_float64
 from rgdiff.observables.stats import (
     MIN_SAMPLES_PER_CHAIN,
     UNDEFINED,
@@ -227,11 +228,12 @@ def correlator_series(fields: np.ndarray, lattice: Lattice, chunk: int = 2048) -
     return (g / lattice.dim).reshape(*lead, k), (t / lattice.dim).reshape(*lead, k)
 
 
-def estimators_of_means(x: dict, lattice: Lattice) -> dict:
+def estimators_of_means(x: dict, lattice: Lattice, names=None) -> dict:
     """Every estimator of the conventions page as a function of the primary means `x` (names of
     `configuration_series`): the one definition that both the Gamma method (pyerrors, which
     differentiates it with autograd) and the blocked jackknife evaluate. Entries may be arrays
-    (one value per jackknife sample)."""
+    (one value per jackknife sample). `names`: the estimators wanted (default all); the effective
+    mass is computed only when wanted and its slice series are in `x`."""
     d, V, Ld = lattice.dim, lattice.sites, lattice.volume
     M, M2, M3, M4 = x["M"], x["M2"], x["M3"], x["M4"]
     G0 = Ld * (M2 - M**2)
@@ -256,7 +258,8 @@ def estimators_of_means(x: dict, lattice: Lattice) -> dict:
         "lambda_R": lam,
         "g_R": lam / msq ** ((4 - d) / 2),
     }
-    if EFFECTIVE_MASS_KEYS[1] in x:  # series of `configuration_series` from this version on
+    wanted = names is None or "effective_mass" in names  # its warnings must not flag the other estimators
+    if wanted and EFFECTIVE_MASS_KEYS[1] in x:  # series of `configuration_series` from this version on
         before, at, after = (x[k] - M**2 for k in EFFECTIVE_MASS_KEYS)  # C(t) up to the factor L^(d-1)
         out["effective_mass"] = cosh_effective_mass(before, at, after, lattice.spacing)
     return out
@@ -293,6 +296,7 @@ def measure(
     - `correlators`: also measure G(x), C(t) and m_eff(t) (`correlators`; in
       `Measurement.correlators`).
     """
+    warn_unless_float64("rgdiff.observables.measure")
     fields = np.asarray(fields, dtype=np.float64)
     lattice.check_field(fields, "ensemble")
     if fields.ndim != lattice.dim + 2:
@@ -318,10 +322,10 @@ def measure(
     n_total = chains * samples
 
     def of_means(name):
-        return lambda xs, **kw: estimators_of_means(dict(zip(keys, xs)), lattice)[name]
+        return lambda xs, **kw: estimators_of_means(dict(zip(keys, xs)), lattice, names=(name,))[name]
 
     with np.errstate(all="ignore"):  # undefined entries are judged just below
-        values = estimators_of_means({k: float(np.mean(v)) for k, v in series.items()}, lattice)
+        values = estimators_of_means({k: np.float64(np.mean(v)) for k, v in series.items()}, lattice)  # NumPy: 0/0 is NaN
     ratio_defined = values["G2_p1"] > 0 and values["G2_0"] / values["G2_p1"] > 1
     results, messages, final_obs = {}, {}, {}
     for name in OBSERVABLES:
