@@ -82,8 +82,9 @@ def test_sample_then_measure_json_contract(tmp_path):
     r = subprocess.run(exe + ["measure", str(out), "--json"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert set(data) == {"observables", "meta"}
-    required = {"abs_magnetization", "chi", "binder", "G2_0", "G2_p1", "m_R", "Z", "lambda_R", "g_R", "max_abs_phi"}
+    assert set(data) == {"observables", "correlators", "meta"}
+    required = {"abs_magnetization", "chi", "binder", "G2_0", "G2_p1", "m_R", "Z", "lambda_R", "g_R", "max_abs_phi",
+                "effective_mass"}
     assert required <= set(data["observables"])
     for name, entry in data["observables"].items():
         assert set(entry) == {"value", "error", "tau_int", "tau_int_error", "rhat", "ess_bulk", "ess_tail",

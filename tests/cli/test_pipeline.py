@@ -75,8 +75,11 @@ def test_flow_cli_contract(tmp_path, ensemble_file):
     code = main(["flow", str(ensemble_file), "--scheme", "polchinski", "--M", "0.5", "--times", "0,0.01,0.1", "--out", str(out), "--plot", str(png), "--quiet"])
     assert code == 0 and png.exists()
     data = json.loads(out.read_text())
-    assert set(data) == {"scheme", "M", "t", "r_t", "observables", "meta"}
+    assert set(data) == {"scheme", "M", "t", "r_t", "observables", "correlators", "meta"}
     assert data["t"] == [0.0, 0.01, 0.1] and data["scheme"] == "polchinski"
+    corr = data["correlators"]  # one list per RG time, at the separations n eps, n = 0..N//2
+    assert len(corr["separation"]) == 3 and len(corr["G_x"]["value"]) == 3 and len(corr["C_t"]["error"][0]) == 3
+    assert len(data["observables"]["effective_mass"]["value"]) == 3
     for name in ("m_R", "Z", "lambda_R", "g_R", "max_abs_phi", "m_R_hat", "lambda_R_hat"):
         assert set(data["observables"][name]) == {"value", "error"}
         assert len(data["observables"][name]["value"]) == 3

@@ -26,7 +26,23 @@ app = typer.Typer(
 
 # options that mean the same in every command that takes them
 Seed = Annotated[int, typer.Option("--seed", help="PRNG seed")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="no progress display")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="no progress display (results, the path written and errors still print)")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rgdiff import __version__
+
+        print(f"rgdiff {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+):
+    pass
 Resume = Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run from its checkpoint folder")]
 
 
@@ -94,16 +110,16 @@ def sample(
         save_ensemble(out, ens)
         if ckpt is not None:
             ckpt.remove()
-    if not quiet:
-        from rgdiff.cli.report import chain_summary_line
+    # --quiet hides the progress display, not the result
+    from rgdiff.cli.report import chain_summary_line
 
-        d = ens.diagnostics
-        acceptance = "n/a" if d.get("acceptance_rate") is None else f"{sum(d['acceptance_rate']) / chains:.2f}"
-        console.print(
-            f"wrote {out}: {algorithm}, {chains} chains x {samples} samples, acceptance "
-            f"{acceptance}, divergences {sum(d['divergences'])}; "
-            + chain_summary_line(d.get("chains_summary"))
-        )
+    d = ens.diagnostics
+    acceptance = "n/a" if d.get("acceptance_rate") is None else f"{sum(d['acceptance_rate']) / chains:.2f}"
+    console.print(
+        f"wrote {out}: {algorithm}, {chains} chain{'s' if chains != 1 else ''} x {samples} samples, acceptance "
+        f"{acceptance}, divergences {sum(d['divergences'])}; "
+        + chain_summary_line(d.get("chains_summary"))
+    )
 
 
 @app.command()
@@ -117,10 +133,11 @@ def measure(
     from rgdiff.cli.report import measurement_meta, print_measurement
 
     ens = load_ensemble(file)
+    _setup_jax()
     m = measure_fields(ens.fields, ens.lattice, markov=ens.markov)
     meta = measurement_meta(ens, m, file)
     if as_json:
-        print(json.dumps({"observables": m.as_json()["observables"], "meta": meta}, indent=2))
+        print(json.dumps({"observables": m.as_json()["observables"], "correlators": m.correlators, "meta": meta}, indent=2))
     else:
         print_measurement(m, meta)
     impossible = m.meta.get("impossible")
@@ -263,11 +280,14 @@ def _write_flow(out: Path, plot: Path | None, data: dict, file: Path, ens, sch, 
 
             th = ens.theory
             plots.flows(
-                [(f"{sch.describe().get('name')} M={M:g}", data)],
+                [(f"{plots.scheme_label(sch)}", data)],
                 staged,
                 f"true RG flow, d={th.lattice.dim} N={th.lattice.size} L={th.lattice.length:g} m2={th.m2:g} lam={th.lam:g}",
             )
         write_json(out, data)
+    from rgdiff.cli.progress import console
+
+    console.print(f"wrote {out}" + (f" and {plot}" if plot is not None else "") + f": {len(data['t'])} RG times, {data['scheme']} M = {M:g}")
 
 
 @app.command()
@@ -430,11 +450,11 @@ def compare_flow(
     _setup_jax()
     cmp = compare_job(model_dir=model_dir, data=data, times=grid, samples=samples, solver=solver, seed=seed,
                       out=out, quiet=quiet, plot=plot)
-    if not quiet:
-        from rgdiff.cli.progress import console
+    from rgdiff.cli.progress import console
 
-        console.print("mean |learned - true| / error over t: " + ", ".join(
-            f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in cmp["discrepancy"].items()))
+    console.print("mean |learned - true| / error over t: " + ", ".join(
+        f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in cmp["discrepancy"].items()))
+    console.print(f"wrote {out}" + (f" and {plot}" if plot is not None else ""))
 
 
 @app.command()
@@ -671,18 +691,18 @@ def ground_state(
             ckpt.remove()
     if as_json:
         print(json.dumps(result, indent=2))
-    elif not quiet:
-        from rgdiff.cli.progress import console
-        from rgdiff.observables.stats import format_value_error
+    # on stderr: beside --json's stdout too; --quiet hides the progress only
+    from rgdiff.cli.progress import console
+    from rgdiff.observables.stats import format_value_error
 
-        exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
-        verdict = "" if result["valid"] else " NOT a valid variational energy (see below)"
-        console.print(
-            f"E = {format_value_error(result['energy'], result['energy_error'])}{verdict} "
-            f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
-            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
-            f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
-        )
+    exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
+    verdict = "" if result["valid"] else " NOT a valid variational energy (see below)"
+    console.print(
+        f"E = {format_value_error(result['energy'], result['energy_error'])}{verdict} "
+        f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
+        f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
+        f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
+    )
     if not result["valid"]:
         print(f"rgdiff: error: the result is impossible, not a ground-state energy (written to {out / 'result.json'} "
               f"with \"valid\": false): " + "; ".join(result["failures"]), file=sys.stderr)
@@ -849,11 +869,11 @@ def export(
     _, series = load_series(file)  # the stored action, M, max|phi|, exported as stored
     with output_lock(out):
         write(out, ens, series=series, source=file)
-    if not quiet:
-        from rgdiff.cli.progress import console
+    # --quiet hides the progress display only
+    from rgdiff.cli.progress import console
 
-        chains, samples = ens.fields.shape[:2]
-        console.print(f"wrote {out}: {chains} chains x {samples} samples ({to}) with the provenance of {file}")
+    chains, samples = ens.fields.shape[:2]
+    console.print(f"wrote {out}: {chains} chains x {samples} samples ({to}) with the provenance of {file}")
 
 
 @app.command("import")
@@ -899,11 +919,11 @@ def import_(
     ens = ex.imported_ensemble(src, theory=theory, markov=markov, units=given)
     with output_lock(out):
         save_ensemble(out, ens)
-    if not quiet:
-        from rgdiff.cli.progress import console
+    # --quiet hides the progress display only
+    from rgdiff.cli.progress import console
 
-        kind = "Markov chains" if ens.markov else "independent samples"
-        console.print(f"wrote {out}: {chains} x {samples} {kind} on a {'x'.join(map(str, lattice))} lattice from {file}")
+    kind = "Markov chains" if ens.markov else "independent samples"
+    console.print(f"wrote {out}: {chains} x {samples} {kind} on a {'x'.join(map(str, lattice))} lattice from {file}")
 
 
 def main(argv: list[str] | None = None) -> int:

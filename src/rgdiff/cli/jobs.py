@@ -152,8 +152,7 @@ def train_job(
             plots.couplings(table, ens.theory, scheme, work / "couplings.png")
     if ckpt is not None:
         ckpt.remove()
-    if not quiet:
-        _print_training_summary(out)
+    _print_training_summary(out)  # a result, not progress: printed with --quiet too
     if announce:
         console.print(f"model written to [bold]{out}[/]")
     return out
@@ -395,10 +394,10 @@ def train_flow_job(*, data, scheme, settings: FlowTrainSettings, horizon: float 
         write_flow_dir(work, flow, config, records, diag)
     if ckpt is not None:
         ckpt.remove()
-    if not quiet:
-        def fmt(x):
-            return "n/a" if x is None else f"{x:.3f}"
 
-        console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
-                      f"at t = 0 ESS/n {fmt(diag['ess'])} (n = {diag['n']}), IMH acceptance {fmt(diag['imh_acceptance'])}")
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    console.print(f"flow model written to [bold]{out}[/]: {settings.objective} objective, {settings.steps} steps; "
+                  f"at t = 0 ESS/n {fmt(diag['ess'])} (n = {diag['n']}), IMH acceptance {fmt(diag['imh_acceptance'])}")
     return diag

@@ -20,14 +20,14 @@ from rgdiff.cli.report import markdown_table, measurement_meta, print_measuremen
 from rgdiff.errors import RgdiffError
 from rgdiff.io import config as cfg
 from rgdiff.io.atomic import atomic_folder, package_versions, write_json, write_text
-from rgdiff.io.ensemble import load_ensemble, save_ensemble
+from rgdiff.io.ensemble import load_ensemble, read_header, save_ensemble
 from rgdiff.io.atomic import file_checksum
 from rgdiff.io.modeldir import load_model_dir
 from rgdiff.observables.compare import compare_flow
 from rgdiff.observables.fidelity import verdict_lines
 from rgdiff.observables.estimators import measure
 from rgdiff.observables.stats import format_value_error
-from rgdiff.observables.true_flow import flow_grid, true_flow
+from rgdiff.observables.true_flow import flow_grid, flow_path, true_flow
 from rgdiff.rg import make_scheme
 from rgdiff.samplers.hmc import NAMES
 from rgdiff.samplers.uv import SamplerSettings
@@ -64,14 +64,19 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
         save_ensemble(work / "ensemble.h5", ens)
         m = measure(ens.fields, theory.lattice, markov=True)
         meta = measurement_meta(ens, m, "ensemble.h5")
-        write_json(work / "observables.json", {"observables": m.as_json()["observables"], "meta": meta})
-        plots.configurations(ens.fields, theory, work / "configurations.png")
-        plots.magnetization(ens.fields, theory, work / "magnetization.png")
-        plots.propagator(ens.fields, theory, work / "propagator.png")
+        header = read_header(work / "ensemble.h5")  # the versions and creation time recorded in the file
+        meta.update(versions=header.versions or package_versions(), created=header.created,
+                    measured=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        write_json(work / "observables.json", {"observables": m.as_json()["observables"], "correlators": m.correlators,
+                                               "meta": meta})
+        mc_time = ens.monte_carlo_time()
+        plots.configurations(ens.fields, theory, work / "configurations.png", mc_time=mc_time)
+        plots.magnetization(ens.fields, theory, work / "magnetization.png", mc_time=mc_time)
+        plots.propagator(ens.fields, theory, work / "propagator.png", measurement=m)
+        plots.correlators(m.correlators, theory, work / "correlators.png", measurement=m)
         with progress_bar(not quiet) as cb:
-            flow_res, frames = true_flow(
-                flow_scheme, ens.fields, theory.lattice, flow_times, key=jax.random.key(seed + 1),
-                callback=cb, keep_configurations=1,
+            flow_res, _ = true_flow(
+                flow_scheme, ens.fields, theory.lattice, flow_times, key=jax.random.key(seed + 1), callback=cb,
             )
         flow_json = flow_res.as_json()
         flow_json["meta"].update({"theory": theory.describe(), "uv_sampler": settings.describe(), "seed": seed + 1,
@@ -82,16 +87,17 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
             [(f"true Carosso flow, M={flow_scheme.mass:g}", flow_json)],
             work / "flow_carosso.png",
             f"true Carosso RG flow (M={flow_scheme.mass:g}) of {label}, {settings.chains}x{settings.samples} {settings.algorithm} samples",
-            xscale="symlog",
         )
+        phi0 = np.asarray(ens.fields[0, -1])  # the last configuration of chain 0, in the M > 0 vacuum
+        phi0 = phi0 * (1.0 if phi0.mean() >= 0 or flow_res.meta["vacuum"] == "raw" else -1.0)
         plots.flow_rows(
-            [(f"Carosso M={flow_scheme.mass:g}", flow_times, frames[:, 0])], theory, work / "flow_samples.png",
-            "one configuration along the true Carosso flow",
+            [(f"Carosso M={flow_scheme.mass:g}", flow_times,
+              flow_path(flow_scheme, jax.random.key(seed + 4), phi0, flow_times, theory.lattice))],
+            theory, work / "flow_samples.png", "one sample path of the true Carosso flow (exact transitions, independent noise)",
         )
         verdict, model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
         write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json, verdict) + model_summary)
-        if not quiet:
-            print_measurement(m, meta, console)
+        print_measurement(m, meta, console)  # the result: --quiet hides the progress only
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
 
@@ -222,8 +228,9 @@ method; vacuum {flow_json['meta']['vacuum']}.
 
 - `configurations.png`: sample configurations
 - `magnetization.png`: Monte Carlo history and histogram of M
-- `propagator.png`: 1/G2(p) against |phat|^2
-- `flow_carosso.png`, `flow_samples.png`: the true Carosso flow of the couplings, and one configuration along it
+- `propagator.png`: 1/G2(p) against |phat|^2 (log axes) with the fit Z^-1 (|phat|^2 + m_R^2)
+- `correlators.png`: G(x), C(t) and the cosh effective mass beside m_R
+- `flow_carosso.png`, `flow_samples.png`: the true Carosso flow of the couplings, and one sample path of it
 
 Versions: {json.dumps(package_versions())}
 """

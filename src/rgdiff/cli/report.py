@@ -69,18 +69,41 @@ def unreliable_notes(m: Measurement) -> list[str]:
     return [f"{name}: {est.reason}" for name, est in m.observables.items() if est.reliable is False]
 
 
+def sampler_line(meta: dict) -> str:
+    """Where the configurations came from, in one line, with only the settings the file records
+    (e.g. `fa-hmc: 4 chains x 1000 samples, warm-up 500, seed 0`, or for a learned model's
+    independent samples `model-ode: 64 independent samples, seed 0`)."""
+    s = meta.get("sampler") or {}
+    name = s.get("algorithm") or "unknown sampler"
+    chains = s.get("chains", meta.get("chains"))
+    samples = s.get("samples", meta.get("samples_per_chain"))
+    if meta.get("markov") is False:
+        total = (meta.get("chains") or 1) * (meta.get("samples_per_chain") or 0)
+        text = f"{name}: {total} independent samples"
+    else:
+        text = f"{name}: {chains} chain{'s' if chains != 1 else ''} x {samples} samples"
+        if s.get("warmup") is not None:
+            text += f", warm-up {s['warmup']}"
+    if meta.get("seed") is not None:
+        text += f", seed {meta['seed']}"
+    return text
+
+
+def grouped_unreliable_notes(m: Measurement) -> list[str]:
+    """`unreliable_notes` with the observables that share a reason on one line."""
+    groups: dict[str, list[str]] = {}
+    for name, est in m.observables.items():
+        if est.reliable is False:
+            groups.setdefault(est.reason, []).append(name)
+    return [f"not reliable ({reason}): {', '.join(names)}" for reason, names in groups.items()]
+
+
 def measurement_table(m: Measurement, meta: dict) -> Table:
     th = meta["theory"]
     title = (
         f"phi^4  d={th['dim']}  N={th['size']}  L={th['length']:g}  m2={th['m2']:g}  lam={th['lam']:g}"
     )
-    s = meta.get("sampler") or {}
-    caption_bits = []
-    if s:
-        caption_bits.append(
-            f"{s.get('algorithm', 'unknown sampler')}: {s.get('chains')} chains x {s.get('samples')} samples, "
-            f"warm-up {s.get('warmup')}, seed {meta.get('seed')}"
-        )
+    caption_bits = [sampler_line(meta)]
     summary = meta.get("sampler_summary") or {}
     if "divergences" in summary or "vacuum_changes_per_chain" in summary:
         caption_bits.append(
@@ -88,7 +111,7 @@ def measurement_table(m: Measurement, meta: dict) -> Table:
             f"{summary.get('vacuum_changes_per_chain', '-')}"
         )
     caption_bits.append(f"errors: {meta['error_method']}; vacuum: {meta['vacuum']}")
-    caption_bits += [f"not reliable: {line}" for line in unreliable_notes(m)]
+    caption_bits += grouped_unreliable_notes(m)
     table = Table(title=title, caption="\n".join(caption_bits))
     table.add_column("observable")
     table.add_column("value ± error", justify="right")
@@ -141,4 +164,23 @@ def flow_cell(flow: dict, name: str, i: int) -> str:
     """`value ± error` of observable `name` at the i-th time of a FLOW.json, or null where undefined."""
     o = flow["observables"][name]
     v, e = o["value"][i], o["error"][i]
-    return "null" if v is None or e is None else f"{v:.4g} ± {e:.2g}"
+    return "null" if v is None or e is None else value_error_cell(v, e)
+
+
+def value_error_cell(value: float, error: float) -> str:
+    """`0.512 ± 0.013`: the value rounded to the error's two significant digits; for numbers far
+    from 1 one common power of ten, `(1.9 ± 1.5)e-59`."""
+    scale = max(abs(value), abs(error))
+    if not math.isfinite(scale) or scale == 0:
+        return f"{value:.4g} ± {error:.2g}"
+    k = math.floor(math.log10(scale))
+    if -3 <= k < 5:
+        return _rounded(value, error)
+    return f"({_rounded(value / 10**k, error / 10**k)})e{k}"
+
+
+def _rounded(value: float, error: float) -> str:
+    if not math.isfinite(error) or error <= 0:
+        return f"{value:.4g} ± {error:.2g}"
+    digits = max(0, 1 - math.floor(math.log10(error)))
+    return f"{value:.{digits}f} ± {error:.{digits}f}"

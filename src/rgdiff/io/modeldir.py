@@ -124,10 +124,23 @@ def append_metrics(path: Path, record: dict) -> None:
 
 
 def couplings_table(model, horizon: float, n: int = 101) -> dict:
-    """COUPLINGS.json: the EFT coefficients of (Delta phi, phi, phi^3) in the score on a t grid."""
-    t = jnp.linspace(0.0, horizon, n)
+    """COUPLINGS.json: the EFT coefficients of (Delta phi, phi, phi^3) in the score on a t grid:
+    t = 0 and n - 1 log-spaced times from 0.01 / Lambda_0^2 (the UV modes relax on the time scale
+    1/Lambda_0^2, where the couplings run fastest) to the horizon."""
+    t = jnp.asarray(couplings_times(horizon, n, getattr(model, "lattice", None)))
     f1, f2, f3 = (jnp.asarray(x, jnp.float64) for x in jax.vmap(model.couplings)(t))
     return {"t": [float(x) for x in t], "kinetic": f1.tolist(), "mass": f2.tolist(), "quartic": f3.tolist()}
+
+
+def couplings_times(horizon: float, n: int = 101, lattice: Lattice | None = None):
+    """The t grid of COUPLINGS.json: 0, then n - 1 times log-spaced from t_min to `horizon`, with
+    t_min = 0.01 / Lambda_0^2 of the lattice (1e-5 horizon without one), at most horizon / 100."""
+    import numpy as np
+
+    horizon = float(horizon)
+    t_min = horizon * 1e-5 if lattice is None else 0.01 / lattice.cutoff**2
+    t_min = min(t_min, horizon / 100.0)
+    return np.concatenate([[0.0], np.geomspace(t_min, horizon, n - 1)]) if n > 1 else np.array([0.0])
 
 
 def load_model_dir(path: str | Path) -> LoadedModel:

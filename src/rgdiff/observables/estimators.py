@@ -11,6 +11,12 @@ these series, with errors by the Gamma method (`rgdiff.observables.stats`):
 - Z = m_R^2 G2(0)   [7.9]
 - lambda_R = -Z^2 G4c(0) / G2(0)^4 with G4c(0) = L^{3d} k4(phi~(0))   [7.10]; g_R = lambda_R / m_R^(4-d)
 - max_abs_phi = < max_n |phi(n)| >   [7.11]
+- correlators (`correlators`): the position-space two-point function along an axis
+  G(x) = <phi(n) phi(n + x e_i)> - <M>^2, the time-slice correlator
+  C(t) = L^(d-1) (<S(tau) S(tau + t)> - <M>^2) of the slice means S along an axis (averaged over
+  tau, the d axes and both directions), and the cosh effective mass
+  m_eff(t) = arccosh[(C(t - eps) + C(t + eps)) / (2 C(t))] / eps; `effective_mass` is m_eff at the
+  separation t* = eps max(1, floor(N/4)) (`effective_mass_separation`)
 
 Broken phase: if no chain ever changes the sign of M, every configuration is mapped to the M > 0
 vacuum (phi -> sign(M) phi, an exact symmetry) before measuring ("vacuum": "mapped").
@@ -26,6 +32,7 @@ import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.errors import RgdiffError
+from rgdiff.precision import warn_unless_float64
 from rgdiff.observables.stats import (
     MIN_SAMPLES_PER_CHAIN,
     UNDEFINED,
@@ -79,6 +86,7 @@ OBSERVABLES = (
     "lambda_R",
     "g_R",
     "max_abs_phi",
+    "effective_mass",
 )
 
 DESCRIPTIONS = {
@@ -93,19 +101,26 @@ DESCRIPTIONS = {
     "lambda_R": "-Z^2 G4c(0)/G2(0)^4 [7.10]",
     "g_R": "lambda_R / m_R^(4-d)",
     "max_abs_phi": "<max_n |phi(n)|> [7.11]",
+    "effective_mass": "cosh effective mass of C(t) at t = eps max(1, N//4)",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
+    """The estimates of `measure`, its metadata and, where computed, the correlators (`correlators`)."""
+
     observables: dict[str, Estimate]
     meta: dict
+    correlators: dict | None = None
 
     def as_json(self) -> dict:
-        return {
+        out = {
             "observables": {k: v.as_dict() for k, v in self.observables.items()},
             "meta": self.meta,
         }
+        if self.correlators is not None:
+            out["correlators"] = self.correlators
+        return out
 
 
 def magnetization(fields: np.ndarray, lattice: Lattice) -> np.ndarray:
@@ -164,14 +179,77 @@ def configuration_series(fields: np.ndarray, lattice: Lattice, *, signs: np.ndar
         series[f"re{i}"] = modes[..., i].real
         series[f"im{i}"] = modes[..., i].imag
         series[f"p2_{i}"] = np.abs(modes[..., i]) ** 2
+    # the slice products of the effective mass at t* - eps, t*, t* + eps (sign-invariant)
+    n = effective_mass_separation(lattice)
+    products = slice_products(fields, lattice, (n - 1, n, n + 1))
+    for key, j in zip(EFFECTIVE_MASS_KEYS, range(3)):
+        series[key] = products[..., j]
     return series
 
 
-def estimators_of_means(x: dict, lattice: Lattice) -> dict:
+EFFECTIVE_MASS_KEYS = ("slice_before", "slice_at", "slice_after")
+
+
+def effective_mass_separation(lattice: Lattice) -> int:
+    """The separation, in lattice steps, at which `effective_mass` is reported: max(1, floor(N/4))."""
+    return max(1, lattice.size // 4)
+
+
+def slice_means(fields: np.ndarray, lattice: Lattice) -> list[np.ndarray]:
+    """S_i(tau): the mean of the field over the slice at coordinate tau of axis i, for each axis i;
+    each of shape (*batch, N)."""
+    out = []
+    for ax in lattice.axes:
+        others = tuple(a for a in lattice.axes if a != ax)
+        out.append(np.mean(fields, axis=others) if others else np.asarray(fields))
+    return out
+
+
+def slice_products(fields: np.ndarray, lattice: Lattice, separations) -> np.ndarray:
+    """T(n) = N^-1 sum_tau S(tau) S(tau + n), averaged over the d axes, per configuration, at the
+    given separations n (lattice steps, taken mod N); shape (*batch, len(separations))."""
+    fields = np.asarray(fields, dtype=np.float64)
+    out = np.zeros(fields.shape[: fields.ndim - lattice.dim] + (len(separations),))
+    for s in slice_means(fields, lattice):
+        for j, n in enumerate(separations):
+            out[..., j] += np.mean(s * np.roll(s, -(int(n) % lattice.size), axis=-1), axis=-1)
+    return out / lattice.dim
+
+
+def _periodic_autocorrelation(x: np.ndarray, axis: int) -> np.ndarray:
+    """sum_tau x(tau) x(tau + n) / N along `axis` for n = 0..N//2 (by FFT), the axis kept in place."""
+    n = x.shape[axis]
+    f = np.fft.rfft(x, axis=axis)
+    ac = np.fft.irfft(f * np.conj(f), n=n, axis=axis) / n
+    return np.take(ac, np.arange(n // 2 + 1), axis=axis)
+
+
+def correlator_series(fields: np.ndarray, lattice: Lattice, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per configuration, at the separations n = 0..N//2 along an axis (averaged over the d axes
+    and both directions): g(n) = V^-1 sum_x phi(x) phi(x + n e_i) and T(n) = N^-1 sum_tau S(tau) S(tau + n)
+    (`slice_products`). Each of shape (*batch, N//2 + 1); sign-invariant (phi -> -phi)."""
+    fields = np.asarray(fields, dtype=np.float64)
+    lead = fields.shape[: fields.ndim - lattice.dim]
+    flat = fields.reshape(-1, *lattice.shape)
+    k = lattice.size // 2 + 1
+    g = np.zeros((flat.shape[0], k))
+    t = np.zeros((flat.shape[0], k))
+    for start in range(0, flat.shape[0], chunk):
+        block = flat[start : start + chunk]
+        rows = slice(start, start + block.shape[0])
+        for ax, s in zip(lattice.axes, slice_means(block, lattice)):
+            ac = np.moveaxis(_periodic_autocorrelation(block, ax), ax, -1)  # (b, ..., N//2 + 1)
+            g[rows] += ac.reshape(block.shape[0], -1, k).mean(axis=1)
+            t[rows] += _periodic_autocorrelation(s, -1)
+    return (g / lattice.dim).reshape(*lead, k), (t / lattice.dim).reshape(*lead, k)
+
+
+def estimators_of_means(x: dict, lattice: Lattice, names=None) -> dict:
     """Every estimator of the conventions page as a function of the primary means `x` (names of
     `configuration_series`): the one definition that both the Gamma method (pyerrors, which
     differentiates it with autograd) and the blocked jackknife evaluate. Entries may be arrays
-    (one value per jackknife sample)."""
+    (one value per jackknife sample). `names`: the estimators wanted (default all); the effective
+    mass is computed only when wanted and its slice series are in `x`."""
     d, V, Ld = lattice.dim, lattice.sites, lattice.volume
     M, M2, M3, M4 = x["M"], x["M2"], x["M3"], x["M4"]
     G0 = Ld * (M2 - M**2)
@@ -185,7 +263,7 @@ def estimators_of_means(x: dict, lattice: Lattice) -> dict:
     msq = lattice.phat1_sq / (G0 / G1 - 1.0)  # [7.8]
     Z = msq * G0  # [7.9]
     lam = -(Z**2) * G4c / G0**4  # [7.10]
-    return {
+    out = {
         "chi": V * M2,
         "chi_conn": V * (M2 - x["absM"] ** 2),
         "binder": 1.0 - M4 / (3.0 * M2**2),
@@ -196,6 +274,17 @@ def estimators_of_means(x: dict, lattice: Lattice) -> dict:
         "lambda_R": lam,
         "g_R": lam / msq ** ((4 - d) / 2),
     }
+    wanted = names is None or "effective_mass" in names  # its warnings must not flag the other estimators
+    if wanted and EFFECTIVE_MASS_KEYS[1] in x:  # series of `configuration_series` from this version on
+        before, at, after = (x[k] - M**2 for k in EFFECTIVE_MASS_KEYS)  # C(t) up to the factor L^(d-1)
+        out["effective_mass"] = cosh_effective_mass(before, at, after, lattice.spacing)
+    return out
+
+
+def cosh_effective_mass(before, at, after, spacing: float):
+    """arccosh[(C(t - eps) + C(t + eps)) / (2 C(t))] / eps: exact for C(t) = A cosh(E (t - L/2)) / eps,
+    the correlator of a single state on a periodic lattice; NaN where the ratio is below 1."""
+    return anp.arccosh((before + after) / (2.0 * at)) / spacing
 
 
 PRIMARY = {"abs_magnetization": "absM", "max_abs_phi": "max_abs_phi"}  # plain means
@@ -209,6 +298,7 @@ def measure(
     markov: bool = True,
     vacuum: str = "auto",
     signs: np.ndarray | None = None,
+    correlators: bool = True,
 ) -> Measurement:
     """All estimators of the conventions page on an ensemble, each with its error, tau_int (and
     its error), chain diagnostics and a reliability verdict (`rgdiff.observables.stats`).
@@ -219,7 +309,10 @@ def measure(
       the chain axis carries no meaning and plain standard errors are used.
     - `vacuum`: "auto" maps to the M > 0 vacuum when no chain tunnels, "raw" never maps,
       "mapped" always maps (with `signs` if given, else sign(M) per configuration).
+    - `correlators`: also measure G(x), C(t) and m_eff(t) (`correlators`; in
+      `Measurement.correlators`).
     """
+    warn_unless_float64("rgdiff.observables.measure")
     fields = np.asarray(fields, dtype=np.float64)
     lattice.check_field(fields, "ensemble")
     if fields.ndim != lattice.dim + 2:
@@ -240,14 +333,16 @@ def measure(
     n_total = chains * samples
 
     def of_means(name):
-        return lambda xs, **kw: estimators_of_means(dict(zip(keys, xs)), lattice)[name]
+        return lambda xs, **kw: estimators_of_means(dict(zip(keys, xs)), lattice, names=(name,))[name]
 
     with np.errstate(all="ignore"):  # undefined entries are judged just below
-        values = estimators_of_means({k: float(np.mean(v)) for k, v in series.items()}, lattice)
+        values = estimators_of_means({k: np.float64(np.mean(v)) for k, v in series.items()}, lattice)  # NumPy: 0/0 is NaN
     ratio_defined = values["G2_p1"] > 0 and values["G2_0"] / values["G2_p1"] > 1
     results, messages, final_obs = {}, {}, {}
     for name in OBSERVABLES:
         if name in RATIO and not ratio_defined:
+            continue
+        if name == "effective_mass" and not math.isfinite(values[name]):
             continue
         with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn", under="ignore"):
             warnings.simplefilter("always")
@@ -296,13 +391,87 @@ def measure(
             "nonlinear": f"blocked jackknife ({blocks} blocks), bias-corrected where |bias| > {BIAS_FRACTION} error",
         },
         "lattice": lattice.describe(),
+        "effective_mass_separation": effective_mass_separation(lattice) * lattice.spacing,
     }
     if markov:
         meta["vacuum_changes"] = vacuum_changes(m)
     flagged = flag_estimates(out)  # a non-finite estimate or error is flagged, never a number
     if flagged:
         meta["impossible"] = flagged
-    return Measurement({k: out[k] for k in OBSERVABLES}, meta)
+    corr = correlator_estimates(fields, lattice, markov=markov, signs=signs) if correlators else None
+    return Measurement({k: out[k] for k in OBSERVABLES}, meta, corr)
+
+
+def _value_error(obs, markov: bool) -> tuple[float | None, float | None]:
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # an undefined point is reported as null
+        est = evaluate(obs, markov=markov)
+    if not est.defined or est.error is None or not math.isfinite(est.error):
+        return None, None
+    return est.value, est.error
+
+
+def correlator_estimates(fields: np.ndarray, lattice: Lattice, *, markov: bool = True,
+                         signs: np.ndarray | None = None) -> dict:
+    """The correlators along an axis at the separations x = n eps, n = 0..N//2 (conventions page),
+    with Gamma-method errors (plain errors for independent samples), as JSON-ready lists:
+
+    - `G_x`: G(x) = <phi(n) phi(n + x e_i)> - <M>^2 (averaged over n, i and +-x);
+    - `C_t`: C(t) = L^(d-1) (<S(tau) S(tau + t)> - <M>^2), S the slice means along an axis: the
+      zero-transverse-momentum correlator, eps sum_t C(t) = G2(0);
+    - `m_eff`: the cosh effective mass arccosh[(C(t - eps) + C(t + eps)) / (2 C(t))] / eps at
+      t = eps..(N//2) eps (null where the ratio is below 1), in 1/length.
+
+    `signs` (+-1 per configuration) maps to one vacuum, as in `measure` (only <M> changes).
+    Returns {"separation", "separation_sites", "G_x", "C_t", "m_eff", "effective_mass_separation"},
+    each correlator {"value": [...], "error": [...]} (m_eff with its own "separation").
+    """
+    fields = np.asarray(fields, dtype=np.float64)
+    m = magnetization(fields, lattice)
+    if signs is not None:
+        m = m * signs
+    g, t = correlator_series(fields, lattice)
+    if not markov:
+        m, g, t = m.reshape(1, -1), g.reshape(1, -1, g.shape[-1]), t.reshape(1, -1, t.shape[-1])
+    k = lattice.size // 2 + 1
+    series = {"M": m, **{f"g{n}": g[..., n] for n in range(k)}, **{f"t{n}": t[..., n] for n in range(k)}}
+    obs = primaries(series, markov=markov)
+    ld1 = lattice.volume / lattice.length  # L^(d-1)
+
+    def connected(name, factor):
+        return dobs(lambda xs, **kw: factor * (xs[0] - xs[1] ** 2), [obs[name], obs["M"]])
+
+    out = {"G_x": {"value": [], "error": []}, "C_t": {"value": [], "error": []}}
+    c_obs = []
+    for n in range(k):
+        for key, o in (("G_x", connected(f"g{n}", 1.0)), ("C_t", connected(f"t{n}", ld1))):
+            v, e = _value_error(o, markov)
+            out[key]["value"].append(v)
+            out[key]["error"].append(e)
+            if key == "C_t":
+                c_obs.append(o)
+    meff = {"separation": [], "value": [], "error": []}
+    for n in range(1, k):
+        before, at = c_obs[n - 1], c_obs[n]
+        after = c_obs[(n + 1) if n + 1 < k else lattice.size - n - 1]  # C(N - n) = C(n)
+        meff["separation"].append(n * lattice.spacing)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            ratio = (before.value + after.value) / (2.0 * at.value)
+            o = (dobs(lambda xs, **kw: cosh_effective_mass(xs[0], xs[1], xs[2], lattice.spacing), [before, at, after])
+                 if math.isfinite(ratio) and ratio > 1 else None)
+        v, e = _value_error(o, markov) if o is not None else (None, None)
+        meff["value"].append(v)
+        meff["error"].append(e)
+    return {
+        "separation": [n * lattice.spacing for n in range(k)],
+        "separation_sites": list(range(k)),
+        **out,
+        "m_eff": meff,
+        "effective_mass_separation": effective_mass_separation(lattice) * lattice.spacing,
+        "definition": "G(x) = <phi(n) phi(n + x e_i)> - <M>^2; C(t) = L^(d-1) (<S(tau) S(tau + t)> - <M>^2), "
+                      "S the slice mean; m_eff(t) = arccosh[(C(t - eps) + C(t + eps)) / (2 C(t))] / eps",
+    }
 
 
 def check_magnitude(fields: np.ndarray, lattice: Lattice) -> None:

@@ -178,7 +178,8 @@ def tau_int(series: np.ndarray) -> Estimate:
 def chain_diagnostics(series: np.ndarray) -> dict[str, np.ndarray]:
     """Rank-normalized split R-hat and bulk / tail ESS (ArviZ, Vehtari et al. 2021) of each
     observable, `series` of shape (chains, samples, observables). NaN where undefined (fewer than
-    4 samples per chain, a constant or non-finite series).
+    4 samples per chain, a constant or non-finite series). A single chain is split into its two
+    halves first, so one long chain has an R-hat too.
 
     ArviZ works on NumPy arrays, so no compilation per array shape (Blackjax's JAX versions of the
     same estimators give the same numbers but compile for every new shape).
@@ -186,7 +187,11 @@ def chain_diagnostics(series: np.ndarray) -> dict[str, np.ndarray]:
     series = np.asarray(series, dtype=np.float64)
     n_obs = series.shape[2]
     out = {k: np.full(n_obs, np.nan) for k in ("rhat", "ess_bulk", "ess_tail")}
-    if series.shape[1] < 4:
+    if series.shape[0] == 1 and series.shape[1] >= 8:
+        # one chain: its two halves as two chains (ArviZ needs two; split R-hat splits them again)
+        half = series.shape[1] // 2
+        series = series[0, : 2 * half].reshape(2, half, n_obs)
+    if series.shape[1] < 4 or series.shape[0] < 2:
         return out
     az = _arviz()
     with warnings.catch_warnings(), np.errstate(all="ignore"), _quiet_arviz_log(az):
@@ -264,6 +269,9 @@ def blocked_jackknife(estimator: Callable[[dict], dict], series: dict[str, np.nd
         x = np.asarray(series[k], dtype=np.float64)
         sums[k] = np.add.reduceat(x, edges[:-1], axis=1).reshape(-1)  # (chains * blocks,)
     n_counts = np.tile(counts, chains)
+    if n_counts.size < 2:  # one block (one short chain): no leave-one-out sample
+        with np.errstate(all="ignore"):
+            return {name: (None, None, None) for name in estimator({k: np.mean(series[k]) for k in names})}, int(n_counts.size)
     total = n_counts.sum()
     full = {k: sums[k].sum() / total for k in names}
     loo = {k: (sums[k].sum() - sums[k]) / (total - n_counts) for k in names}
@@ -311,7 +319,7 @@ def assess(est: Estimate, *, n_total: int, markov: bool, diagnostics: dict | Non
         if markov and diag["rhat"] is None:
             reasons.append("R-hat undefined (the chains' estimates are not finite)")
         elif markov and diag["rhat"] > MAX_RHAT:
-            reasons.append(f"R-hat {diag['rhat']:.3f} > {MAX_RHAT}: the chains disagree")
+            reasons.append(f"R-hat {diag['rhat']:.3f} > {MAX_RHAT}: the chains (or a chain's halves) disagree")
     if window_exhausted:
         reasons.append("the Gamma method's window reached half the chain length: tau_int undetermined")
     reason = _warning_reason(warnings_seen or [])
@@ -320,11 +328,12 @@ def assess(est: Estimate, *, n_total: int, markov: bool, diagnostics: dict | Non
     value, error, method = est.value, est.error, est.method
     if jackknife is not None:
         jk_value, jk_error, bias = jackknife
+        if blocks is not None and blocks < MIN_BLOCKS:
+            reasons.append(f"only {blocks} jackknife blocks of >= 4 tau_int (< {MIN_BLOCKS})")
         if jk_value is None:
-            reasons.append("undefined on a jackknife sample")
+            if blocks is None or blocks >= 2:
+                reasons.append("undefined on a jackknife sample")
         else:
-            if blocks is not None and blocks < MIN_BLOCKS:
-                reasons.append(f"only {blocks} jackknife blocks of >= 4 tau_int (< {MIN_BLOCKS})")
             ratio = jk_error / error if error and error > 0 else math.inf
             if not 1.0 / MAX_ERROR_RATIO <= ratio <= MAX_ERROR_RATIO:
                 reasons.append(f"jackknife and Gamma errors differ by a factor {ratio:.2g}")

@@ -12,6 +12,13 @@ would bias M_t near t where the flow has washed the vacuum out.
 
 Rescaled couplings [7.4]-[7.10]: m_R_hat = m_R / r_t, lambda_R_hat = lambda_R / r_t^(4-d);
 null where r_t = 0.
+
+Correlators along t: G(x), C(t) and m_eff of every flowed ensemble
+(`rgdiff.observables.estimators.correlator_estimates`), in FLOW.json under "correlators" with one
+list per RG time.
+
+`flow_path` draws one sample path of the flow (independent increments from t_{k-1} to t_k with
+the exact transition kernel), the configuration "along the flow" of the pictures.
 """
 
 from __future__ import annotations
@@ -40,10 +47,11 @@ class FlowResult:
     r_t: np.ndarray
     observables: dict[str, list[Estimate]]
     meta: dict
+    correlators: list[dict] | None = None  # one `correlator_estimates` per time, where measured
 
     def as_json(self) -> dict:
         d = self.scheme.describe()
-        return {
+        out = {
             "scheme": d.get("name"),
             "M": d.get("M"),
             "t": [float(t) for t in self.times],
@@ -54,6 +62,20 @@ class FlowResult:
             },
             "meta": {"scheme": d, **self.meta},
         }
+        if self.correlators:
+            out["correlators"] = stack_correlators(self.correlators)
+        return out
+
+
+def stack_correlators(per_time: list[dict]) -> dict:
+    """The correlators of each RG time as one object: the separations once, and for G_x, C_t and
+    m_eff a list of values (and of errors) per time."""
+    first = per_time[0]
+    out = {k: first[k] for k in ("separation", "separation_sites", "effective_mass_separation", "definition")}
+    for name in ("G_x", "C_t", "m_eff"):
+        out[name] = {"value": [c[name]["value"] for c in per_time], "error": [c[name]["error"] for c in per_time]}
+    out["m_eff"]["separation"] = first["m_eff"]["separation"]
+    return out
 
 
 def parse_times(text: str) -> np.ndarray:
@@ -151,6 +173,7 @@ def true_flow(
     r_t = rescaling(scheme, times, lattice)
     d = lattice.dim
     series = empty_series()
+    correlators = []
     kept = [] if keep_configurations else None
     callback = callback or (lambda *a: None)
     callback("flow", 0, len(times))
@@ -158,6 +181,7 @@ def true_flow(
         flowed = push_ensemble(scheme, jax.random.fold_in(key, i), fields, float(t), lattice)
         m = measure(flowed, lattice, markov=markov, vacuum="mapped" if mapped else "raw", signs=signs)
         record(series, m, r_t[i], d)
+        correlators.append(m.correlators)
         if kept is not None:
             flat = flowed.reshape(-1, *lattice.shape)
             idx = np.linspace(0, len(flat) - 1, keep_configurations).astype(int)
@@ -172,7 +196,7 @@ def true_flow(
         "samples_per_chain": int(fields.shape[1]),
         "noise_draws_per_configuration": 1,
     }
-    return FlowResult(scheme, times, r_t, series, meta), (np.stack(kept) if kept is not None else None)
+    return FlowResult(scheme, times, r_t, series, meta, correlators), (np.stack(kept) if kept is not None else None)
 
 
 def rescaling(scheme: AbstractLinearScheme, times: np.ndarray, lattice: Lattice) -> np.ndarray:
@@ -200,3 +224,31 @@ def rescale(est: Estimate, r: float, power: int) -> Estimate:
         return UNDEFINED
     f = r**power
     return Estimate(est.value / f, est.error / f, est.tau_int)
+
+
+def flow_path(scheme: AbstractLinearScheme, key, phi0, times, lattice: Lattice, start: float = 0.0) -> np.ndarray:
+    """One sample path of the flow through `times` (non-decreasing, >= `start`), starting from
+    `phi0` (shape (*batch, *lattice)) at time `start`.
+
+    Each step pushes the previous configuration from t_{k-1} to t_k with the scheme's exact
+    transition kernel p_{t_k | t_{k-1}} (`push_forward(..., start=t_{k-1})`) and fresh noise, so
+    the increments are independent and the path is a path of the SDE (a linear scheme is Markov);
+    the marginal at each t_k is p_{t_k | start}. (Pushing `phi0` to every t_k with one noise draw
+    has the right marginals too, but its increments are not those of the SDE.)
+
+    **Returns:** float64 array (len(times), *batch, *lattice); a time equal to the previous one
+    repeats the configuration.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    check_times(times, start)
+    if np.any(np.diff(times) < 0):
+        raise InvalidSchemeError("the times of a flow path must be non-decreasing")
+    phi = jnp.asarray(phi0, dtype=jnp.float64)
+    lattice.check_field(phi, "phi0")
+    out, previous = [], float(start)
+    for k, t in enumerate(times):
+        if t > previous:
+            phi = scheme.push_forward(jax.random.fold_in(key, k), phi, float(t), lattice, start=previous)
+        out.append(np.asarray(phi))
+        previous = float(t)
+    return np.stack(out)

@@ -21,6 +21,7 @@ import numpy as np
 
 from rgdiff import parallel
 from rgdiff.errors import InvalidSamplerSettingsError
+from rgdiff.precision import warn_unless_float64
 from rgdiff.lattice.symmetry import lattice_orbits
 from rgdiff.samplers.hmc import ALGORITHMS, DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
@@ -107,6 +108,7 @@ def sample(
     **Returns:** a `SampleResult` with `fields` of shape (chains, samples, *lattice) in the
     default float dtype (float64 when `jax_enable_x64` is on) and a diagnostics dict.
     """
+    warn_unless_float64("rgdiff.samplers.uv.sample")
     lat = theory.lattice
     total_values = settings.chains * settings.samples * lat.sites
     if total_values > MAX_VALUES:

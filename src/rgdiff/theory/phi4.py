@@ -70,7 +70,7 @@ class Phi4:
         return 0.5 * self.m2 * phi**2 + (self.lam / 24.0) * phi**4
 
     def action(self, phi: jnp.ndarray) -> jnp.ndarray:
-        """S[phi] [4.6], summed over the lattice axes; batch axes are kept."""
+        """`S[phi]` [4.6], summed over the lattice axes; batch axes are kept."""
         lat = self.lattice
         kinetic = 0.0
         for ax in lat.axes:
