@@ -71,17 +71,19 @@ def test_compare_flow_contract(setup, tmp_path):
     out = tmp_path / "CMP.json"
     ok(["compare-flow", str(setup["eft"]), "--data", str(setup["data"]), "--times", "0,0.1", "--samples", "16", "--quiet", "--out", str(out)])
     cmp = json.loads(out.read_text())
-    assert set(cmp) == {"learned", "true", "discrepancy", "meta"}
+    assert {"learned", "true", "discrepancy", "meta", "fidelity", "spectral", "zero_mode"} <= set(cmp)
+    assert cmp["fidelity"]["verdict"] in ("pass", "fail", "unresolved", "untestable")
+    assert cmp["learned"]["meta"]["solver"] == "sde"  # the faithful default for a score model
     assert cmp["learned"]["t"] == cmp["true"]["t"] == [0.0, 0.1]
     assert set(cmp["discrepancy"]) == {"m_R", "Z", "lambda_R", "max_abs_phi"}
 
 
 def test_bridge_runs_and_refuses_models_without_likelihood(setup, tmp_path, capsys):
     out = tmp_path / "bridge.h5"
-    ok(["bridge", str(setup["eft"]), "--samples", "4", "--chains", "2", "--warmup", "4", "--ode-steps", "8", "--quiet", "--out", str(out)])
+    ok(["bridge", str(setup["eft"]), "--samples", "8", "--chains", "2", "--warmup", "4", "--ode-steps", "8", "--quiet", "--out", str(out)])
     ens = load_ensemble(out)
     assert ens.markov is True and ens.sampler["algorithm"] == "rg-bridge" and "imh_acceptance" in ens.diagnostics
-    fails(capsys, ["bridge", str(setup["conv"]), "--samples", "4", "--out", str(tmp_path / "b2.h5")], "divergence")
+    fails(capsys, ["bridge", str(setup["conv"]), "--samples", "8", "--out", str(tmp_path / "b2.h5")], "divergence")
     assert not (tmp_path / "b2.h5").exists()
 
 
@@ -101,7 +103,7 @@ def test_bad_model_input(setup, tmp_path, capsys):
     (foreign / "params.eqx").write_bytes(b"\x00" * 100)
     fails(capsys, ["generate", str(foreign), "--samples", "4", "--out", str(tmp_path / "g.h5")], "params.eqx")
     fails(capsys, ["compare-flow", str(eft), "--data", str(setup["other"]), "--times", "0,0.1", "--out", str(tmp_path / "c.json")], "trained on")
-    fails(capsys, ["generate", str(eft), "--samples", "4", "--t", "1e6", "--out", str(tmp_path / "g.h5")], "horizon")
+    fails(capsys, ["generate", str(eft), "--samples", "8", "--t", "1e6", "--out", str(tmp_path / "g.h5")], "horizon")
     fails(capsys, ["train", "--model", "unet", "--data", str(data), "--out", str(tmp_path / "m")], "unknown --model")
     fails(capsys, ["train", "--data", str(data), "--scheme", "polchinski", "--out", str(tmp_path / "m")], "stationary law")
     fails(capsys, ["train", "--data", str(data), "--M", "0", "--out", str(tmp_path / "m")], "stationary law")

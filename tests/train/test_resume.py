@@ -120,7 +120,9 @@ def test_foreign_or_corrupt_checkpoints_are_refused_untouched(killed_training, c
 
 
 def test_nan_is_caught_at_its_step_with_the_last_good_checkpoint_kept(uv, tmp_path):
-    """A non-finite configuration in the data makes the loss NaN at the first step that draws it."""
+    """A non-finite configuration in the data makes the loss NaN at the first step that draws it (the
+    plain DSM target of the zero mode: the exact marginal target averages over all the data, and
+    would be NaN from the first step)."""
     import jax
 
     from rgdiff.train.initial import initial_model
@@ -136,7 +138,8 @@ def test_nan_is_caught_at_its_step_with_the_last_good_checkpoint_kept(uv, tmp_pa
     model = initial_model("score", ens.lattice, scheme, ens.fields, 1.0, key=jax.random.key(0))
     ckpt = Checkpointer(tmp_path / "c", command="train", every=1, config={}, identity={}, resume=False)
     with pytest.raises(NonFiniteLossError) as info:
-        train(model, scheme, ens.lattice, fields, TrainSettings(steps=100, batch=4), key=jax.random.key(2),
+        train(model, scheme, ens.lattice, fields, TrainSettings(steps=100, batch=4, zero_mode_target="dsm"),
+              key=jax.random.key(2),
               checkpoint=ckpt)
     msg = str(info.value)
     step = int(msg.split("at step ")[1].split(" ")[0])

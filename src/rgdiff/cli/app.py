@@ -452,8 +452,14 @@ def compare_flow(
                       out=out, quiet=quiet, plot=plot)
     from rgdiff.cli.progress import console
 
-    console.print("mean |learned - true| / error over t: " + ", ".join(
-        f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in cmp["discrepancy"].items()))
+    fid = cmp["fidelity"]
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    console.print(f"verdict: {fid['verdict'].upper()} (tolerance {100 * fid['tolerance']:g}% at every t, resolved); "
+                  "max relative deviation over t: " + ", ".join(
+                      f"{k} {pct(r['max_relative_deviation'])} ({r['verdict']})" for k, r in fid["observables"].items()))
     console.print(f"wrote {out}" + (f" and {plot}" if plot is not None else ""))
 
 

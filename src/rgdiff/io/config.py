@@ -207,7 +207,7 @@ def show(command: str = "run") -> str:
             lines.append(f"[{prefix}]")
         for k, v in scalars:
             text = _toml.dumps({k: v.default}).strip() if v.default is not None else f"# {k} = (unset)"
-            lines.append(f"{text:<36}# {v.allowed()}" + (f"; {v.help}" if v.help else ""))
+            lines.append(f"{text:<35} # {v.allowed()}" + (f"; {v.help}" if v.help else ""))
         if scalars:
             lines.append("")
         for k, v in table.items():
