@@ -653,28 +653,37 @@ def _reference_spectrum(scheme, lattice: Lattice, t, reference):
 
 
 def _exponential_one(model, scheme, key, phi, ts, reference):
-    """The exponential integrator along decreasing `ts` (see the module docstring)."""
+    """The exponential integrator along decreasing `ts` (see the module docstring). `reference`:
+    (P_ref, vacuum): with vacuum > 0 the reference's zero mode is centred at +-vacuum a_t(0), on
+    the side of the field's current magnetization (one Gaussian per vacuum)."""
     lattice = model.lattice
     eps_d = lattice.spacing**lattice.dim
+    spectrum, vacuum = reference
+    zero = (0,) * lattice.dim
+
+    def centre(t, side):
+        a, _ = scheme.kernel(t, lattice, phi.dtype)
+        return vacuum * a[zero] * side
 
     def step(phi, k):
         t, s = ts[k], ts[k + 1]
         a, v = scheme.transition(s, t, lattice, phi.dtype)
-        g_t = _reference_spectrum(scheme, lattice, t, reference)
-        g_s = _reference_spectrum(scheme, lattice, s, reference)
+        g_t = _reference_spectrum(scheme, lattice, t, spectrum)
+        g_s = _reference_spectrum(scheme, lattice, s, spectrum)
         rho = a * g_s / g_t
         log_rho = jnp.log(rho)
         h = t - s
         small = jnp.abs(log_rho) < 1e-8
         weight = jnp.where(small, h, h * (1.0 - rho) / jnp.where(small, -1.0, -log_rho))
         _, gamma = _rates(scheme, lattice, t, phi.dtype)
-        modes = lattice.rfourier(phi)
+        side = jnp.where(jnp.mean(phi) >= 0, 1.0, -1.0).astype(phi.dtype)
+        modes = lattice.rfourier(phi - centre(t, side))  # the departure from the reference's mean
         score_modes = lattice.rfourier(model(phi, t))
         delta = score_modes + as_complex(eps_d / g_t, modes) * modes  # the departure from the reference score
         z = standard_half_spectrum_noise(jax.random.fold_in(key, k), lattice, (), phi.dtype)
         out = (as_complex(rho, modes) * modes + as_complex(weight * gamma / eps_d, delta) * delta
                + as_complex(jnp.sqrt(g_s * v / (g_t * lattice.volume)), z) * z)
-        return lattice.inverse_rfourier(out).astype(phi.dtype), None
+        return (lattice.inverse_rfourier(out) + centre(s, side)).astype(phi.dtype), None
 
     phi, _ = jax.lax.scan(step, phi, jnp.arange(ts.shape[0] - 1))
     return phi
@@ -704,6 +713,7 @@ def reverse_sde(
     brownian: str = "virtual",
     max_step: float | None = None,
     reference_spectrum=None,
+    reference_vacuum: float = 0.0,
 ):
     """Integrate the reverse SDE [5.25] from given fields at time T down to `t_end`.
 
@@ -719,6 +729,10 @@ def reverse_sde(
       reference (default: the scheme's stationary law; give the data's `Lattice.power_spectrum`
       when known; for a scheme without a stationary law "exp" needs it, and the default solver
       is then "euler").
+    - `reference_vacuum`: in the broken phase, <|M|> of the data: the reference's zero mode is then
+      a Gaussian of variance P_ref(0) / L^d about +-reference_vacuum a_t(0), on the side of each
+      field's current magnetization (give P_ref(0) as the variance within one vacuum, see
+      `rgdiff.observables.compare.reference_spectrum`). Default 0: one Gaussian about 0.
     - `max_step` (explicit solvers only): default: locally 1 / max_p |beta_t(p)| (`stability_caps`). Unlike the ODE,
       whose field nearly vanishes on relaxed modes, the reverse drift keeps contracting the UV
       modes at rate ~beta(p) at all times (for a relaxed mode gamma / G_t = 2 beta, so
@@ -756,7 +770,11 @@ def reverse_sde(
                 f"the exponential integrator needs a reference spectrum: the scheme {scheme.describe().get('name')!r} "
                 "has no stationary law; pass reference_spectrum (e.g. the data's power spectrum) or use solver='euler'"
             )
-        reference = _prior(scheme, lattice, reference_spectrum, flat.dtype, "reference_spectrum")
+        if isinstance(reference_vacuum, bool) or not (isinstance(reference_vacuum, (int, float)) and reference_vacuum >= 0
+                                                      and math.isfinite(reference_vacuum)):
+            raise InvalidSamplerSettingsError(f"reference_vacuum must be a finite number >= 0, got {reference_vacuum!r}")
+        reference = (_prior(scheme, lattice, reference_spectrum, flat.dtype, "reference_spectrum"),
+                     jnp.asarray(reference_vacuum, flat.dtype))
     elif max_step is None:
         ts = cap_steps(ts, stability_caps(scheme, lattice, ts))
     elif isinstance(max_step, bool) or not (isinstance(max_step, (int, float)) and max_step > 0):
@@ -786,6 +804,7 @@ def sample_reverse_sde(
     max_step: float | None = None,
     prior_spectrum=None,
     reference_spectrum=None,
+    reference_vacuum: float = 0.0,
     dtype=jnp.float64,
 ):
     """Generate `n` fields: phi_T ~ p_T exactly, then the reverse SDE [5.25] down to `t_end`.
@@ -799,5 +818,5 @@ def sample_reverse_sde(
     phi_T = sample_gaussian_field(k_prior, lattice, prior, (n,), jnp.dtype(dtype))
     return reverse_sde(
         model, scheme, k_path, phi_T, T=T, t_end=t_end, steps=steps, solver=solver, grid=grid, brownian=brownian,
-        max_step=max_step, reference_spectrum=reference_spectrum,
+        max_step=max_step, reference_spectrum=reference_spectrum, reference_vacuum=reference_vacuum,
     )
