@@ -225,6 +225,46 @@ def test_reverse_sde_exponential_integrator_converges_around_another_reference(m
     assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
 
 
+class TwoVacua(AbstractScoreModel):
+    """The exact score of p_0 = 1/2 [N(+mu 1, C) + N(-mu 1, C)] flowed by a linear scheme: two free
+    fields (spectrum G_0) about the constant fields +-mu, the broken phase's shape in closed form.
+    With var_M(t) = G_t(0) / L^d and mu_t = a_t(0) mu: s(phi) = s_C(phi - mu_t tanh(mu_t M / var_M) 1)."""
+
+    inner: GaussianFlowScore
+    mu: float
+    lattice: Lattice = eqx.field(static=True)
+
+    def __init__(self, lattice, scheme, spectrum, mu):
+        self.inner = GaussianFlowScore(lattice, scheme, spectrum)
+        self.mu = mu
+        self.lattice = lattice
+
+    def __call__(self, phi, t):
+        a, v = self.inner.scheme.kernel(t, self.lattice, phi.dtype)
+        zero = (0,) * self.lattice.dim
+        var_m = (a[zero] ** 2 * self.inner.spectrum0[zero] + v[zero]) / self.lattice.volume
+        mu_t = a[zero] * self.mu
+        return self.inner(phi - mu_t * jnp.tanh(mu_t * jnp.mean(phi) / var_m), t)
+
+
+def test_reverse_sde_exponential_integrator_with_one_reference_per_vacuum(getkey):
+    """Broken phase in closed form (`TwoVacua`, peaks 8 sigma_M apart at t = 0): with the reference
+    (G_0, vacuum = mu) every field ends in one vacuum, with <|M|> = mu and, about its vacuum, the
+    free spectrum G_0 on every mode, the zero mode included."""
+    spectrum, mu = free_field_spectrum(LAT, M2_UV), 1.0
+    model = TwoVacua(LAT, SCHEME, spectrum, mu)
+    phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, steps=64, reference_spectrum=spectrum,
+                             reference_vacuum=mu)
+    m = np.asarray(jnp.mean(phi, axis=(-2, -1)))
+    sign = np.where(m >= 0, 1.0, -1.0)
+    assert 0.4 < np.mean(sign > 0) < 0.6  # both vacua, equally
+    z_max, z_pooled = spectrum_z(np.asarray(phi) - sign[:, None, None] * mu, flowed_full(0.0))
+    print(f"z_max = {z_max:.2f}, z_pooled = {z_pooled:.2f}")
+    assert z_max < 4 and abs(z_pooled) < 4, (z_max, z_pooled)
+    with pytest.raises(InvalidSamplerSettingsError, match="reference_vacuum"):
+        sample_reverse_sde(model, SCHEME, getkey(), 2, T=T, reference_spectrum=spectrum, reference_vacuum=-1.0)
+
+
 def test_reverse_sde_diffrax_shark(model, getkey):
     """(iv) with diffrax ShARK (additive noise, strong order 1.5) on a fixed-step Brownian path."""
     phi = sample_reverse_sde(model, SCHEME, getkey(), N_SAMPLES, T=T, steps=64, solver="shark", brownian="unsafe")

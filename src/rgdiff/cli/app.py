@@ -115,9 +115,10 @@ def sample(
 
     d = ens.diagnostics
     acceptance = "n/a" if d.get("acceptance_rate") is None else f"{sum(d['acceptance_rate']) / chains:.2f}"
+    divergences = "n/a" if d.get("divergences") is None else sum(d["divergences"])
     console.print(
         f"wrote {out}: {algorithm}, {chains} chain{'s' if chains != 1 else ''} x {samples} samples, acceptance "
-        f"{acceptance}, divergences {sum(d['divergences'])}; "
+        f"{acceptance}, divergences {divergences}; "
         + chain_summary_line(d.get("chains_summary"))
     )
 
@@ -702,13 +703,13 @@ def ground_state(
     from rgdiff.observables.stats import format_value_error
 
     exact = "n/a" if result["exact"] is None else f"{result['exact']:.8g}"
-    verdict = "" if result["valid"] else " NOT a valid variational energy (see below)"
-    console.print(
-        f"E = {format_value_error(result['energy'], result['energy_error'])}{verdict} "
-        f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
-        f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
-        f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
-    )
+    if result["valid"]:  # an invalid result gets the one error line below, which names the file
+        console.print(
+            f"E = {format_value_error(result['energy'], result['energy_error'])} "
+            f"(per site {format_value_error(result['energy_per_site'], result['energy_per_site_error'])}); "
+            f"best Gaussian {result['baseline_gaussian']:.8g}; exact {exact}; "
+            f"lower bound {result['lower_bound']['value']:.8g}; wrote {out}"
+        )
     if not result["valid"]:
         print(f"rgdiff: error: the result is impossible, not a ground-state energy (written to {out / 'result.json'} "
               f"with \"valid\": false): " + "; ".join(result["failures"]), file=sys.stderr)

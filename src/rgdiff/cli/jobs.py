@@ -30,7 +30,7 @@ from rgdiff.io.modeldir import CONFIG, COUPLINGS, METRICS, PARAMS, append_metric
 from rgdiff.models.base import AbstractExactScoreModel, AbstractVelocityField, cast_model
 from rgdiff.train.initial import initial_model
 from rgdiff.objectives.score_matching import ANCHOR, TIME_SAMPLING, WEIGHTING
-from rgdiff.observables.compare import compare_flow, faithful_solver, solver_failure
+from rgdiff.observables.compare import SDE_STEPS, compare_flow, faithful_solver, solver_failure
 from rgdiff.observables.estimators import chain_summary, check_measurable
 from rgdiff.observables.sanity import check_rate, impossible_in_flow, warn_impossible
 from rgdiff.rg import require_reloadable
@@ -39,7 +39,7 @@ from rgdiff.samplers.uv import sample
 from rgdiff.train.cnf import FlowTrainSettings, flow_model_config, initial_flow, sampler_diagnostics, train_flow, write_flow_dir
 from rgdiff.train.score import TrainSettings, default_horizon, train
 
-ODE_STEPS, SDE_STEPS, FLOW_STEPS = 64, 256, 32  # `rgdiff generate` steps by default: PF-ODE, reverse SDE, CNF
+ODE_STEPS, FLOW_STEPS = 64, 32  # `rgdiff generate` steps by default: PF-ODE, CNF (reverse SDE: SDE_STEPS)
 
 
 def sample_ensemble(theory, settings, *, seed: int, units: dict, extra: dict | None = None, quiet: bool = False,
