@@ -192,7 +192,13 @@ def fit_zero_mode(model, scheme, lattice: Lattice, m0: np.ndarray, fields: np.nd
     a, v = scheme.kernel(t, lattice, dtype)
     origin = (slice(None),) + (0,) * lattice.dim
     a0, v0 = a[origin], v[origin]
-    target = zero_mode_marginal_score(jnp.mean(phi_t, axis=lattice.axes), jnp.asarray(m0, dtype), a0, v0 / lattice.volume)
+    m0_all = jnp.asarray(m0, dtype)
+    # in chunks: the mixture over all UV magnetizations is a (samples, n) array at once (~5 GB of
+    # temporaries for 8192 x 16000)
+    target = jax.lax.map(
+        lambda xs: zero_mode_marginal_score(xs[0][None], m0_all, xs[1][None], xs[2][None])[0],
+        (jnp.mean(phi_t, axis=lattice.axes), a0, v0 / lattice.volume), batch_size=256,
+    )
 
     @jax.jit
     def features(phi, t):
@@ -204,8 +210,7 @@ def fit_zero_mode(model, scheme, lattice: Lattice, m0: np.ndarray, fields: np.nd
     # weights sigma_M(t): every t counts by the relative error of the score, error x sigma_M(t), with
     # sigma_M(t)^2 = a_t(0)^2 var|M_0| + v_t(0) / L^d the width of M_t within a vacuum. (The DSM
     # weight v_t(0) L^d starves small t, where the generated G2(0) is decided: 5-6% off with it.)
-    m0 = jnp.asarray(m0, dtype)
-    weight = jnp.sqrt(a0**2 * jnp.var(jnp.abs(m0)) + v0 / lattice.volume)
+    weight = jnp.sqrt(a0**2 * jnp.var(jnp.abs(m0_all)) + v0 / lattice.volume)
     a_mat = np.asarray(design * weight[:, None])
     b_vec = np.asarray((target - rest) * weight)
     gram = a_mat.T @ a_mat
