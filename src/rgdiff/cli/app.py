@@ -587,6 +587,7 @@ def _check_memory(dim: int, size: int, chains: int, samples: int, thin: int = 1)
     """Refuse, before allocating anything, an ensemble that cannot fit in this machine's memory:
     the fields kept, plus one sampling chunk (about 1/50 of the transitions, `thin` per sample
     kept, each held until the chunk is thinned)."""
+    from rgdiff.cli.memory import human_bytes, machine_memory
     from rgdiff.errors import RgdiffError
 
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (dim, size, chains, samples, thin)):
@@ -595,25 +596,14 @@ def _check_memory(dim: int, size: int, chains: int, samples: int, thin: int = 1)
     chunk = max(thin, -(-samples * thin // 50))  # transitions per jitted call (`rgdiff.samplers.uv.sample`),
     chunk = -(-chunk // thin) * thin  # whole thinning periods; the scan keeps each transition's position
     need = 8 * chains * sites * (samples + chunk)  # float64: the fields kept + every position of one chunk
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        have = 2**40
+    have = machine_memory()
     if need > have // 2:
         thinned = f" kept every {thin} transitions (a sampling chunk holds {chunk} of them)" if thin > 1 else ""
         raise RgdiffError(
             f"an ensemble of {chains} chains x {samples} samples{thinned} on a {size}^{dim} lattice needs about "
-            f"{_bytes(need)} of memory (float64), more than half of this machine's {_bytes(have)}; "
+            f"{human_bytes(need)} of memory (float64), more than half of this machine's {human_bytes(have)}; "
             f"use a smaller --size, fewer --samples or --chains{', or a smaller --thin' if thin > 1 else ''}"
         )
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000:
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} EB"
 
 
 def _sampling_checkpoints(out: Path, resume: Path | None, every: int | None, folder: Path | None, config: dict):

@@ -31,6 +31,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from rgdiff.cli.memory import human_bytes, machine_memory
 from rgdiff.cli import quantum_plots
 from rgdiff.cli.progress import progress_bar
 from rgdiff.errors import RgdiffError, WriteOutputError
@@ -90,21 +91,6 @@ def gaussian_two_point(h: Hamiltonian, mass_sq: float) -> np.ndarray:
 INDEX_LIMIT = 2**31 - 1  # elements of one array XLA indexes safely on the CPU (int32 offsets)
 
 
-def _machine_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000:
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} EB"
-
-
 def memory_needed(h: Hamiltonian, settings: GroundStateSettings) -> tuple[int, int, int]:
     """(training bytes, evaluation bytes, elements of the largest array), exact integer estimates.
 
@@ -125,14 +111,14 @@ def memory_needed(h: Hamiltonian, settings: GroundStateSettings) -> tuple[int, i
 def check_run_size(h: Hamiltonian, settings: GroundStateSettings) -> None:
     """Refuse, before allocating anything, a run that cannot fit this machine's memory (or XLA's indexing)."""
     train_bytes, eval_bytes, largest = memory_needed(h, settings)
-    have = _machine_memory()
+    have = machine_memory()
     need = max(train_bytes, eval_bytes)
     what = (f"--batch {settings.batch}, --ode-steps {settings.ode_steps}, --eval-samples {settings.eval_samples} "
             f"on {h.sites} sites")
     if need > have // 2:
         raise RgdiffError(
-            f"a ground-state run with {what} needs about {_bytes(need)} of memory (training {_bytes(train_bytes)}, "
-            f"evaluation {_bytes(eval_bytes)}), more than half of this machine's {_bytes(have)}; "
+            f"a ground-state run with {what} needs about {human_bytes(need)} of memory (training {human_bytes(train_bytes)}, "
+            f"evaluation {human_bytes(eval_bytes)}), more than half of this machine's {human_bytes(have)}; "
             "lower --batch, --eval-samples or --ode-steps")
     if largest > INDEX_LIMIT:
         raise RgdiffError(

@@ -218,20 +218,17 @@ def check_generate_steps(steps) -> None:
 def check_generated_size(samples, lattice, *, source: str = "--samples") -> None:
     """Refuse, before any work, a number of samples that `rgdiff measure` cannot measure or this
     machine cannot hold (the generated chunks and their concatenation: two float64 copies)."""
-    from rgdiff.cli.app import _bytes
+    from rgdiff.cli.memory import human_bytes, machine_memory
     from rgdiff.observables.stats import MIN_SAMPLES_PER_CHAIN
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < MIN_SAMPLES_PER_CHAIN:
         raise RgdiffError(f"{source} must be an integer >= {MIN_SAMPLES_PER_CHAIN} (what `rgdiff measure` needs), "
                           f"got {samples}")
     need = 2 * 8 * samples * lattice.sites
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        have = 2**40
+    have = machine_memory()
     if need > have // 2:
-        raise RgdiffError(f"{source} {samples} on a {lattice.size}^{lattice.dim} lattice needs about {_bytes(need)} of memory, "
-                          f"more than half of this machine's {_bytes(have)}; generate fewer samples")
+        raise RgdiffError(f"{source} {samples} on a {lattice.size}^{lattice.dim} lattice needs about {human_bytes(need)} of memory, "
+                          f"more than half of this machine's {human_bytes(have)}; generate fewer samples")
 
 
 def generate_job(*, model_dir: Path, samples: int, t: float, solver: str | None, steps: int | None, seed: int,

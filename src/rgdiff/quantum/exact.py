@@ -92,6 +92,11 @@ def best_gaussian(h: Hamiltonian) -> GaussianState:
         m2 = math.exp(log_m2)
         return m2 - h.m2 - 0.5 * h.lam * _phi_sq(h, h.omega(m2))
 
+    return gaussian_state(h, _solve_gap(gap))
+
+
+def _solve_gap(gap) -> float:
+    """The mass M^2 where a gap equation, increasing in log M^2, crosses zero (bisection in log M^2)."""
     lo, hi = -60.0, 2.0
     while gap(hi) < 0:
         hi += 2.0
@@ -101,7 +106,7 @@ def best_gaussian(h: Hamiltonian) -> GaussianState:
             lo = mid
         else:
             hi = mid
-    return gaussian_state(h, math.exp(0.5 * (lo + hi)))
+    return math.exp(0.5 * (lo + hi))
 
 
 def harmonic_lower_bound(h: Hamiltonian) -> float:
@@ -127,16 +132,7 @@ def harmonic_lower_bound(h: Hamiltonian) -> float:
         m2 = math.exp(log_m2)
         return m2 - h.m2 - h.lam / 6.0 * _phi_sq(h, h.omega(m2))
 
-    lo, hi = -60.0, 2.0
-    while gap(hi) < 0:
-        hi += 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if gap(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return bound(math.exp(0.5 * (lo + hi)))
+    return bound(_solve_gap(gap))
 
 
 # exact diagonalization -------------------------------------------------------------------

@@ -155,7 +155,7 @@ def train(
     return trained
 
 
-ZERO_MODE_FIT_SAMPLES = 8192
+ZERO_MODE_FIT_SAMPLES = 32768
 
 
 def fit_zero_mode(model, scheme, lattice: Lattice, m0: np.ndarray, fields: np.ndarray, horizon: float, *, key,
