@@ -61,6 +61,12 @@ def test_a_resolved_ten_percent_miss_fails(truth):
     rec = observable_fidelity(learned, true, "Z", tolerance=0.05)
     assert rec["verdict"] == "fail" and rec["max_relative_deviation"] == pytest.approx(0.1)
     assert rec["p_value"] < 1e-6
+    # the excess over the tolerance in units of the combined relative error, at the worst t
+    z = np.array(values["Z"])
+    ez = np.array(errors["Z"])
+    combined = np.hypot(ez, ez) / np.abs(z)  # the learned errors are the true ones here
+    assert rec["excess_sigma"] == pytest.approx(np.max((0.1 - 0.05) / combined))
+    assert observable_fidelity(true, true, "Z")["excess_sigma"] is None
 
 
 LAT = Lattice(2, 6, 1.0)
