@@ -35,24 +35,30 @@ def deviations(cmp: dict, path, title: str) -> None:
     t = np.asarray(cmp["true"]["t"])
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), sharey=True)
     tol = fid["tolerance"]
+    reach = 0.0
     for ax, name in zip(np.atleast_1d(axes), names):
         lv = cmp["learned"]["observables"][name]["value"]
         le = cmp["learned"]["observables"][name]["error"]
         tv = cmp["true"]["observables"][name]["value"]
-        rows = [(ti, (a - b) / abs(b), e / abs(b)) for ti, a, e, b in zip(t, lv, le, tv)
+        rows = [(ti, 100.0 * (a - b) / abs(b), 100.0 * e / abs(b)) for ti, a, e, b in zip(t, lv, le, tv)
                 if None not in (a, e, b) and b != 0]
-        ax.axhspan(-tol, tol, color="tab:green", alpha=0.15, lw=0, label=f"tolerance ±{100 * tol:g}%")
+        ax.axhspan(-100 * tol, 100 * tol, color="tab:green", alpha=0.15, lw=0, label=f"tolerance ±{100 * tol:g}%")
         ax.axhline(0.0, color="k", lw=0.6)
         if rows:
             ts, dev, err = (np.array(x) for x in zip(*rows))
             ax.errorbar(ts, dev, yerr=err, fmt="o-", ms=3, lw=1, color="tab:blue", label="learned - true (rel.)")
+            reach = max(reach, float(np.max(np.abs(dev) + err)))
         rec = fid["observables"][name]
         ax.set_title(f"{name}: {rec['verdict']}", fontsize=9,
                      color={"pass": "tab:green"}.get(rec["verdict"], "tab:red"))
         _time_axis(ax, t)
-        ax.set_yscale("symlog", linthresh=tol)
-    np.atleast_1d(axes)[0].set_ylabel("relative deviation")
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
+    first = np.atleast_1d(axes)[0]
+    if reach <= 20 * 100 * tol:  # percent on a linear axis, the band and every point in view
+        first.set_ylim(-1.1 * max(reach, 2 * 100 * tol), 1.1 * max(reach, 2 * 100 * tol))
+    else:  # a model that is far off: the band stays linear, the rest logarithmic
+        first.set_yscale("symlog", linthresh=100 * tol)
+    first.set_ylabel("relative deviation (%)")
+    first.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{title}  —  verdict {fid['verdict'].upper()}", fontsize=10)
     _save(fig, path)
 
