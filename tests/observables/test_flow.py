@@ -84,7 +84,7 @@ def test_broken_phase_maps_with_uv_signs():
     [
         ({"times": [0.1, -0.2]}, ">= 0"),
         ({"times": []}, "empty"),
-        ({"t_max": 1.0, "n_times": 0}, "n_times"),
+        ({"t_max": 1.0, "n_times": 0}, "n.times"),
         ({"t_max": -1.0, "n_times": 3}, "t_max"),
         ({"times": [0.1], "t_max": 1.0}, "not both"),
         ({"times": [float("nan")]}, "finite"),
