@@ -19,6 +19,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Free JAX's compiled programs after each test module. Each XLA:CPU executable holds ~6 memory
+    maps; the whole suite compiles more than the kernel's vm.max_map_count (65530) allows, and XLA
+    then aborts (SIGABRT/SIGSEGV) inside a compile late in the run."""
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture
 def getkey():
     """A fresh PRNG key per call, deterministic per test."""
