@@ -177,7 +177,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         scheme = scheme_from_description(config["scheme"])
         skeleton = build_model(config["model"], lattice, key=jax.random.key(0))
         dtype = jnp.dtype(config["training"]["dtype"])
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, ArithmeticError, RgdiffError) as exc:
         if isinstance(exc, RgdiffError):
             raise ReadModelError(f"{path / CONFIG} describes an invalid model: {exc}") from None
         raise ReadModelError(f"{path / CONFIG} is damaged ({exc.__class__.__name__}: {exc})") from None
