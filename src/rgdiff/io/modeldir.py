@@ -176,7 +176,10 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         theory = Phi4(lattice, float(th["m2"]), float(th["lam"]))
         scheme = scheme_from_description(config["scheme"])
         skeleton = build_model(config["model"], lattice, key=jax.random.key(0))
-        dtype = jnp.dtype(config["training"]["dtype"])
+        dtype = config["training"]["dtype"]
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"training.dtype must be float32 or float64, got {dtype!r:.60}")
+        dtype = jnp.dtype(dtype)
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError, ArithmeticError, RgdiffError) as exc:
         if isinstance(exc, RgdiffError):
             raise ReadModelError(f"{path / CONFIG} describes an invalid model: {exc}") from None
