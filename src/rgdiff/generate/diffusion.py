@@ -646,12 +646,6 @@ def _diffrax_sde_one(model, scheme, key, phi, ts, solver, brownian, tol):
     return solution.ys[0]
 
 
-def _reference_spectrum(scheme, lattice: Lattice, t, reference):
-    """G_t = a_t^2 P_ref + v_t on the half grid (the exact flowed spectrum of the reference)."""
-    a, v = scheme.kernel(t, lattice, reference.dtype)
-    return a**2 * reference + v
-
-
 def _exponential_one(model, scheme, key, phi, ts, reference):
     """The exponential integrator along decreasing `ts` (see the module docstring). `reference`:
     (P_ref, vacuum): with vacuum > 0 the reference's zero mode is centred at +-vacuum a_t(0), on
@@ -661,15 +655,12 @@ def _exponential_one(model, scheme, key, phi, ts, reference):
     spectrum, vacuum = reference
     zero = (0,) * lattice.dim
 
-    def centre(t, side):
-        a, _ = scheme.kernel(t, lattice, phi.dtype)
-        return vacuum * a[zero] * side
-
     def step(phi, k):
         t, s = ts[k], ts[k + 1]
         a, v = scheme.transition(s, t, lattice, phi.dtype)
-        g_t = _reference_spectrum(scheme, lattice, t, spectrum)
-        g_s = _reference_spectrum(scheme, lattice, s, spectrum)
+        a_t, v_t = scheme.kernel(t, lattice, phi.dtype)  # once per time: G and the centre both need a
+        a_s, v_s = scheme.kernel(s, lattice, phi.dtype)
+        g_t, g_s = a_t**2 * spectrum + v_t, a_s**2 * spectrum + v_s  # rg.flowed_spectrum, kernel shared
         rho = a * g_s / g_t
         log_rho = jnp.log(rho)
         h = t - s
@@ -677,13 +668,13 @@ def _exponential_one(model, scheme, key, phi, ts, reference):
         weight = jnp.where(small, h, h * (1.0 - rho) / jnp.where(small, -1.0, -log_rho))
         _, gamma = _rates(scheme, lattice, t, phi.dtype)
         side = jnp.where(jnp.mean(phi) >= 0, 1.0, -1.0).astype(phi.dtype)
-        modes = lattice.rfourier(phi - centre(t, side))  # the departure from the reference's mean
+        modes = lattice.rfourier(phi - vacuum * a_t[zero] * side)  # the departure from the reference's mean
         score_modes = lattice.rfourier(model(phi, t))
         delta = score_modes + as_complex(eps_d / g_t, modes) * modes  # the departure from the reference score
         z = standard_half_spectrum_noise(jax.random.fold_in(key, k), lattice, (), phi.dtype)
         out = (as_complex(rho, modes) * modes + as_complex(weight * gamma / eps_d, delta) * delta
                + as_complex(jnp.sqrt(g_s * v / (g_t * lattice.volume)), z) * z)
-        return (lattice.inverse_rfourier(out) + centre(s, side)).astype(phi.dtype), None
+        return (lattice.inverse_rfourier(out) + vacuum * a_s[zero] * side).astype(phi.dtype), None
 
     phi, _ = jax.lax.scan(step, phi, jnp.arange(ts.shape[0] - 1))
     return phi
