@@ -14,8 +14,11 @@ maps phi_T ~ p_T to phi' ~ q = p_0^theta with its exact log-density log q(phi')
    with probability min(1, exp(-S(phi') + S(phi) + log q(phi) - log q(phi'))). The log q of the
    current state is cached; after HMC moves it is recomputed with `proposal.log_prob` (for the
    ODE, the run 0 -> T);
-2. k HMC transitions on the UV action (Blackjax; Fourier-accelerated by default,
-   `rgdiff.samplers.hmc.UVMove`), which explore locally where the model is poor.
+2. after every B such steps (`imh_per_block`), k HMC transitions on the UV action (Blackjax;
+   Fourier-accelerated by default, `rgdiff.samplers.hmc.UVMove`), which explore locally where
+   the model is poor. Within a block the cached log q stays exact without any ODE solve (an
+   accepted proposal brings its own log q), so a sweep costs one decode plus 1/B encode: with
+   B large the cost per sweep approaches one model sample.
 
 Both steps leave exp(-S) invariant, so the chain is exact whatever the model's quality; the model
 only sets the acceptance rate and so the autocorrelation time. (Exact up to the ODE solver's
@@ -66,8 +69,11 @@ class BridgeSettings:
     """Settings of a bridge run.
 
     - `chains`, `samples` (recorded sweeps per chain; one sweep = one IMH step + k HMC steps).
-    - `hmc_steps_between`: k, HMC transitions after every independence-Metropolis step
+    - `hmc_steps_between`: k, HMC transitions after every block of independence-Metropolis steps
       (0: pure independence Metropolis, no encode needed).
+    - `imh_per_block`: B, independence-Metropolis steps per block. Inside a block the cached log q
+      of the state stays exact (an accepted proposal brings its own), so the one encode the HMC
+      moves make necessary is paid once per B sweeps; every IMH step is a recorded sweep.
     - `algorithm`: how the HMC moves go (`rgdiff.samplers.hmc.UVMove`): "fa-hmc" (Fourier-
       accelerated HMC, the default), "fa-nuts", "hmc" (`hmc_leapfrog` leapfrog steps per
       trajectory) or "nuts"; `trajectory_length`: the mean trajectory of "fa-hmc".
@@ -85,6 +91,7 @@ class BridgeSettings:
     chains: int = 4
     samples: int = 1000
     hmc_steps_between: int = 1
+    imh_per_block: int = 1
     hmc_leapfrog: int = 10
     algorithm: str = "fa-hmc"
     warmup: int = 200
@@ -98,7 +105,7 @@ class BridgeSettings:
 
     def __post_init__(self):
         for name, lo in (
-            ("chains", 1), ("samples", 2), ("hmc_steps_between", 0), ("hmc_leapfrog", 1),
+            ("chains", 1), ("samples", 2), ("hmc_steps_between", 0), ("imh_per_block", 1), ("hmc_leapfrog", 1),
             ("warmup", 0), ("ode_steps", 1), ("chunk", 0),
         ):
             value = getattr(self, name)
@@ -158,12 +165,12 @@ def _init_states(move: UVMove, theory: Phi4, fields):
 
 @eqx.filter_jit
 def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_key, chain_keys, start, chunk):
-    """`chunk` sweeps for all chains: IMH with pre-generated proposals, then k HMC steps, then encode.
+    """`chunk` sweeps for all chains: IMH with pre-generated proposals; after every B-th, k HMC steps and an encode.
 
-    `hmc` = (`UVMove`, k): the only settings that shape the compiled code. The HMC states live in
+    `hmc` = (`UVMove`, k, B): the only settings that shape the compiled code. The HMC states live in
     the move's coordinates (Fourier or site), the independence-Metropolis step in field space.
     """
-    move, k_hmc = hmc
+    move, k_hmc, block = hmc
     coords = move.coordinates(theory)
     chains = log_q.shape[0]
     dtype = log_q.dtype
@@ -198,13 +205,22 @@ def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_ke
         log_q = jnp.where(info.is_accepted, log_q_p, log_q)
         states = _init_states(move, theory, moved.position)
         phi = moved.position
-        if k_hmc > 0:
-            states, hmc_acc = jax.vmap(hmc_chain, in_axes=(0, 0, 0, 0, None))(states, step_size, imm, chain_keys, sweep)
-            hmc_acc = jnp.mean(hmc_acc, axis=1)
+
+        def local_moves(states):
+            states, acc = jax.vmap(hmc_chain, in_axes=(0, 0, 0, 0, None))(states, step_size, imm, chain_keys, sweep)
             phi = coords.to_field(states.position)
-            log_q = proposal.log_prob(phi)  # the cached log q must follow the HMC moves
-        else:
+            # the cached log q must follow the HMC moves: the block's one encode
+            return states, phi, proposal.log_prob(phi), jnp.mean(acc, axis=1)
+
+        def no_moves(states):
+            return states, phi, log_q, jnp.full((chains,), jnp.nan, dtype)
+
+        if k_hmc == 0:
             hmc_acc = jnp.zeros((chains,), dtype)
+        elif block == 1:
+            states, phi, log_q, hmc_acc = local_moves(states)
+        else:  # the sweep index is not batched, so this is a real branch: skipped sweeps cost no encode
+            states, phi, log_q, hmc_acc = jax.lax.cond((sweep + 1) % block == 0, local_moves, no_moves, states)
         out = (phi, info.is_accepted, info.acceptance_rate, hmc_acc, info.proposal_log_weight)
         return (states, log_q), out
 
@@ -297,7 +313,7 @@ def sample_bridge(
     k_init, k_warm, k_prop, k_chain, k_burn = jax.random.split(key, 5)
     chunk = settings.chunk or min(settings.samples, 50)  # a fixed size: one compilation per setup
     move = settings.move
-    hmc = (move, settings.hmc_steps_between)
+    hmc = (move, settings.hmc_steps_between, settings.imh_per_block)
     chain_keys = jax.random.split(k_chain, settings.chains)
 
     # start from the model's own samples, then tune HMC from there
@@ -364,7 +380,7 @@ def sample_bridge(
         "imh_acceptance": float(accepted.mean()),
         "imh_acceptance_per_chain": accepted.mean(axis=1).tolist(),
         "imh_mean_acceptance_probability": float(probs.mean()),
-        "hmc_acceptance": float(hmc_acc.mean()) if settings.hmc_steps_between > 0 else None,
+        "hmc_acceptance": float(np.nanmean(hmc_acc)) if settings.hmc_steps_between > 0 else None,
         "tau_int_abs_M": tau,
         "ess_abs_M": n_total / (2.0 * tau) if tau else None,
         "log_weight_std": float(finite_w.std()) if finite_w.size else None,
