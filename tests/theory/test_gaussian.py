@@ -138,3 +138,66 @@ def test_free_field_spectrum_needs_positive_mass():
     np.testing.assert_allclose(free_field_spectrum(lattice, 2.0, half=False), 1.0 / (lattice.phat_sq() + 2.0))
     with pytest.raises(InvalidTheoryError, match="m2 > 0"):
         free_field_spectrum(lattice, 0.0)
+
+
+# the noise source -----------------------------------------------------------------------------
+
+
+def test_threefry_is_jaxs_hash_bit_for_bit():
+    """The fused threefry of `rgdiff.theory.gaussian` is JAX's threefry-2x32, word for word."""
+    import jax.extend.random
+
+    from rgdiff.theory.gaussian import _threefry2x32
+
+    pair = (jnp.uint32(0x12345678), jnp.uint32(0x9ABCDEF0))
+    x0 = jax.lax.iota(jnp.uint32, 4096)
+    x1 = jnp.full((4096,), 3, jnp.uint32)
+    ours = jax.jit(_threefry2x32)(*pair, x0, x1)
+    theirs = jax.extend.random.threefry2x32_p.bind(*pair, x0, x1)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_noise_is_a_function_of_the_key(dtype):
+    """Same key, same noise (bitwise), for typed keys of any implementation and legacy raw keys;
+    another key, other noise. A resumed run restores its key from a checkpoint and redraws this."""
+    lattice = Lattice(2, 6, 6.0)
+    for key in (jax.random.key(3), jax.random.PRNGKey(3), jax.random.key(3, impl="rbg")):
+        a = np.asarray(standard_half_spectrum_noise(key, lattice, (4,), dtype))
+        b = np.asarray(standard_half_spectrum_noise(key, lattice, (4,), dtype))
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == (np.complex64 if dtype == jnp.float32 else np.complex128)
+    other = np.asarray(standard_half_spectrum_noise(jax.random.key(4), lattice, (4,), dtype))
+    assert not np.any(other == a)
+    # a stored key's data wraps back to the same key, hence the same noise
+    key = jax.random.key(3)
+    rewrapped = jax.random.wrap_key_data(np.asarray(jax.random.key_data(key)))
+    np.testing.assert_array_equal(
+        np.asarray(standard_half_spectrum_noise(rewrapped, lattice, (4,), dtype)),
+        np.asarray(standard_half_spectrum_noise(key, lattice, (4,), dtype)),
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_unit_complex_normal_moments(dtype, getkey):
+    """Independent N(0, 1/2) parts: mean 0, variance 1/2 each, uncorrelated, Gaussian fourth
+    moment (3/4), within 5 standard errors; a variance off by 2% would be seen (power check)."""
+    from rgdiff.theory.gaussian import unit_complex_normal
+
+    n = 2**20
+    re, im = (np.asarray(x, np.float64).ravel() for x in unit_complex_normal(getkey(), (n,), dtype))
+    for x in (re, im):
+        assert abs(x.mean()) / np.sqrt(0.5 / n) < 5
+        sq = x**2
+        assert abs(sq.mean() - 0.5) / (sq.std() / np.sqrt(n)) < 5
+        q = x**4
+        assert abs(q.mean() - 0.75) / (q.std() / np.sqrt(n)) < 5
+        # power: noise with variance 0.51 instead of 0.5 fails the same criterion
+        wrong = sq * 1.02
+        assert abs(wrong.mean() - 0.5) / (wrong.std() / np.sqrt(n)) > 5
+    prod = re * im
+    assert abs(prod.mean()) / (prod.std() / np.sqrt(n)) < 5
+    # independence beyond correlation: |z|^2 is exponential with mean 1 (variance 1)
+    power = re**2 + im**2
+    assert abs(power.var(ddof=1) - 1.0) / np.sqrt(8.0 / n) < 5  # var of the sample variance of Exp(1) ~ 8/n

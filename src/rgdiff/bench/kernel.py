@@ -2,14 +2,17 @@
 
 The push-forward phi_0 -> phi_t of a linear scheme is rfftn, a diagonal multiply, Gaussian noise
 on the half grid, and irfftn (`AbstractLinearScheme.push_forward`), so the bare round trip
-irfftn(rfftn(phi)) of the same arrays, timed in the same run, is its practical limit. Two
-timings per (N, dtype), interleaved repeat by repeat so machine noise hits both alike:
+irfftn(rfftn(phi)) of the same arrays, timed in the same run, is its practical limit. Three
+timings per (N, dtype), interleaved repeat by repeat so machine noise hits all alike:
 
 - `bare_fft`: jit(irfftn(rfftn(phi))), no noise;
-- `push_forward`: the library call as users make it (Carosso M = 1, t = 0.1, noise included).
+- `push_forward`: the library call as users make it (Carosso M = 1, t = 0.1, noise included);
+- `noise_only`: `standard_half_spectrum_noise` for the same batch, so the table shows where the
+  push-forward's time goes (the noise is fused into the push-forward, so the two do not add).
 
-With threefry, V Gaussian numbers cost about one FFT round trip of the same array on a CPU, which
-caps push-forward / bare FFT near 50% however the bookkeeping is arranged.
+The noise is threefry-2x32 written out so that XLA fuses it (`rgdiff.theory.gaussian`), with both
+32-bit words of every hash used and erf^-1 per part; JAX's `jax.random.normal` (a rolled threefry
+loop keeping 32 of 64 bits) cost about one FFT round trip of the same array on this CPU.
 
 Figures are configurations per second (median of repeats, spread half the min-max range); the
 ratios are per-repeat throughput ratios to the bare round trip.
@@ -26,7 +29,8 @@ import numpy as np
 
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg import make_scheme
-from rgdiff.bench._timing import Figure, compiled, ratio_of
+from rgdiff.theory.gaussian import standard_half_spectrum_noise
+from rgdiff.bench._timing import Figure, compiled, format_figure, ratio_of
 
 NAME = "kernel"
 T_FLOW = 0.1
@@ -73,13 +77,18 @@ def run(settings: KernelSettings, callback=None) -> dict:
             def library(k, x, lattice=lattice):
                 return scheme.push_forward(k, x, T_FLOW, lattice)
 
+            def noise(k, lattice=lattice, batch=batch, dtype=dtype):
+                return standard_half_spectrum_noise(k, lattice, (batch,), dtype)
+
             first = _time_once(library, key, phi)  # includes tracing and compilation
             jax.block_until_ready(bare_exe(phi))
-            times = {"bare_fft": [], "push_forward": []}
+            jax.block_until_ready(noise(key))
+            times = {"bare_fft": [], "push_forward": [], "noise_only": []}
             for r in range(settings.repeats):
                 k = jax.random.fold_in(key, r)
                 times["bare_fft"].append(_time_once(bare_exe, phi))
                 times["push_forward"].append(_time_once(library, k, phi))
+                times["noise_only"].append(_time_once(noise, k))
             rate = {name: [batch / s for s in ts] for name, ts in times.items()}
             rows.append(
                 {
@@ -93,6 +102,7 @@ def run(settings: KernelSettings, callback=None) -> dict:
                     },
                     "vs_bare_fft": {
                         "push_forward": ratio_of(rate["push_forward"], rate["bare_fft"]).as_dict(),
+                        "noise_only": ratio_of(rate["noise_only"], rate["bare_fft"]).as_dict(),
                     },
                 }
             )
@@ -117,9 +127,8 @@ def ratios(result: dict) -> dict:
 
 
 def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    from rgdiff.bench._timing import format_figure
 
-    header = ["N", "dtype", "batch", "bare FFT cfg/s", "push-forward cfg/s", "pf / bare", "compile s (pf)"]
+    header = ["N", "dtype", "batch", "bare FFT cfg/s", "push-forward cfg/s", "pf / bare", "noise only cfg/s", "noise / bare", "compile s (pf)"]
     body = []
     for r in result["rows"]:
         c, v = r["configs_per_s"], r["vs_bare_fft"]
@@ -128,6 +137,14 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             format_figure(c["bare_fft"]["median"], c["bare_fft"]["spread"]),
             format_figure(c["push_forward"]["median"], c["push_forward"]["spread"]),
             format_figure(v["push_forward"]["median"], v["push_forward"]["spread"]),
+            *_optional(c, v, "noise_only"),
             f"{r['compile_seconds']['push_forward']:.2f}",
         ])
     return header, body
+
+
+def _optional(c: dict, v: dict, name: str) -> list[str]:
+    """Figure and ratio of a candidate that results written by older versions lack."""
+    if name not in c:
+        return ["n/a", "n/a"]
+    return [format_figure(c[name]["median"], c[name]["spread"]), format_figure(v[name]["median"], v[name]["spread"])]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rgdiff.errors import InvalidSchemeError, RgdiffError, require_finite
-from rgdiff.theory.gaussian import as_complex, gaussian_field_log_prob, gaussian_field_score, gaussian_modes_log_prob, gaussian_modes_score, sample_gaussian_field, standard_half_spectrum_noise
+from rgdiff.theory.gaussian import as_complex, gaussian_field_log_prob, gaussian_field_score, gaussian_modes_log_prob, gaussian_modes_score, half_spectrum_noise_parts, sample_gaussian_field
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg.quadrature import DEFAULT_NODES, DEFAULT_PANELS, transition_by_quadrature
 
@@ -217,9 +217,7 @@ class AbstractLinearScheme:
         check_times(t, start)
         phi0, t, start = jnp.asarray(phi0), jnp.asarray(t), jnp.asarray(start)
         batch = jnp.broadcast_shapes(phi0.shape[: phi0.ndim - lattice.dim], t.shape, start.shape)
-        # drawn outside the scheme's jitted body so the (costly to compile) PRNG is shared by all schemes
-        z = standard_half_spectrum_noise(key, lattice, batch, dtype)
-        return _push_forward(self, phi0, z, t, start, lattice)
+        return _push_forward(self, key, phi0, t, start, lattice, batch)
 
     def log_transition_density(self, phi_t, phi0, t, lattice: Lattice, start=0.0) -> jnp.ndarray:
         """log p_{t|s}(phi_t | phi0), exact and normalized in position-space coordinates (t > start).
@@ -318,12 +316,18 @@ def _transition(scheme, start, t, lattice, dtype, half):
     return jnp.broadcast_to(a, shape), jnp.broadcast_to(v, shape)
 
 
-@jax.jit
-def _push_forward(scheme, phi0, z, t, start, lattice):
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _push_forward(scheme, key, phi0, t, start, lattice, batch):
+    # One fused pass between the two FFTs: the noise (Box-Muller, `half_spectrum_noise_parts`) is
+    # drawn inside this body and combined in real arithmetic, a Re phi~ + s Re z and
+    # a Im phi~ + s Im z with s = sqrt(v / L^d), so no complex noise array is stored and read back
+    # and no complex-by-complex product multiplies by a real kernel.
     dtype = phi0.dtype
     a, v = _transition(scheme, start, t, lattice, dtype, True)
     modes = lattice.rfourier(phi0)
-    phi_t = as_complex(a, modes) * modes + as_complex(jnp.sqrt(v / lattice.volume), z) * z
+    z_re, z_im = half_spectrum_noise_parts(key, lattice, batch, dtype)
+    s = jnp.sqrt(v / lattice.volume)
+    phi_t = jax.lax.complex(a * jnp.real(modes) + s * z_re, a * jnp.imag(modes) + s * z_im)
     return lattice.inverse_rfourier(phi_t).astype(dtype)
 
 
