@@ -114,3 +114,49 @@ def test_bench_refuses_unknown_sizes_and_points(tmp_path, capsys, args, message)
     assert main(["bench", "--only", "samplers", *args, "--json", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_bench_learned_samplers_tiny(tmp_path):
+    """Every learned sampler (bridge, RG parallel tempering, CNF, CNF-driven bridge) runs through
+    the benchmark at one tiny point with a few training steps, and the best-learned ratios name
+    the sampler they took (no timing or quality asserted: too short to mean anything)."""
+    from rgdiff.bench import samplers
+    from rgdiff.bench.samplers import SamplerBenchSettings
+
+    settings = SamplerBenchSettings(
+        sizes=(8,), learned_sizes=(8,), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20,
+        hmc_steps=4, train_steps=20, bridge_samples=16, bridge_chains=2, bridge_warmup=10, ode_steps=4,
+        imh_per_block=2, tempering_levels=2, flow_objectives=("reverse-kl", "rg"), flow_train_steps=3,
+        flow_ode_steps=2, flow_samples=32, chunks=4,
+    )
+    result = samplers.run(settings)
+    (row,) = result["rows"]
+    assert result["notes"] == []
+    assert set(samplers.LEARNED) <= set(row["samplers"])
+    for name in samplers.LEARNED:
+        s = row["samplers"][name]
+        assert s["setup_seconds"] > 0 and s["seconds_per_sample"]["median"] > 0
+        assert s["observables"]["abs_M"]["tau_int"] >= 0.5
+    assert set(row["samplers"]["flow"]["objectives"]) == {"reverse-kl", "rg"}
+    ratios = samplers.ratios(result)
+    for base in ("nuts", "fa_hmc"):
+        r = ratios[f"best_learned_vs_{base}_ess_per_s_amortized"]
+        assert r["N"] == 8 and r["sampler"] in samplers.LEARNED and r["value"] > 0
+
+
+def test_tunnelling_counts_vacuum_changes_and_honest_errors():
+    """Two stuck chains (one per vacuum) give 0 changes and a <M> error of the size of the vacua;
+    a chain alternating every 100 sweeps gives 10 changes per 1000 sweeps."""
+    from rgdiff.bench.samplers import tunnelling
+    from rgdiff.lattice.geometry import Lattice
+
+    lattice = Lattice.lattice_units(2, 2)
+    rng = np.random.default_rng(0)
+    stuck = np.stack([np.full(1000, 5.0), np.full(1000, -5.0)]) + 0.1 * rng.normal(size=(2, 1000))
+    fields = np.broadcast_to(stuck[..., None, None], (2, 1000, 2, 2))
+    t = tunnelling(fields, lattice)
+    assert t["vacuum_changes_per_1000_sweeps"]["value"] == 0 and t["vacuum_changes_per_chain"] == [0, 0]
+    assert t["mean_M"]["error"] > 3  # the between-chain error sees the two vacua
+    hopping = np.where((np.arange(1000) // 100) % 2 == 0, 5.0, -5.0)[None] + 0.1 * rng.normal(size=(1, 1000))
+    t = tunnelling(np.broadcast_to(hopping[..., None, None], (1, 1000, 2, 2)), lattice)
+    assert t["vacuum_changes_per_chain"] == [9] and abs(t["vacuum_changes_per_1000_sweeps"]["value"] - 9) < 1e-9

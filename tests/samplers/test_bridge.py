@@ -9,7 +9,7 @@
   (Gamma-method errors), while the uncorrected proposals are far off.
 - Interacting phi^4 (lattice units, N = 4, m2 = -1, lam = 6) with a free-field proposal model:
   <M^2> (as chi = V <M^2>) and <|M|> agree with a NUTS run within 4 combined sigma, with HMC
-  moves after every IMH step and after blocks of 4 (one encode per block).
+  moves after every IMH step and after blocks of 4 (one encode per block) with float32 ODE solves.
 """
 
 import equinox as eqx
@@ -76,15 +76,16 @@ def test_wrong_model_is_corrected_by_metropolis(getkey):
     assert (raw.value - exact["G2_0"]) / raw.error > 10
 
 
-@pytest.mark.parametrize("block", [1, 4])
-def test_interacting_theory_agrees_with_nuts(getkey, block):
-    """Also with blocks of 4 IMH steps between HMC moves (one encode per block): exact too."""
+@pytest.mark.parametrize("block, ode_dtype", [(1, "float64"), (4, "float32")])
+def test_interacting_theory_agrees_with_nuts(getkey, block, ode_dtype):
+    """Also with blocks of 4 IMH steps between HMC moves (one encode per block) and float32 ODE
+    solves (chains and Metropolis tests in float64): exact too."""
     lattice = Lattice.lattice_units(2, 4)
     theory = Phi4(lattice, -1.0, 6.0)
     # free-field proposal with an effective mass near the measured one (chi ~ 5.4, G2(p1) ~ 0.43)
     model = GaussianFlowScore.free_field(lattice, SCHEME, 0.35)
     settings = BridgeSettings(chains=8, samples=500, hmc_steps_between=1, hmc_leapfrog=8, warmup=100, ode_steps=24,
-                              imh_per_block=block)
+                              imh_per_block=block, ode_dtype=ode_dtype)
     bridge = run_bridge(model, SCHEME, theory, settings, key=getkey(), T=T)
     reference = sample(theory, SamplerSettings(chains=8, samples=1000, warmup=300), key=getkey())
     d = bridge.diagnostics
@@ -116,7 +117,7 @@ def test_refusals(getkey):
     other = Phi4(Lattice.lattice_units(2, 4), M2, 0.0)
     with pytest.raises(InvalidSchemeError, match="lattice"):
         run_bridge(GaussianFlowScore.free_field(LAT, SCHEME, M2), SCHEME, other, settings, key=getkey(), T=T)
-    for bad in ({"chains": 0}, {"samples": 1}, {"hmc_steps_between": -1}, {"imh_per_block": 0}, {"algorithm": "mala"}, {"warmup": 1},
+    for bad in ({"chains": 0}, {"samples": 1}, {"hmc_steps_between": -1}, {"imh_per_block": 0}, {"ode_dtype": "float16"}, {"algorithm": "mala"}, {"warmup": 1},
                 {"ode_solver": "rk45"}, {"step_size": 0.0}, {"target_acceptance": 1.0}):
         with pytest.raises(InvalidSamplerSettingsError):
             BridgeSettings(**bad)

@@ -4,7 +4,12 @@ JSON layout (written atomically)::
 
     {"machine": {...}, "suite": "full" | "quick" | "tiny", "only": name | null,
      "benchmarks": {"kernel": {...}, "training": {...}, "samplers": {...}},
-     "ratios": {name: figure | null, ...}, "notes": [...], "seconds": total}
+     "ratios": {name: figure | null, ...},
+     "tunnelling": {point: {"N", "theory", "samplers": {name: {"vacuum_changes_per_1000_sweeps":
+                    {"value", "error"}, "mean_M": {"value", "error"}, ...}}}},
+     "notes": [...], "seconds": total}
+
+`tunnelling` holds the broken-phase points the samplers benchmark ran (empty otherwise).
 
 `ratios` always carries the named figures documented in the README (null when the benchmark
 that measures them was not run or could not run, with the reason in `notes`).
@@ -36,6 +41,8 @@ SETTINGS = {
 REQUIRED_RATIOS = (
     "bridge_vs_nuts_ess_per_s_amortized",
     "flow_vs_nuts_ess_per_s_amortized",
+    "best_learned_vs_nuts_ess_per_s_amortized",
+    "best_learned_vs_fa_hmc_ess_per_s_amortized",
     "fa_hmc_vs_nuts_ess_per_s",
     "fa_hmc_vs_nuts_ess_per_s_paper_broken",
     "fa_hmc_vs_nuts_ess_per_s_paper_near_massless",
@@ -114,6 +121,7 @@ def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet
         "only": only,
         "benchmarks": results,
         "ratios": ratios,
+        "tunnelling": results.get("samplers", {}).get("tunnelling", {}),
         "notes": notes,
         "seconds": time.perf_counter() - t0,
     }
@@ -157,5 +165,15 @@ def print_tables(data: dict) -> None:
                 text += f" (N={','.join(str(s) for s in fig['sizes'])})"
         table.add_row(key, text)
     console.print(table)
+    for point, t in data.get("tunnelling", {}).items():
+        table = Table(title=f"vacuum tunnelling at {point} (N = {t['N']}); <M> = 0 exactly by symmetry")
+        for h in ("sampler", "vacuum changes / 1000 sweeps", "<M>", "<|M|>", "chains x sweeps"):
+            table.add_column(h)
+        for name, r in t["samplers"].items():
+            rate, mean = r["vacuum_changes_per_1000_sweeps"], r["mean_M"]
+            table.add_row(name, format_figure(rate["value"], rate["error"]),
+                          "n/a" if mean["error"] is None else format_figure(mean["value"], mean["error"]),
+                          f"{r['mean_abs_M']:.4g}", f"{r['chains']} x {r['sweeps_per_chain']}")
+        console.print(table)
     for note in data["notes"]:
         console.print(f"note: {note}")

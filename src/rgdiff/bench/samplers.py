@@ -55,7 +55,6 @@ from rgdiff.rg import make_scheme
 from rgdiff.samplers import imh
 from rgdiff.samplers.uv import SamplerSettings, sample
 from rgdiff.theory.phi4 import BENCHMARK_LAM_A, benchmark_theory, paper_theory
-from rgdiff.bench._cnf import flow_api
 from rgdiff.bench._timing import Figure, compiled
 
 NAME = "samplers"
@@ -63,13 +62,16 @@ OBSERVABLES = ("abs_M", "chi", "max_abs_phi")
 LOCAL = ("nuts", "hmc", "fa-hmc", "fa-nuts")  # the local MCMC samplers, run at every point
 BENCHMARK_SIZES = tuple(BENCHMARK_LAM_A)
 PAPER_POINTS = {"paper_broken": -2.0, "paper_near_massless": 0.01}  # point -> bare m2 at L = 1, N = 20
+BROKEN_POINTS = ("paper_broken",)  # where vacuum tunnelling is measured (local samplers never change vacuum)
+LEARNED = ("bridge", "tempering", "flow", "flow-bridge")  # the learned samplers, run at learned sizes and points
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerBenchSettings:
-    sizes: tuple[int, ...] = (8, 12, 20, 32, 64)
-    learned_sizes: tuple[int, ...] = (8, 12, 20)  # sizes where the bridge and the CNF are trained and run
+    sizes: tuple[int, ...] = (8, 12, 20, 32)
+    learned_sizes: tuple[int, ...] = (8, 12, 20, 32)  # sizes where the learned samplers are trained and run
     paper_points: tuple[str, ...] = tuple(PAPER_POINTS)
+    learned_points: tuple[str, ...] = ("paper_broken",)  # paper points with learned samplers (tunnelling)
     chains: int = 8
     samples: int = 5000
     warmup: int = 500
@@ -78,21 +80,26 @@ class SamplerBenchSettings:
     bridge_samples: int = 1000
     bridge_chains: int = 4
     bridge_warmup: int = 200
-    ode_steps: int = 32
-    flow_train_steps: int = 500
-    flow_ode_steps: int = 16
+    ode_steps: int = 16
+    ode_dtype: str = "float32"
+    imh_per_block: int = 4
+    tempering_levels: int = 4
+    flow_objectives: tuple[str, ...] = ("reverse-kl", "rg")
+    flow_train_steps: int = 300
+    flow_ode_steps: int = 8
     flow_samples: int = 4000
     amortize_samples: int = 100_000
     chunks: int = 20
 
 
 QUICK = SamplerBenchSettings(
-    sizes=(8, 12, 20), learned_sizes=(8, 12), chains=4, samples=2000, warmup=300, train_steps=500,
-    bridge_samples=200, bridge_warmup=50, ode_steps=16, flow_train_steps=100, flow_ode_steps=8,
-    flow_samples=1000, chunks=10,
+    sizes=(8, 12, 20), learned_sizes=(8, 12), learned_points=(), chains=4, samples=2000, warmup=300, train_steps=500,
+    bridge_samples=200, bridge_warmup=50, ode_steps=16, flow_objectives=("reverse-kl",), flow_train_steps=100,
+    flow_ode_steps=8, flow_samples=1000, chunks=10,
 )
 TINY = SamplerBenchSettings(
-    sizes=(8,), learned_sizes=(), paper_points=(), chains=2, samples=40, warmup=20, hmc_steps=4, chunks=4,
+    sizes=(8,), learned_sizes=(), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20, hmc_steps=4,
+    chunks=4,
 )
 
 
@@ -216,83 +223,158 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
     }
 
 
-def _bridge(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
-    """The bridge driven by an EFT score model trained on the chains of `data` (an `_mcmc` run,
-    FA-HMC in `run`), whose setup and sampling time count as the cost of the training data."""
-    from rgdiff.samplers.bridge import BridgeSettings, run_bridge
+def _data_seconds(data: dict) -> float:
+    """What the FA-HMC training data cost: its warm-up and sampling."""
+    fields = data["fields"]
+    return data["setup_seconds"] + fields.shape[0] * fields.shape[1] * data["seconds_per_sample"].median
+
+
+def _score_model(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
+    """An EFT score model trained by DSM on the chains of `data` (an `_mcmc` run, FA-HMC in `run`)."""
     from rgdiff.train.initial import initial_model
-    from rgdiff.models.base import cast_model
     from rgdiff.train.score import TrainSettings, default_horizon, train
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
     fields = data["fields"]
-    k_model, k_train, k_run = jax.random.split(key, 3)
+    k_model, k_train = jax.random.split(key)
     horizon = default_horizon(scheme, fields, lattice)
     model = initial_model("eft-score", lattice, scheme, fields, horizon, key=k_model)
     ts = TrainSettings(steps=settings.train_steps, batch=64, decay_steps=settings.train_steps, horizon=horizon,
                        log_every=settings.train_steps)
     clock = ChunkClock()
     clock("training", 0, settings.train_steps)  # so the first interval holds the compilation
-    model = cast_model(train(model, scheme, lattice, fields, ts, key=k_train, callback=clock), np.float64)
+    model = train(model, scheme, lattice, fields, ts, key=k_train, callback=clock)
     per_step, train_compile = clock.per_item_seconds("training")
-    train_seconds = settings.train_steps * float(np.median(per_step))
+    return {"model": model, "scheme": scheme, "horizon": horizon,
+            "training_seconds": settings.train_steps * float(np.median(per_step)), "train_compile_seconds": train_compile}
+
+
+def _bridge_run(proposal, theory, data: dict, settings: SamplerBenchSettings, setup: dict, key) -> dict:
+    """The bridge (`rgdiff.samplers.bridge.sample_bridge`) with `proposal`: blocks of
+    `imh_per_block` IMH steps, one FA-HMC trajectory and one encode per block. `setup`: the
+    seconds it took to have the proposal (training data, training), by part."""
+    from rgdiff.samplers.bridge import BridgeSettings, sample_bridge
+
     bs = BridgeSettings(chains=settings.bridge_chains, samples=settings.bridge_samples, hmc_steps_between=1,
-                        warmup=settings.bridge_warmup, ode_steps=settings.ode_steps,
+                        imh_per_block=settings.imh_per_block, warmup=settings.bridge_warmup,
                         chunk=max(2, -(-settings.bridge_samples // settings.chunks)))
     clock = ChunkClock()
-    res = run_bridge(model, scheme, theory, bs, key=k_run, T=horizon, callback=clock)
+    res = sample_bridge(proposal, theory, bs, key=key, callback=clock)
     per_sweep, compile_s = clock.per_item_seconds("sampling")
     per_sample = Figure.of([p / settings.bridge_chains for p in per_sweep])
-    data_seconds = data["setup_seconds"] + fields.shape[0] * fields.shape[1] * data["seconds_per_sample"].median
     # the bridge warm-up is the window adaptation of its local moves (FA-HMC) plus one encode
     warm_seconds = settings.bridge_warmup * settings.bridge_chains * data["seconds_per_sample"].median
+    parts = {**setup, "warmup": warm_seconds}
     return {
         "fields": res.fields,
         "seconds_per_sample": per_sample,
-        "setup_seconds": data_seconds + train_seconds + warm_seconds,
-        "setup_parts": {"training_data": data_seconds, "training": train_seconds, "warmup": warm_seconds},
+        "setup_seconds": sum(parts.values()),
+        "setup_parts": parts,
         "compile_seconds": compile_s,
-        "train_compile_seconds": train_compile,
         "imh_acceptance": res.diagnostics["imh_acceptance"],
         "hmc_acceptance": res.diagnostics["hmc_acceptance"],
-        "horizon": horizon,
+        "log_weight_std": res.diagnostics["log_weight_std"],
+        "bridge_settings": bs.describe(),
     }
 
 
-def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
-    """Reverse-KL training of the CNF, then independence Metropolis with its proposals."""
-    from rgdiff.train.score import TrainSettings
+def _bridge(theory, data: dict, score: dict, settings: SamplerBenchSettings, key) -> dict:
+    """The bridge driven by the EFT score model (`_score_model`): float32 probability-flow ODE
+    proposals (`settings.ode_steps`, `ode_dtype`), the chains in float64."""
+    from rgdiff.generate.diffusion import ode_proposal
+    from rgdiff.models.base import cast_model
+
+    proposal = ode_proposal(cast_model(score["model"], settings.ode_dtype), score["scheme"], T=score["horizon"],
+                            steps=settings.ode_steps, dtype=settings.ode_dtype)
+    out = _bridge_run(proposal, theory, data, settings,
+                      {"training_data": _data_seconds(data), "training": score["training_seconds"]}, key)
+    return {**out, "horizon": score["horizon"], "train_compile_seconds": score["train_compile_seconds"],
+            "ode": {"steps": settings.ode_steps, "dtype": settings.ode_dtype, "solver": "tsit5"}}
+
+
+def _tempering(theory, data: dict, score: dict, settings: SamplerBenchSettings, key) -> dict:
+    """RG parallel tempering (`rgdiff.samplers.tempering.run_tempering`) on the levels of the same
+    EFT score model as the bridge, the ladder re-placed once from a pilot's exchange rates; the
+    pilot counts as warm-up."""
+    from rgdiff.samplers.tempering import TemperingSettings, run_tempering
+
+    ts = TemperingSettings(chains=settings.bridge_chains, samples=settings.bridge_samples,
+                           n_levels=settings.tempering_levels, adapt_levels=1,
+                           pilot_sweeps=max(20, settings.bridge_warmup // 2), warmup=settings.bridge_warmup,
+                           ode_steps=settings.ode_steps, chunk=max(2, -(-settings.bridge_samples // settings.chunks)))
+    clock = ChunkClock()
+    t0 = time.perf_counter()
+    res = run_tempering(score["model"], score["scheme"], theory, ts, key=key, T=score["horizon"], callback=clock)
+    wall = time.perf_counter() - t0
+    per_sweep, compile_s = clock.per_item_seconds("sampling")
+    per_sample = Figure.of([p / settings.bridge_chains for p in per_sweep])
+    d = res.diagnostics
+    sampling = settings.bridge_samples * settings.bridge_chains * per_sample.median
+    # warm-up and pilot at their measured wall time, less the compilations
+    parts = {"training_data": _data_seconds(data), "training": score["training_seconds"],
+             "warmup_and_pilot": max(wall - sampling - compile_s, 0.0)}
+    return {
+        "fields": res.fields,
+        "seconds_per_sample": per_sample,
+        "setup_seconds": sum(parts.values()),
+        "setup_parts": parts,
+        "compile_seconds": compile_s,
+        "levels": d.get("levels"),
+        "exchange_acceptance": d.get("exchange_acceptance"),
+        "round_trips_per_1000_sweeps": d.get("round_trips_per_1000_sweeps"),
+        "hmc_acceptance": d.get("hmc_acceptance"),
+        "tempering_settings": ts.describe(),
+    }
+
+
+def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
+    """The RG-time CNF (`rgdiff.models.cnf`) trained by each objective in `settings.flow_objectives`
+    (`rgdiff.train.cnf.train_flow`, the RG objective's UV chains started on the FA-HMC data);
+    the one with the larger importance ESS at t = 0 is kept. Returns {"flow", "scheme",
+    "objective", "training_seconds" (all objectives: choosing is part of the cost), "candidates"}."""
+    from rgdiff.train.cnf import FlowTrainSettings, initial_flow, train_flow
+    from rgdiff.train.score import default_horizon
 
     lattice = theory.lattice
     scheme = make_scheme("carosso", M=1.0)
-    k_train, k_prop, k_acc = jax.random.split(key, 3)
-    flow = api["ContinuousFlow"](lattice, 1.0, key=jax.random.key(0))
-    params, static = eqx.partition(flow, eqx.is_inexact_array)
-    opt = TrainSettings(learning_rate=5e-3).optimizer()
+    fields = data["fields"]
+    horizon = default_horizon(scheme, fields, lattice)
+    best, candidates, seconds = None, {}, 0.0
+    for j, objective in enumerate(settings.flow_objectives):
+        ts = FlowTrainSettings(steps=settings.flow_train_steps, batch=64, ode_steps=settings.flow_ode_steps,
+                               objective=objective, log_every=settings.flow_train_steps)
+        clock = ChunkClock()
+        clock("train", 0, ts.steps)
+        flow = train_flow(initial_flow(lattice, scheme, fields, horizon, ts), scheme, theory, ts,
+                          key=jax.random.fold_in(key, j), uv_start=fields, callback=clock)
+        per_step, _ = clock.per_item_seconds("train")
+        seconds += ts.steps * float(np.median(per_step))
+        phi, log_q = _flow_proposals(flow, scheme, jax.random.fold_in(key, 100 + j), 256, settings.flow_ode_steps)
+        ess = float(imh.importance_ess(-theory.action(phi) - log_q))
+        candidates[objective] = {"importance_ess_per_sample": ess, "train_seconds": ts.steps * float(np.median(per_step))}
+        if best is None or ess > candidates[best[0]]["importance_ess_per_sample"]:
+            best = (objective, flow)
+    return {"flow": best[1], "scheme": scheme, "objective": best[0], "training_seconds": seconds,
+            "candidates": candidates}
 
-    def step(p, opt_state, key):
-        def loss(p):
-            value, _ = api["reverse_kl_loss"](eqx.combine(p, static), scheme, theory, key, 64, settings.flow_ode_steps)
-            return value
 
-        value, grads = jax.value_and_grad(loss)(p)
-        updates, opt_state = opt.update(grads, opt_state, p)
-        return eqx.apply_updates(p, updates), opt_state, value
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _flow_proposals(flow, scheme, key, n, steps):
+    from rgdiff.generate.transport import sample as flow_sample
 
-    opt_state = opt.init(params)
-    exe, train_compile = compiled(step, params, opt_state, k_train)
-    t0 = time.perf_counter()
-    for i in range(settings.flow_train_steps):
-        params, opt_state, _ = exe(params, opt_state, jax.random.fold_in(k_train, i))
-    jax.block_until_ready(params)
-    train_seconds = time.perf_counter() - t0
-    flow = eqx.combine(params, static)
+    return flow_sample(flow, scheme, key, n, steps=steps, dtype=flow.weights.dtype)
 
+
+def _flow(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) -> dict:
+    """The better CNF (`_flows`) as an exact independence Metropolis sampler."""
+    lattice = theory.lattice
+    flow, scheme = flows["flow"], flows["scheme"]
+    k_prop, k_acc = jax.random.split(key)
     n_chunk = max(2, settings.flow_samples // settings.chunks)
 
     def propose(key):
-        phi, log_q = api["sample"](flow, scheme, key, n_chunk, steps=settings.flow_ode_steps)
+        phi, log_q = _flow_proposals(flow, scheme, key, n_chunk, settings.flow_ode_steps)
         return phi, log_q, theory.action(phi)
 
     gen, compile_s = compiled(propose, k_prop)
@@ -307,18 +389,31 @@ def _flow(theory, settings: SamplerBenchSettings, api, key) -> dict:
     chains = settings.bridge_chains
     per_chain = sum(p.shape[0] for p in phis) // chains
     used = chains * per_chain
-    phi = jnp.concatenate(phis)[:used].reshape(chains, per_chain, *lattice.shape)
-    log_q = jnp.concatenate(log_qs)[:used].reshape(chains, per_chain)
+    phi = jnp.concatenate(phis)[:used].reshape(chains, per_chain, *lattice.shape).astype(jnp.float64)
+    log_q = jnp.concatenate(log_qs)[:used].reshape(chains, per_chain).astype(jnp.float64)
     fields, accepted = _imh_chains(theory, jax.random.split(k_acc, chains), phi, log_q)
     return {
         "fields": np.asarray(fields),
         "seconds_per_sample": Figure.of(secs),
-        "setup_seconds": train_seconds,
+        "setup_seconds": _data_seconds(data) + flows["training_seconds"],
+        "setup_parts": {"training_data": _data_seconds(data), "training": flows["training_seconds"]},
         "compile_seconds": compile_s,
-        "train_compile_seconds": train_compile,
+        "objective": flows["objective"],
+        "objectives": flows["candidates"],
         "imh_acceptance": float(np.mean(accepted)) if accepted.size else 0.0,
         "importance_ess_per_sample": float(imh.importance_ess(jnp.concatenate(log_w))),
     }
+
+
+def _flow_bridge(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) -> dict:
+    """The bridge with the better CNF as its proposal (`rgdiff.generate.transport.FlowProposal`)."""
+    from rgdiff.generate.transport import FlowProposal
+
+    proposal = FlowProposal(flows["flow"], flows["scheme"], steps=settings.flow_ode_steps,
+                            dtype=flows["flow"].weights.dtype)
+    out = _bridge_run(proposal, theory, data, settings,
+                      {"training_data": _data_seconds(data), "training": flows["training_seconds"]}, key)
+    return {**out, "objective": flows["objective"]}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -336,34 +431,80 @@ def points(settings: SamplerBenchSettings) -> list[tuple[str, int | None, object
     return out + [(f"benchmark_N{n}", n, benchmark_theory(n)) for n in settings.sizes]
 
 
+def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes: list, where: str) -> None:
+    """Train the models on the FA-HMC run and add the learned samplers' runs to `runs`; a sampler
+    that fails is noted, not fatal."""
+    data = runs["fa-hmc"]
+    trained = {}
+
+    def score():
+        if "score" not in trained:
+            trained["score"] = _score_model(theory, data, settings, jax.random.fold_in(key, 1))
+        return trained["score"]
+
+    def flows():
+        if "flows" not in trained:
+            trained["flows"] = _flows(theory, data, settings, jax.random.fold_in(key, 2))
+        return trained["flows"]
+
+    learned = {
+        "bridge": lambda k: _bridge(theory, data, score(), settings, k),
+        "tempering": lambda k: _tempering(theory, data, score(), settings, k),
+        "flow": lambda k: _flow(theory, data, flows(), settings, k),
+        "flow-bridge": lambda k: _flow_bridge(theory, data, flows(), settings, k),
+    }
+    for j, (name, fn) in enumerate(learned.items()):
+        t0 = time.perf_counter()
+        try:
+            runs[name] = fn(jax.random.fold_in(key, 10 + j))
+        except (FloatingPointError, RgdiffError, NotImplementedError) as err:  # one failed sampler must not lose the run
+            notes.append(f"{name} at {where} failed: {err}")
+            continue
+        runs[name]["wall_seconds"] = time.perf_counter() - t0
+
+
+def tunnelling(fields: np.ndarray, lattice) -> dict:
+    """Vacuum changes (`rgdiff.observables.estimators.vacuum_changes`) per 1000 sweeps, with a
+    Poisson error, and <M> (exactly 0 by phi -> -phi symmetry) with the between-chain error
+    std(chain means) / sqrt(chains), which stays honest when chains are stuck in one vacuum."""
+    from rgdiff.observables.estimators import vacuum_changes
+
+    m = magnetization(fields, lattice)
+    chains, sweeps = m.shape
+    changes = vacuum_changes(m)
+    total = sum(changes)
+    per = 1000.0 / (chains * sweeps)
+    means = m.mean(axis=1)
+    return {
+        "vacuum_changes_per_1000_sweeps": {"value": total * per, "error": math.sqrt(max(total, 1)) * per},
+        "vacuum_changes_per_chain": changes,
+        "mean_M": {"value": float(m.mean()), "error": float(means.std(ddof=1) / math.sqrt(chains)) if chains > 1 else None},
+        "mean_abs_M": float(np.abs(m).mean()),
+        "chains": int(chains),
+        "sweeps_per_chain": int(sweeps),
+    }
+
+
 def run(settings: SamplerBenchSettings, callback=None) -> dict:
-    api, note = (flow_api() if settings.learned_sizes else (None, None))
-    notes = [note] if note else []
-    rows = []
+    notes = []
+    rows, tunnel = [], {}
     todo = points(settings)
     for i, (label, n, theory) in enumerate(todo):
         key = jax.random.fold_in(jax.random.key(8), i if n is None else n)
         runs = {alg: _mcmc(theory, alg, settings, jax.random.fold_in(key, j)) for j, alg in enumerate(LOCAL)}
-        if n is not None and n in settings.learned_sizes:
-            learned = {"bridge": lambda k: _bridge(theory, runs["fa-hmc"], settings, k)}
-            if api is not None:
-                learned["flow"] = lambda k: _flow(theory, settings, api, k)
-            for j, (name, fn) in enumerate(learned.items()):
-                t0 = time.perf_counter()
-                try:
-                    runs[name] = fn(jax.random.fold_in(key, 10 + j))
-                except (FloatingPointError, RgdiffError) as err:  # one failed sampler must not lose the run
-                    notes.append(f"{name} at N = {n} failed: {err}")
-                    continue
-                runs[name]["wall_seconds"] = time.perf_counter() - t0
+        if (n is not None and n in settings.learned_sizes) or label in settings.learned_points:
+            _learned_runs(theory, runs, settings, key, notes, label)
         row = {"point": label, "N": n if n is not None else theory.lattice.size, "benchmark_line": n is not None,
                "theory": theory.describe(), "samplers": {}}
+        if label in BROKEN_POINTS:
+            tunnel[label] = {"N": theory.lattice.size, "theory": theory.describe(),
+                             "samplers": {name: tunnelling(r["fields"], theory.lattice) for name, r in runs.items()}}
         for name, r in runs.items():
             eff = efficiency(r.pop("fields"), theory.lattice, r["seconds_per_sample"], r["setup_seconds"], settings.amortize_samples)
             r["seconds_per_sample"] = r["seconds_per_sample"].as_dict()
             row["samplers"][name] = {**r, "observables": eff}
         nuts = row["samplers"]["nuts"]
-        for name in ("bridge", "flow"):
+        for name in LEARNED:
             if name not in row["samplers"]:
                 continue
             r = row["samplers"][name]
@@ -381,12 +522,13 @@ def run(settings: SamplerBenchSettings, callback=None) -> dict:
             callback(NAME, i + 1, len(todo))
     exponents = {}
     line = [r for r in rows if r["benchmark_line"]]
-    for name in (*LOCAL, "bridge", "flow"):
+    for name in (*LOCAL, *LEARNED):
         for obs in OBSERVABLES:
             pts = [(r["N"], r["samplers"][name]["observables"][obs]) for r in line if name in r["samplers"]]
             exponents[f"{name}_{obs}"] = dynamic_exponent([p[0] for p in pts], [p[1]["tau_int"] for p in pts],
                                                           [p[1]["tau_int_error"] for p in pts])
-    return {"settings": dataclasses.asdict(settings), "rows": rows, "dynamic_exponents": exponents, "notes": notes}
+    return {"settings": dataclasses.asdict(settings), "rows": rows, "dynamic_exponents": exponents,
+            "tunnelling": tunnel, "notes": notes}
 
 
 def _ratio(a: dict, b: dict) -> dict:
@@ -399,29 +541,41 @@ def _key(name: str) -> str:
     return name.replace("-", "_")
 
 
+def _abs_m(row: dict, name: str, kind: str) -> dict:
+    return row["samplers"][name]["observables"]["abs_M"][kind]
+
+
 def ratios(result: dict) -> dict:
-    """ESS/s ratios vs NUTS on |M| at the largest benchmark size where each ran and at each paper
-    point, and z per sampler."""
+    """ESS/s ratios on |M| at the largest benchmark size where each sampler ran (vs NUTS, and for
+    the best learned sampler vs FA-HMC too) and at each paper point, and z per sampler."""
     out = {}
     line = [r for r in result["rows"] if r.get("benchmark_line", True)]
-    for name in ("bridge", "flow", "hmc", "fa-hmc", "fa-nuts"):
+    for name in (*LEARNED, "hmc", "fa-hmc", "fa-nuts"):
         rows = [r for r in line if name in r["samplers"]]
         for kind in ("ess_per_s_amortized", "ess_per_s"):
             key = f"{_key(name)}_vs_nuts_{kind}"
-            if not rows:
-                out[key] = None
-                continue
-            r = rows[-1]
-            out[key] = {**_ratio(r["samplers"][name]["observables"]["abs_M"][kind], r["samplers"]["nuts"]["observables"]["abs_M"][kind]), "N": r["N"]}
+            out[key] = None if not rows else {**_ratio(_abs_m(rows[-1], name, kind), _abs_m(rows[-1], "nuts", kind)),
+                                              "N": rows[-1]["N"]}
+    # the best learned sampler (amortized ESS/s of |M|) at the largest size where any ran
+    learned_rows = [r for r in line if any(n in r["samplers"] for n in LEARNED)]
+    for kind in ("ess_per_s_amortized", "ess_per_s"):
+        for base in ("nuts", "fa-hmc"):
+            out[f"best_learned_vs_{_key(base)}_{kind}"] = None
+    if learned_rows:
+        r = learned_rows[-1]
+        for kind in ("ess_per_s_amortized", "ess_per_s"):
+            best = max((n for n in LEARNED if n in r["samplers"]), key=lambda n: _abs_m(r, n, kind)["value"])
+            for base in ("nuts", "fa-hmc"):
+                out[f"best_learned_vs_{_key(base)}_{kind}"] = {**_ratio(_abs_m(r, best, kind), _abs_m(r, base, kind)),
+                                                               "N": r["N"], "sampler": best}
     for label in PAPER_POINTS:
         row = next((r for r in result["rows"] if r.get("point") == label), None)
         for name in ("hmc", "fa-hmc", "fa-nuts"):
             for kind in ("ess_per_s_amortized", "ess_per_s"):
                 key = f"{_key(name)}_vs_nuts_{kind}_{label}"
-                out[key] = None if row is None else {
-                    **_ratio(row["samplers"][name]["observables"]["abs_M"][kind], row["samplers"]["nuts"]["observables"]["abs_M"][kind]),
-                    "N": row["N"]}
-    for name in (*LOCAL, "bridge", "flow"):
+                out[key] = None if row is None else {**_ratio(_abs_m(row, name, kind), _abs_m(row, "nuts", kind)),
+                                                     "N": row["N"]}
+    for name in (*LOCAL, *LEARNED):
         e = result["dynamic_exponents"].get(f"{name}_abs_M", {"z": None})
         out[f"z_{_key(name)}"] = None if e["z"] is None else {"value": e["z"], "error": e["error"], "sizes": e["sizes"]}
     return out

@@ -22,6 +22,11 @@ import jax
 class AbstractProposal(eqx.Module):
     """An exact generative density q on one lattice.
 
+    **Attributes** (every implementation has them; not declared here, since a declared field
+    would take its dataclass position before the subclasses' own): `dtype`, the floating-point
+    type of its fields and ODE solves (a sampler may run its chains in another and convert at
+    the boundary).
+
     **Methods:**
 
     - `sample(key, n) -> (fields, log_q)`: `n` fresh draws `(n, *lattice)` and log q of each `(n,)`;

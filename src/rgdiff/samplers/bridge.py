@@ -51,7 +51,7 @@ import numpy as np
 from rgdiff.errors import InvalidSamplerSettingsError, InvalidSchemeError
 from rgdiff.generate import diffusion as gen
 from rgdiff.generate.proposal import AbstractProposal
-from rgdiff.models.base import AbstractScoreModel
+from rgdiff.models.base import AbstractScoreModel, cast_model
 from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.stats import tau_int as gamma_tau_int
 from rgdiff.rg.base import AbstractLinearScheme
@@ -84,7 +84,11 @@ class BridgeSettings:
       instead (rounded up to whole chunks).
     - `target_acceptance`: of the adaptation.
     - `ode_steps`, `ode_solver`, `ode_grid`: the probability-flow ODE solves
-      (`rgdiff.generate.diffusion.decode` / `encode`).
+      (`rgdiff.generate.diffusion.decode` / `encode`); `ode_dtype`: their precision ("float32"
+      about halves their cost on a CPU; the chains and the Metropolis tests stay in float64, and
+      an ODE error delta in log q makes the chain target exp(-S - delta), so choose the fewest
+      steps and the precision whose log q error is well below the spread of the log weights:
+      `rgdiff bench` measures it).
     - `chunk`: sweeps per jitted call (0: min(samples, 50)).
     """
 
@@ -101,6 +105,7 @@ class BridgeSettings:
     ode_steps: int = 32
     ode_solver: str = "tsit5"
     ode_grid: str = "log"
+    ode_dtype: str = "float64"
     chunk: int = 0
 
     def __post_init__(self):
@@ -120,6 +125,8 @@ class BridgeSettings:
             raise InvalidSamplerSettingsError(
                 f"unknown ODE solver {self.ode_solver!r}; choose one of {', '.join(gen.ODE_SOLVERS)}"
             )
+        if self.ode_dtype not in ("float32", "float64"):
+            raise InvalidSamplerSettingsError(f"ode_dtype must be float32 or float64, got {self.ode_dtype!r}")
         if self.ode_grid not in gen.GRIDS:
             raise InvalidSamplerSettingsError(
                 f"unknown time grid {self.ode_grid!r}; choose one of {', '.join(gen.GRIDS)}"
@@ -143,13 +150,19 @@ class BridgeResult:
 
 
 @eqx.filter_jit
-def _sample(proposal: AbstractProposal, key, n: int):
-    return proposal.sample(key, n)
+def _sample(proposal: AbstractProposal, key, n: int, dtype):
+    phi, log_q = proposal.sample(key, n)
+    return phi.astype(dtype), log_q.astype(dtype)
 
 
 @eqx.filter_jit
 def _log_prob(proposal: AbstractProposal, fields):
-    return proposal.log_prob(fields)
+    return _log_prob_as(proposal, fields, fields.dtype)
+
+
+def _log_prob_as(proposal: AbstractProposal, fields, dtype):
+    """log q of chain states, computed in the proposal's precision and returned in the chain's."""
+    return proposal.log_prob(fields.astype(proposal.dtype)).astype(dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
@@ -181,6 +194,7 @@ def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_ke
 
     sweeps = start + jnp.arange(chunk)
     prop_phi, prop_log_q = jax.vmap(proposals_of)(sweeps)  # (chunk, chains, ...), (chunk, chains)
+    prop_phi, prop_log_q = prop_phi.astype(dtype), prop_log_q.astype(dtype)  # the chains run in float64
 
     def hmc_chain(state, eps, inv_mass, chain_key, sweep):
         kernel = move.kernel(theory, eps, inv_mass)
@@ -210,7 +224,7 @@ def _run_chunk(proposal, theory, hmc, states, log_q, step_size, imm, proposal_ke
             states, acc = jax.vmap(hmc_chain, in_axes=(0, 0, 0, 0, None))(states, step_size, imm, chain_keys, sweep)
             phi = coords.to_field(states.position)
             # the cached log q must follow the HMC moves: the block's one encode
-            return states, phi, proposal.log_prob(phi), jnp.mean(acc, axis=1)
+            return states, phi, _log_prob_as(proposal, phi, dtype), jnp.mean(acc, axis=1)
 
         def no_moves(states):
             return states, phi, log_q, jnp.full((chains,), jnp.nan, dtype)
@@ -267,8 +281,8 @@ def run_bridge(
     """
     _check_settings(settings)
     proposal = gen.ode_proposal(
-        model, scheme, T=T, steps=settings.ode_steps, solver=settings.ode_solver, grid=settings.ode_grid,
-        prior_spectrum=prior_spectrum, dtype=jnp.zeros(()).dtype,  # float64 under x64
+        cast_model(model, settings.ode_dtype), scheme, T=T, steps=settings.ode_steps, solver=settings.ode_solver,
+        grid=settings.ode_grid, prior_spectrum=prior_spectrum, dtype=settings.ode_dtype,
     )  # refuses models without exact divergence and schemes with coloured noise
     result = sample_bridge(proposal, theory, settings, key=key, callback=callback)
     result.diagnostics.update({"T": float(T), "model": _describe(model), "scheme": scheme.describe()})
@@ -319,7 +333,7 @@ def sample_bridge(
     # start from the model's own samples, then tune HMC from there
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    positions, log_q = _sample(proposal, k_init, settings.chains)
+    positions, log_q = _sample(proposal, k_init, settings.chains, dtype)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         states, params = _warmup(move, theory, jax.random.split(k_warm, settings.chains), positions, settings.warmup)
         step_size, imm = params["step_size"], params["inverse_mass_matrix"]
