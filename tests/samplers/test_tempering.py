@@ -15,6 +15,7 @@
 - Settings: each bad value raises `InvalidSamplerSettingsError` with one message naming it.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -24,7 +25,7 @@ import pytest
 
 from rgdiff import Lattice, Phi4
 from rgdiff.errors import InvalidSamplerSettingsError, InvalidSchemeError
-from rgdiff.generate.diffusion import ode_proposal
+from rgdiff.generate.diffusion import characteristic_time, ode_proposal
 from rgdiff.models.gaussian_score import GaussianFlowScore
 from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.stats import tau_int
@@ -97,11 +98,12 @@ def test_compiled_exchange_matches_closed_form(getkey):
         (lev, f): (jax.vmap(logdensity)(x) if lev == 0 else gauss(x, levels[lev - 1]))
         for lev in range(3) for f, x in enumerate([x0, fields[:, 0], fields[:, 1]])
     }
+    exchange = tempering._exchange  # eager: faster here than compiling both parities
     for parity, k in ((0, 0), (1, 1)):
         expected = exact[(k, k + 1)] + exact[(k + 1, k)] - exact[(k, k)] - exact[(k + 1, k + 1)]
         # uniforms ~ 0: every swap with a ratio above e^-690 is accepted
         operand = (x0, fields, latents, log_pi, replicas, jnp.full((chains, 2), 1e-300))
-        (new_x0, new_fields, new_latents, new_log_pi, new_replicas), probs, accepted = tempering._exchange(
+        (new_x0, new_fields, new_latents, new_log_pi, new_replicas), probs, accepted = exchange(
             parity, exchange_log_ratio, base, grids, logdensity, operand
         )
         np.testing.assert_allclose(probs[:, k], np.minimum(1.0, np.exp(expected)), rtol=1e-4, atol=1e-8)
@@ -158,6 +160,9 @@ def test_choose_levels_equalizes_the_barrier():
     # no rejection: uniform in u; zero-rejection pairs do not break the inverse
     np.testing.assert_allclose(choose_levels([0.0, 1.0, 3.0], [0.0, 0.0]), [0.0, 1.5, 3.0])
     assert np.all(np.diff(choose_levels([0.0, 1.0, 2.0, 3.0], [0.0, 0.5, 0.0])) > 0)
+    # keep_first: t_1 stays, the pairs above it are equalized (the first pair's jump is ignored)
+    np.testing.assert_allclose(choose_levels([0.0, 1.0, 2.0, 3.0, 4.0], [0.9, 0.1, 0.1, 0.4], keep_first=True),
+                               [0.0, 1.0, 3.0, 3.5, 4.0])
     for bad in (([0.0, 1.0], [np.nan]), ([0.0, 1.0], [1.5]), ([0.1, 1.0], [0.5]), ([0.0, 1.0], [0.5, 0.5])):
         with pytest.raises(InvalidSamplerSettingsError):
             choose_levels(*bad)
@@ -173,7 +178,7 @@ def test_choose_levels_equalizes_the_barrier():
         ({"levels": (0.5, 0.2)}, "levels"), ({"levels": (0.0, 1.0)}, "levels"), ({"levels": 1.0}, "levels"),
         ({"t_min": -1.0}, "t_min"), ({"t_min": 1.0, "t_max": 0.5}, "t_max"), ({"rho": 1.5}, "rho"),
         ({"rho": (0.5,), "n_levels": 4}, "rho"), ({"rho_top": -0.1}, "rho_top"), ({"warmup": 1}, "warmup"),
-        ({"adapt_levels": -1}, "adapt_levels"), ({"pilot_sweeps": 1}, "pilot_sweeps"), ({"burn_in": 0.5}, "burn_in"),
+        ({"adapt_levels": -1}, "adapt_levels"), ({"keep_first_level": 1}, "keep_first_level"), ({"pilot_sweeps": 1}, "pilot_sweeps"), ({"burn_in": 0.5}, "burn_in"),
         ({"algorithm": "mala"}, "mala"), ({"ode_solver": "rk45"}, "rk45"), ({"ode_grid": "cubic"}, "cubic"),
         ({"step_size": 0.0}, "step_size"), ({"target_acceptance": 1.0}, "target_acceptance"),
     ],
@@ -215,24 +220,29 @@ def reference():
     return sample(THEORY, SamplerSettings(chains=8, samples=2000, warmup=300), key=jax.random.key(99))
 
 
+# one compiled sweep serves both runs below and the adaptation test (same chains, ladder size,
+# chunk, ODE steps and level-0 move): only the broken rule compiles again
+EXCHANGES_ONLY = TemperingSettings(
+    chains=8, samples=1000, levels=(0.05, 0.3, 2.0), rho=0.7, hmc_steps_between=0, warmup=0,
+    burn_in=100, ode_steps=16, chunk=100,
+)
+WRONG = GaussianFlowScore.free_field(LAT, SCHEME, 0.35)  # <|M|> ~ 0.32 against ~ 0.51
+
+
 def test_wrong_model_exchanges_only_is_exact_and_the_test_has_power(reference, monkeypatch):
     """Level 0 without HMC: its only moves are swaps with level 1, so exactness rests on the
     exchange rule. A broken rule (every swap accepted) must fail the same comparison."""
-    model = GaussianFlowScore.free_field(LAT, SCHEME, 0.35)  # <|M|> ~ 0.32 against ~ 0.55
-    settings = TemperingSettings(
-        chains=8, samples=1500, levels=(0.05, 0.3, 2.0), rho=0.7, hmc_steps_between=0, warmup=0,
-        burn_in=100, ode_steps=16, chunk=100,
-    )
+    settings = EXCHANGES_ONLY
     progress = []
-    result = run_tempering(model, SCHEME, THEORY, settings, key=jax.random.key(7), T=T,
+    result = run_tempering(WRONG, SCHEME, THEORY, settings, key=jax.random.key(7), T=T,
                            callback=lambda *a: progress.append(a))
     d = result.diagnostics
     print({k: d[k] for k in ("exchange_acceptance", "round_trips_per_1000_sweeps",
                              "predicted_round_trips_per_1000_sweeps", "tau_int_abs_M", "mean_abs_M_per_level",
                              "sampling_seconds", "first_chunk_seconds_incl_compile")})
     assert isinstance(result, TemperingResult)
-    assert result.fields.shape == (8, 1500, *LAT.shape) and result.fields.dtype == np.float64
-    assert progress[0] == ("warmup", 0, 0) and progress[-1] == ("sampling", 1500, 1500)
+    assert result.fields.shape == (8, 1000, *LAT.shape) and result.fields.dtype == np.float64
+    assert progress[0] == ("warmup", 0, 0) and progress[-1] == ("sampling", 1000, 1000)
     assert d["levels"] == [0.0, 0.05, 0.3, 2.0] and d["hmc_acceptance"] is None
     assert all(0.05 < a <= 1.0 for a in d["exchange_acceptance"])
     assert sum(d["round_trips_per_chain"]) > 0
@@ -243,25 +253,39 @@ def test_wrong_model_exchanges_only_is_exact_and_the_test_has_power(reference, m
 
     # power: always swapping makes level 0 a copy of level 1 every other sweep
     monkeypatch.setattr(tempering, "exchange_log_ratio", lambda *a: jnp.full_like(a[0], jnp.inf))
-    broken = run_tempering(model, SCHEME, THEORY, settings, key=jax.random.key(7), T=T)
+    broken = run_tempering(WRONG, SCHEME, THEORY, dataclasses.replace(settings, samples=300), key=jax.random.key(7), T=T)
     assert broken.diagnostics["exchange_acceptance"] == [1.0, 1.0, 1.0]
     assert max(abs(p) for p in _pulls(broken, reference).values()) > 8
 
 
-def test_hmc_and_level_adaptation_run(getkey):
-    """A short run with HMC at level 0 and one pilot round: diagnostics in range, levels re-placed."""
-    model = GaussianFlowScore.free_field(LAT, SCHEME, 0.35)
-    settings = TemperingSettings(
-        chains=4, samples=60, n_levels=3, t_min=0.05, hmc_steps_between=1, warmup=30, adapt_levels=1,
-        pilot_sweeps=60, ode_steps=12, chunk=30,
-    )
-    d = run_tempering(model, SCHEME, THEORY, settings, key=getkey(), T=T).diagnostics
-    print({k: d[k] for k in ("levels", "exchange_acceptance", "round_trips_per_1000_sweeps", "hmc_acceptance",
-                             "level_adaptation")})
-    assert len(d["level_adaptation"]) == 1 and d["level_adaptation"][0]["levels"] == pytest.approx(
-        [0.0, 0.05, math.sqrt(0.05 * 3.0), 3.0])
-    assert d["levels"][0] == 0.0 and d["levels"][-1] == 3.0 and np.all(np.diff(d["levels"]) > 0)
-    assert d["levels"] != d["level_adaptation"][0]["levels"]
-    assert 0.3 < d["hmc_acceptance"] <= 1.0
+def test_level_adaptation(getkey):
+    """One pilot round re-places the levels above t_1 from the measured rates (`choose_levels`
+    with the ODE grid's warp); diagnostics in range."""
+    settings = dataclasses.replace(EXCHANGES_ONLY, samples=100, levels=(), n_levels=3, t_min=0.05,
+                                   adapt_levels=1, pilot_sweeps=200, burn_in=0)
+    d = run_tempering(WRONG, SCHEME, THEORY, settings, key=getkey(), T=T).diagnostics
+    print({k: d[k] for k in ("levels", "exchange_acceptance", "round_trips_per_1000_sweeps", "level_adaptation")})
+    (pilot,) = d["level_adaptation"]
+    assert pilot["levels"] == pytest.approx([0.0, 0.05, math.sqrt(0.05 * 3.0), 3.0])
+    assert d["levels"][:2] == [0.0, 0.05] and d["levels"][-1] == 3.0 and np.all(np.diff(d["levels"]) > 0)
+    expected = choose_levels(pilot["levels"], 1 - np.asarray(pilot["exchange_acceptance"]),
+                             floor=characteristic_time(SCHEME, LAT), keep_first=True)
+    np.testing.assert_allclose(d["levels"], expected, rtol=1e-12)
     assert all(0.0 <= a <= 1.0 for a in d["exchange_acceptance"]) and "impossible" not in d
-    assert len(d["round_trips_per_chain"]) == 4
+    assert len(d["round_trips_per_chain"]) == 8
+
+
+@pytest.mark.slow
+def test_hmc_tempering_with_adapted_levels_is_exact(reference):
+    """The default shape of a run: FA-HMC at level 0 (window-adapted), pCN levels, one pilot round."""
+    settings = TemperingSettings(
+        chains=8, samples=1500, n_levels=4, t_min=0.02, hmc_steps_between=1, warmup=200, adapt_levels=1,
+        pilot_sweeps=300, burn_in=100, ode_steps=16, chunk=100,
+    )
+    result = run_tempering(WRONG, SCHEME, THEORY, settings, key=jax.random.key(8), T=T)
+    d = result.diagnostics
+    print({k: d[k] for k in ("levels", "exchange_acceptance", "round_trips_per_1000_sweeps",
+                             "predicted_round_trips_per_1000_sweeps", "hmc_acceptance", "tau_int_abs_M")})
+    assert 0.5 < d["hmc_acceptance"] <= 1.0
+    pulls = _pulls(result, reference)
+    assert all(abs(p) < 4 for p in pulls.values()), pulls

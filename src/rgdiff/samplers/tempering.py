@@ -54,8 +54,11 @@ local communication barrier; Lambda(t) = sum of r over the pairs below t (interp
 levels, here linearly in u = log(1 + t / t_c), the warp of the ODE time grid, with t_c the
 relaxation time of the fastest mode, `rgdiff.generate.diffusion.characteristic_time`) and the
 ladder with equal barrier Lambda / K per pair is Lambda^-1 at K equally spaced values
-(`choose_levels`). `run_tempering` can run `adapt_levels` pilot rounds of `pilot_sweeps` sweeps,
-each measuring the rates and re-placing the levels (t_0 = 0 and t_K stay). For DEO the expected
+(`choose_levels`). One departure from Syed et al.: level 0 (exp(-S)) is not the t -> 0 limit of
+the model's levels, so Lambda jumps at t = 0 by the model's UV error; by default t_1 is kept and
+only the levels above it are equalized (`keep_first_level`). `run_tempering` can run
+`adapt_levels` pilot rounds of `pilot_sweeps` sweeps, each measuring the rates and re-placing
+the levels (t_0 = 0 and t_K stay). For DEO the expected
 round-trip rate per sweep is 1 / (2 + 2 sum_k r_k / (1 - r_k)) (Syed et al., Theorem 3); the
 diagnostics report it next to the measured one.
 
@@ -137,6 +140,8 @@ class TemperingSettings:
       `step_size`: as in `rgdiff.samplers.bridge.BridgeSettings`.
     - `adapt_levels`: pilot rounds that re-place the levels from measured exchange rates
       (`choose_levels`), each of `pilot_sweeps` sweeps; `burn_in`: discarded sweeps after them.
+      `keep_first_level` (default): t_1 stays and only the model's levels above it are
+      re-placed (`choose_levels(keep_first=True)`: why), so give t_1 small (`t_min`).
     - `ode_steps`, `ode_solver`, `ode_grid`: the probability-flow ODE solves of every level.
     - `chunk`: sweeps per jitted call (0: min(samples, 50)); pilot rounds and burn-in run whole
       chunks.
@@ -159,6 +164,7 @@ class TemperingSettings:
     target_acceptance: float = 0.8
     adapt_levels: int = 0
     pilot_sweeps: int = 200
+    keep_first_level: bool = True
     burn_in: int = 0
     ode_steps: int = 32
     ode_solver: str = "tsit5"
@@ -175,6 +181,8 @@ class TemperingSettings:
                 raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
         if self.warmup == 1:
             raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
+        if not isinstance(self.keep_first_level, bool):
+            raise InvalidSamplerSettingsError(f"keep_first_level must be True or False, got {self.keep_first_level!r}")
         if not (_is_number(self.step_size) and self.step_size > 0):
             raise InvalidSamplerSettingsError(f"step_size must be a number > 0, got {self.step_size!r}")
         if not isinstance(self.levels, (tuple, list)):
@@ -315,7 +323,8 @@ def round_trips(replicas: np.ndarray) -> np.ndarray:
     return count
 
 
-def choose_levels(levels, rejection, *, n_levels: int | None = None, floor: float = math.inf) -> np.ndarray:
+def choose_levels(levels, rejection, *, n_levels: int | None = None, floor: float = math.inf,
+                  keep_first: bool = False) -> np.ndarray:
     """A ladder with equal communication barrier per pair (Syed et al. 2021, section 5.1).
 
     **Arguments:**
@@ -325,6 +334,11 @@ def choose_levels(levels, rejection, *, n_levels: int | None = None, floor: floa
     - `n_levels`: K' levels above 0 in the new ladder (default K).
     - `floor`: Lambda is interpolated linearly in u = log(1 + t / floor) (the ODE grid's warp;
       default inf: linearly in t).
+    - `keep_first`: keep t_1 too and equalize only the pairs above it (the model's own levels).
+      Level 0 is exp(-S), not the t -> 0 limit of the model's levels: Lambda jumps at t = 0 by
+      the model's UV error, which the interpolation would spread over (0, t_1] and so crowd
+      levels towards 0 where they do not help (measured: a wrong Gaussian model on 4 x 4 phi^4
+      kept r_0 ~ 0.5 from t_1 = 0.05 down to 0.009 while the new pair (1, 2) accepted 0.98).
 
     The barrier Lambda(t_k) = r_0 + ... + r_{k-1}, linear in u between levels, is inverted at
     Lambda(t_K) j / K', j = 0..K'. The ends t_0 = 0 and t_K stay. A pair that never rejects
@@ -344,19 +358,31 @@ def choose_levels(levels, rejection, *, n_levels: int | None = None, floor: floa
     if not np.all((rejection >= 0) & (rejection <= 1)):  # NaN fails too: a pair never attempted
         raise InvalidSamplerSettingsError(f"rejection rates must lie in [0, 1], got {rejection.tolist()}")
     n_new = levels.size - 1 if n_levels is None else n_levels
-    if not _is_int(n_new, 1):
-        raise InvalidSamplerSettingsError(f"n_levels must be an integer >= 1, got {n_levels!r}")
+    if not _is_int(n_new, 2 if keep_first else 1):
+        raise InvalidSamplerSettingsError(
+            f"n_levels must be an integer >= {2 if keep_first else 1}, got {n_levels!r}"
+        )
     if not floor > 0:
         raise InvalidSamplerSettingsError(f"floor must be > 0 (or inf), got {floor!r}")
+    if keep_first:
+        if levels.size < 3:
+            return levels.copy()  # nothing above t_1 to place
+        upper = _equalize(levels[1:], rejection[1:], n_new - 1, floor)
+        return np.concatenate([[0.0], upper])
+    return _equalize(levels, rejection, n_new, floor)
+
+
+def _equalize(levels: np.ndarray, rejection: np.ndarray, n_new: int, floor: float) -> np.ndarray:
+    """`n_new` + 1 levels from levels[0] to levels[-1] with equal interpolated barrier per pair."""
     u = levels if math.isinf(floor) else np.log1p(levels / floor)
     total = float(rejection.sum())
     if total == 0.0:
-        u_new = np.linspace(0.0, u[-1], n_new + 1)
+        u_new = np.linspace(u[0], u[-1], n_new + 1)
     else:
         barrier = np.concatenate([[0.0], np.cumsum(np.maximum(rejection, 1e-9 * total))])
         u_new = np.interp(barrier[-1] * np.arange(n_new + 1) / n_new, barrier, u)
     new = u_new if math.isinf(floor) else floor * np.expm1(u_new)
-    new[0], new[-1] = 0.0, levels[-1]
+    new[0], new[-1] = levels[0], levels[-1]
     return new
 
 
@@ -635,7 +661,8 @@ def run_tempering(
         state, out = run(state, grids, settings.pilot_sweeps, "pilot", True)
         acceptance = np.nanmean(out[2], axis=(0, 1))
         adaptation.append({"levels": [0.0, *ladder.tolist()], "exchange_acceptance": acceptance.tolist()})
-        ladder = choose_levels(np.concatenate([[0.0], ladder]), 1.0 - acceptance, floor=t_c)[1:]
+        ladder = choose_levels(np.concatenate([[0.0], ladder]), 1.0 - acceptance, floor=t_c,
+                               keep_first=settings.keep_first_level)[1:]
         grids = grids_of(ladder)
         state = state._replace(**dict(zip(
             ("fields", "latents", "log_pi"), _refresh_levels(base, grids, jax.random.fold_in(k_levels, r + 1), chains)
