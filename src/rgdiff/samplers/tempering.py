@@ -246,7 +246,7 @@ class TemperingSettings:
 
     def describe(self) -> dict:
         out = dataclasses.asdict(self)
-        out["levels"], out["rho"] = list(self.levels), list(self.rhos()[:-1])
+        out["levels"], out["rho"] = [float(t) for t in self.levels], self.rhos()[:-1].tolist()
         return out
 
 
