@@ -163,6 +163,9 @@ def test_choose_levels_equalizes_the_barrier():
     # keep_first: t_1 stays, the pairs above it are equalized (the first pair's jump is ignored)
     np.testing.assert_allclose(choose_levels([0.0, 1.0, 2.0, 3.0, 4.0], [0.9, 0.1, 0.1, 0.4], keep_first=True),
                                [0.0, 1.0, 3.0, 3.5, 4.0])
+    assert choose_levels([0.0, 2.0], [0.7], keep_first=True).tolist() == [0.0, 2.0]  # K = 1: nothing to place
+    with pytest.raises(InvalidSamplerSettingsError, match="keep_first"):
+        choose_levels([0.0, 2.0], [0.7], n_levels=3, keep_first=True)
     for bad in (([0.0, 1.0], [np.nan]), ([0.0, 1.0], [1.5]), ([0.1, 1.0], [0.5]), ([0.0, 1.0], [0.5, 0.5])):
         with pytest.raises(InvalidSamplerSettingsError):
             choose_levels(*bad)

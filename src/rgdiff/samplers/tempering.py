@@ -358,15 +358,17 @@ def choose_levels(levels, rejection, *, n_levels: int | None = None, floor: floa
     if not np.all((rejection >= 0) & (rejection <= 1)):  # NaN fails too: a pair never attempted
         raise InvalidSamplerSettingsError(f"rejection rates must lie in [0, 1], got {rejection.tolist()}")
     n_new = levels.size - 1 if n_levels is None else n_levels
-    if not _is_int(n_new, 2 if keep_first else 1):
-        raise InvalidSamplerSettingsError(
-            f"n_levels must be an integer >= {2 if keep_first else 1}, got {n_levels!r}"
-        )
+    if not _is_int(n_new, 1):
+        raise InvalidSamplerSettingsError(f"n_levels must be an integer >= 1, got {n_levels!r}")
     if not floor > 0:
         raise InvalidSamplerSettingsError(f"floor must be > 0 (or inf), got {floor!r}")
     if keep_first:
-        if levels.size < 3:
-            return levels.copy()  # nothing above t_1 to place
+        if n_new == 1 and levels.size == 2:
+            return levels.copy()  # the one level is t_1 = t_K: nothing to place
+        if n_new < 2 or levels.size < 3:
+            raise InvalidSamplerSettingsError(
+                f"keep_first needs levels above t_1 in both ladders, got K = {levels.size - 1} and K' = {n_new}"
+            )
         upper = _equalize(levels[1:], rejection[1:], n_new - 1, floor)
         return np.concatenate([[0.0], upper])
     return _equalize(levels, rejection, n_new, floor)
