@@ -114,6 +114,24 @@ def test_bridge_chunk_compiles_once():
     assert_compilations_do_not_grow(run, 2)
 
 
+def test_tempering_chunk_compiles_once():
+    """Also across a pilot round: re-placing the levels changes only traced grids."""
+    from rgdiff.samplers.tempering import TemperingSettings, run_tempering
+
+    model = GaussianFlowScore.free_field(LAT, SCHEME, M2)
+    theory = Phi4(LAT, M2, 0.0)
+    chunk = 2
+
+    def run(chunks):
+        settings = TemperingSettings(
+            chains=2, samples=chunks * chunk, chunk=chunk, n_levels=2, hmc_steps_between=1, hmc_leapfrog=2,
+            warmup=0, adapt_levels=1, pilot_sweeps=chunk, ode_steps=4,
+        )
+        run_tempering(model, SCHEME, theory, settings, key=jax.random.key(5), T=T)
+
+    assert_compilations_do_not_grow(run, 2)
+
+
 QUANTUM_PROBE = """
 import jax
 jax.config.update("jax_enable_x64", True)

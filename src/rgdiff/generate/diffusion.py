@@ -409,6 +409,12 @@ class ODEProposal(AbstractProposal):
 
     `sample(key, n)` draws phi_T ~ p_T and decodes; `log_prob(fields)` encodes `(n, *lattice)`
     fields back to T. Both run the same checked grid and solver.
+
+    The latent phi_T is also exposed, for samplers that move in it (`rgdiff.samplers.tempering`):
+    `sample_prior(key, shape)` draws phi_T ~ p_T, `decode(phi_T)` and `encode(fields)` map
+    between the two ends with the exact log-density, and `regridded(ts)` puts the same model on
+    another time grid of the same length (e.g. another t_end; `ts` may be traced, so one compiled
+    solve serves a whole ladder of t_end under `jax.vmap`).
     """
 
     model: AbstractExactScoreModel
@@ -421,14 +427,35 @@ class ODEProposal(AbstractProposal):
     def lattice(self) -> Lattice:
         return self.model.lattice
 
-    def sample(self, key, n: int):
-        phi_T = sample_gaussian_field(key, self.lattice, self.prior, (n,), self.dtype)
+    @property
+    def grid(self) -> jax.Array:
+        """The increasing time grid, from t_end to T (shape `(steps + 1,)`)."""
+        return self.plan.ts
+
+    def regridded(self, ts: jax.Array) -> "ODEProposal":
+        """The same proposal on the increasing grid `ts` of the same length (t_end = ts[0], T = ts[-1]);
+        not checked (build grids with `ode_proposal(...).grid`)."""
+        return eqx.tree_at(lambda p: p.plan.ts, self, jnp.asarray(ts, self.plan.ts.dtype))
+
+    def sample_prior(self, key, shape=()) -> jax.Array:
+        """phi_T ~ p_T exactly, shape `(*shape, *lattice)`."""
+        return sample_gaussian_field(key, self.lattice, self.prior, tuple(shape), self.dtype)
+
+    def decode(self, phi_T):
+        """`(phi, log q)`: latents `(n, *lattice)` at T decoded to t_end, with log q = log p^theta_{t_end}(phi)."""
         phi, ell = _run_plan(self.model, self.scheme, self.plan, phi_T, forward=False, with_log_prob=True)
         return phi, gaussian_field_log_prob(phi_T, self.lattice, self.prior) + ell
 
-    def log_prob(self, fields):
+    def encode(self, fields):
+        """`(phi_T, log q)`: fields `(n, *lattice)` at t_end encoded to T, with their log q at t_end."""
         phi_T, ell = _run_plan(self.model, self.scheme, self.plan, fields, forward=True, with_log_prob=True)
-        return gaussian_field_log_prob(phi_T, self.lattice, self.prior) - ell
+        return phi_T, gaussian_field_log_prob(phi_T, self.lattice, self.prior) - ell
+
+    def sample(self, key, n: int):
+        return self.decode(self.sample_prior(key, (n,)))
+
+    def log_prob(self, fields):
+        return self.encode(fields)[1]
 
 
 def ode_proposal(

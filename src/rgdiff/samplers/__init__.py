@@ -10,4 +10,7 @@
   importance-sampling ESS.
 - `samplers.bridge`: the bridge sampler: learned-model proposals (`rgdiff.generate.proposal`)
   corrected by independence Metropolis, interleaved with HMC on the UV action.
+- `samplers.tempering`: RG parallel tempering: replicas at RG times 0 = t_0 < ... < t_K (level 0
+  exp(-S), level k the model's p^theta_{t_k}), latent pCN moves, non-reversible (even/odd)
+  exchanges, round trips, and levels chosen from measured exchange rates (`choose_levels`).
 """
