@@ -116,6 +116,7 @@ def test_bench_refuses_unknown_sizes_and_points(tmp_path, capsys, args, message)
     assert len(err) == 1 and message in err[0], err
 
 
+@pytest.mark.slow  # ~8 min on 2 loaded cores: six samplers' compilations
 def test_bench_learned_samplers_tiny(tmp_path):
     """Every learned sampler (bridge, RG parallel tempering, CNF, CNF-driven bridge) runs through
     the benchmark at one tiny point with a few training steps, and the best-learned ratios name

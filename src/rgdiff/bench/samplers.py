@@ -13,10 +13,21 @@ Samplers:
 - local MCMC (`rgdiff.samplers.uv`, Blackjax, Stan's window adaptation): the paper's NUTS, HMC
   with `hmc_steps` leapfrog steps, and the Fourier-accelerated FA-HMC and FA-NUTS
   (`rgdiff.samplers.fourier`), the strongest classical baselines for phi^4;
-- on the benchmark sizes `learned_sizes`: the RG-bridge sampler (`rgdiff.samplers.bridge.run_bridge`):
-  an EFT score model trained by DSM on the FA-HMC chains, proposals from the probability-flow ODE,
-  exact IMH + HMC; and the RG-time CNF (`rgdiff.models.cnf`) trained by reverse KL, as an
-  independence Metropolis sampler (skipped with a note when the flow model is not available).
+- the learned samplers, at the benchmark sizes `learned_sizes` and the paper points
+  `learned_points`, all trained on the FA-HMC chains of the same point (whose cost counts as setup):
+  - `bridge` (`rgdiff.samplers.bridge`): an EFT score model trained by DSM; proposals from the
+    probability-flow ODE in `ode_dtype` (float32) with `ode_steps` Tsit5 steps, batched over
+    chains and sweeps; blocks of `imh_per_block` exact IMH steps, then one FA-HMC trajectory and
+    one encode per block;
+  - `tempering` (`rgdiff.samplers.tempering`): RG parallel tempering on `tempering_levels`
+    levels of the same score model, the ladder re-placed once from a pilot's exchange rates;
+  - `flow`: the RG-time CNF (`rgdiff.models.cnf`) trained by each objective of
+    `flow_objectives` (reverse KL [5.5], the RG objective [5.22]), the one with the larger
+    importance ESS kept (both trainings count as setup), as an exact independence sampler;
+  - `flow-bridge`: the bridge with that CNF as its proposal.
+
+Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
+sweeps and <M> (exactly 0 by symmetry) with a between-chain error (`tunnelling`).
 
 Observables per configuration: |M|, the chi-type V M^2 (the series of G2(0) = L^d <M^2> up to a
 constant factor) and max|phi|. tau_int (and its error) by the Gamma method (pyerrors), ESS =
@@ -80,7 +91,7 @@ class SamplerBenchSettings:
     bridge_samples: int = 1000
     bridge_chains: int = 4
     bridge_warmup: int = 200
-    ode_steps: int = 16
+    ode_steps: int = 32
     ode_dtype: str = "float32"
     imh_per_block: int = 4
     tempering_levels: int = 4
@@ -93,8 +104,8 @@ class SamplerBenchSettings:
 
 
 QUICK = SamplerBenchSettings(
-    sizes=(8, 12, 20), learned_sizes=(8, 12), learned_points=(), chains=4, samples=2000, warmup=300, train_steps=500,
-    bridge_samples=200, bridge_warmup=50, ode_steps=16, flow_objectives=("reverse-kl",), flow_train_steps=100,
+    sizes=(8, 12, 20), learned_sizes=(8, 12, 20), learned_points=("paper_broken",), chains=4, samples=2000, warmup=300, train_steps=500,
+    bridge_samples=200, bridge_warmup=50, ode_steps=32, flow_objectives=("reverse-kl",), flow_train_steps=100,
     flow_ode_steps=8, flow_samples=1000, chunks=10,
 )
 TINY = SamplerBenchSettings(

@@ -289,6 +289,17 @@ def run_bridge(
     return result
 
 
+def finite_start(positions):
+    """The model's samples as chain starts, a non-finite one (a poor model's ODE can blow up)
+    replaced by phi = 0: where a chain starts does not affect exactness, only the burn-in.
+    **Returns:** (positions, whether any was replaced)."""
+    ok = np.all(np.isfinite(np.asarray(positions)).reshape(positions.shape[0], -1), axis=1)
+    if ok.all():
+        return positions, False
+    mask = jnp.asarray(ok).reshape((-1,) + (1,) * (positions.ndim - 1))
+    return jnp.where(mask, positions, 0.0), True
+
+
 def _check_settings(settings) -> None:
     if not isinstance(settings, BridgeSettings):
         raise InvalidSamplerSettingsError(f"settings must be a BridgeSettings, got {type(settings).__name__}")
@@ -334,6 +345,9 @@ def sample_bridge(
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
     positions, log_q = _sample(proposal, k_init, settings.chains, dtype)
+    positions, replaced = finite_start(positions)
+    if replaced:
+        log_q = _log_prob(proposal, positions)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         states, params = _warmup(move, theory, jax.random.split(k_warm, settings.chains), positions, settings.warmup)
         step_size, imm = params["step_size"], params["inverse_mass_matrix"]

@@ -91,7 +91,7 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.sanity import check_rate
 from rgdiff.observables.stats import tau_int as gamma_tau_int
 from rgdiff.rg.base import AbstractLinearScheme
-from rgdiff.samplers.bridge import _init_states, _warmup
+from rgdiff.samplers.bridge import _init_states, _warmup, finite_start
 from rgdiff.samplers.hmc import ALGORITHMS as UV_ALGORITHMS
 from rgdiff.samplers.hmc import DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
@@ -618,7 +618,7 @@ def run_tempering(
     # level 0 starts from the model's own samples at t = 0, tuned by HMC from there
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    positions, _ = _sample(base, k_init, chains)
+    positions, _ = finite_start(_sample(base, k_init, chains)[0])
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         uv, params = _warmup(move, theory, jax.random.split(k_warm, chains), positions, settings.warmup)
     else:
