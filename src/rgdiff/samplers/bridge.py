@@ -64,6 +64,33 @@ ALGORITHMS = UV_ALGORITHMS
 MAX_VALUES = 2**31
 
 
+def check_integers(settings, bounds) -> None:
+    """Refuse a setting that is not an integer >= its bound, in one line naming it."""
+    for name, lo in bounds:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def check_moves_and_ode(settings) -> None:
+    """The checks shared by the samplers that combine HMC moves on S with probability-flow ODE
+    solves (the bridge, `rgdiff.samplers.tempering`): `hmc_leapfrog`, `warmup`, `step_size`, the
+    move (`settings.move`), `ode_steps`, `ode_solver` and `ode_grid`."""
+    check_integers(settings, (("hmc_leapfrog", 1), ("warmup", 0), ("ode_steps", 1)))
+    if settings.warmup == 1:
+        raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
+    step = settings.step_size
+    if isinstance(step, bool) or not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise InvalidSamplerSettingsError(f"step_size must be a number > 0, got {step!r}")
+    settings.move  # validates algorithm, trajectory_length and target_acceptance
+    if settings.ode_solver not in gen.ODE_SOLVERS:
+        raise InvalidSamplerSettingsError(
+            f"unknown ODE solver {settings.ode_solver!r}; choose one of {', '.join(gen.ODE_SOLVERS)}"
+        )
+    if settings.ode_grid not in gen.GRIDS:
+        raise InvalidSamplerSettingsError(f"unknown time grid {settings.ode_grid!r}; choose one of {', '.join(gen.GRIDS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BridgeSettings:
     """Settings of a bridge run.
@@ -109,28 +136,11 @@ class BridgeSettings:
     chunk: int = 0
 
     def __post_init__(self):
-        for name, lo in (
-            ("chains", 1), ("samples", 2), ("hmc_steps_between", 0), ("imh_per_block", 1), ("hmc_leapfrog", 1),
-            ("warmup", 0), ("ode_steps", 1), ("chunk", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-                raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
-        if self.warmup == 1:
-            raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
-        if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size) and self.step_size > 0):
-            raise InvalidSamplerSettingsError(f"step_size must be a number > 0, got {self.step_size!r}")
-        self.move  # validates algorithm, trajectory_length and target_acceptance
-        if self.ode_solver not in gen.ODE_SOLVERS:
-            raise InvalidSamplerSettingsError(
-                f"unknown ODE solver {self.ode_solver!r}; choose one of {', '.join(gen.ODE_SOLVERS)}"
-            )
+        check_integers(self, (("chains", 1), ("samples", 2), ("hmc_steps_between", 0), ("imh_per_block", 1),
+                              ("chunk", 0)))
+        check_moves_and_ode(self)
         if self.ode_dtype not in ("float32", "float64"):
             raise InvalidSamplerSettingsError(f"ode_dtype must be float32 or float64, got {self.ode_dtype!r}")
-        if self.ode_grid not in gen.GRIDS:
-            raise InvalidSamplerSettingsError(
-                f"unknown time grid {self.ode_grid!r}; choose one of {', '.join(gen.GRIDS)}"
-            )
 
     @property
     def move(self) -> UVMove:

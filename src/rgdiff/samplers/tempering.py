@@ -91,7 +91,7 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.sanity import check_rate
 from rgdiff.observables.stats import tau_int as gamma_tau_int
 from rgdiff.rg.base import AbstractLinearScheme
-from rgdiff.samplers.bridge import _init_states, _warmup, finite_start
+from rgdiff.samplers.bridge import _init_states, _warmup, check_integers, check_moves_and_ode, finite_start
 from rgdiff.samplers.hmc import ALGORITHMS as UV_ALGORITHMS
 from rgdiff.samplers.hmc import DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
@@ -172,19 +172,11 @@ class TemperingSettings:
     chunk: int = 0
 
     def __post_init__(self):
-        for name, lo in (
-            ("chains", 1), ("samples", 2), ("n_levels", 1), ("hmc_steps_between", 0), ("hmc_leapfrog", 1),
-            ("warmup", 0), ("adapt_levels", 0), ("pilot_sweeps", 2), ("burn_in", 0), ("ode_steps", 1), ("chunk", 0),
-        ):
-            value = getattr(self, name)
-            if not _is_int(value, lo):
-                raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
-        if self.warmup == 1:
-            raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
+        check_integers(self, (("chains", 1), ("samples", 2), ("n_levels", 1), ("hmc_steps_between", 0),
+                              ("adapt_levels", 0), ("pilot_sweeps", 2), ("burn_in", 0), ("chunk", 0)))
+        check_moves_and_ode(self)
         if not isinstance(self.keep_first_level, bool):
             raise InvalidSamplerSettingsError(f"keep_first_level must be True or False, got {self.keep_first_level!r}")
-        if not (_is_number(self.step_size) and self.step_size > 0):
-            raise InvalidSamplerSettingsError(f"step_size must be a number > 0, got {self.step_size!r}")
         if not isinstance(self.levels, (tuple, list)):
             raise InvalidSamplerSettingsError(f"levels must be a tuple of RG times, got {self.levels!r}")
         if self.levels:
@@ -207,15 +199,6 @@ class TemperingSettings:
         for name, values in (("rho", rho), ("rho_top", (self.rho_top,))):
             if not all(_is_number(r) and 0.0 <= r <= 1.0 for r in values):
                 raise InvalidSamplerSettingsError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        self.move  # validates algorithm, trajectory_length and target_acceptance
-        if self.ode_solver not in gen.ODE_SOLVERS:
-            raise InvalidSamplerSettingsError(
-                f"unknown ODE solver {self.ode_solver!r}; choose one of {', '.join(gen.ODE_SOLVERS)}"
-            )
-        if self.ode_grid not in gen.GRIDS:
-            raise InvalidSamplerSettingsError(
-                f"unknown time grid {self.ode_grid!r}; choose one of {', '.join(gen.GRIDS)}"
-            )
 
     @property
     def n_pairs(self) -> int:
