@@ -31,6 +31,25 @@ def release_compiled_programs():
     gc.collect()
 
 
+@pytest.fixture(scope="session")
+def normal_ensemble():
+    """Write an ensemble of standard-normal 4 x 4 fields labelled as a small phi^4 theory, for
+    tests of bookkeeping (files, resume, provenance, refusals), where the physics of the fields
+    does not matter and sampling them would only cost time. Returns the path written."""
+    import numpy as np
+
+    from rgdiff.io.ensemble import Ensemble, save_ensemble
+    from rgdiff.theory.phi4 import make_phi4
+
+    def write(path, chains: int, samples: int, *, rng_seed: int = 0, seed: int = 0, **ensemble):
+        theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
+        fields = np.random.default_rng(rng_seed).normal(size=(chains, samples, 4, 4))
+        save_ensemble(path, Ensemble(theory, fields, markov=ensemble.pop("markov", True), seed=seed, **ensemble))
+        return path
+
+    return write
+
+
 @pytest.fixture
 def getkey():
     """A fresh PRNG key per call, deterministic per test."""

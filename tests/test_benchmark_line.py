@@ -34,8 +34,12 @@ def model(nuts):
     return cast_model(train(m, SCHEME, THEORY.lattice, nuts, settings, key=jax.random.key(1)), np.float64), T
 
 
+@pytest.mark.slow
 def test_bridge_agrees_with_nuts(nuts, model):
     """<|M|>, chi and G2(p1) of the bridge chain vs NUTS: |difference| < 3.5 combined sigma each.
+
+    Slow (about a minute): by default the bridge's exactness is tested in tests/samplers/test_bridge.py
+    (an interacting theory against NUTS, and a deliberately wrong model corrected by Metropolis).
 
     3.5 rather than 3: over 12 seeds the Gamma-method errors of short independence-Metropolis
     chains came out up to 1.5x too small (the spread of z was 1.0-1.5), so 3.5 stated sigma is

@@ -161,3 +161,18 @@ def test_tunnelling_counts_vacuum_changes_and_honest_errors():
     hopping = np.where((np.arange(1000) // 100) % 2 == 0, 5.0, -5.0)[None] + 0.1 * rng.normal(size=(1, 1000))
     t = tunnelling(np.broadcast_to(hopping[..., None, None], (1, 1000, 2, 2)), lattice)
     assert t["vacuum_changes_per_chain"] == [9] and abs(t["vacuum_changes_per_1000_sweeps"]["value"] - 9) < 1e-9
+
+
+def test_named_points_include_the_broken_benchmark_line_point():
+    """Every broken-phase point is a named point with learned samplers in both suites, and the
+    broken benchmark-line point is the benchmark theory at N = 20 with only m2 lowered."""
+    from rgdiff.bench import samplers
+    from rgdiff.theory.phi4 import BENCHMARK_LAM_A
+
+    assert set(samplers.BROKEN_POINTS) <= set(samplers.NAMED_POINTS)
+    for settings in (samplers.SamplerBenchSettings(), samplers.QUICK):
+        assert set(samplers.BROKEN_POINTS) <= set(settings.paper_points) & set(settings.learned_points)
+    visited = {label: theory for label, n, theory in samplers.points(samplers.QUICK) if n is None}
+    broken = visited["benchmark_broken_N20"]
+    assert broken.lattice.size == 20 and broken.m2 == samplers.LINE_BROKEN_M2 < -4.0
+    assert broken.lam == 6.0 * BENCHMARK_LAM_A[20] and visited["paper_broken"].m2 == -2.0

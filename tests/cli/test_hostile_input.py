@@ -349,14 +349,12 @@ def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path):
 # issue 16: numbers that were not validated ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def measurable(tmp_path_factory):
+def measurable(tmp_path_factory, normal_ensemble):
     """An ensemble `rgdiff measure` accepts (8+ samples per chain) and a tiny one it refuses."""
     d = tmp_path_factory.mktemp("measurable")
-    theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
-    fields = np.random.default_rng(1).normal(size=(2, 24, 4, 4))
-    save_ensemble(d / "ok.h5", Ensemble(theory, fields, markov=True, seed=1))
-    save_ensemble(d / "tiny.h5", Ensemble(theory, fields[:, :3], markov=True, seed=1))
-    save_ensemble(d / "tiny-independent.h5", Ensemble(theory, fields[:1, :3], markov=False, seed=1))
+    normal_ensemble(d / "ok.h5", 2, 24, rng_seed=1, seed=1)
+    normal_ensemble(d / "tiny.h5", 2, 3, rng_seed=1, seed=1)
+    normal_ensemble(d / "tiny-independent.h5", 1, 3, rng_seed=1, seed=1, markov=False)
     return d
 
 

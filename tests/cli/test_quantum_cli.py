@@ -146,7 +146,11 @@ RESUME = ["--dim", "1", "--size", "1", "--m2", "1.0", "--lam", "24", "--steps", 
           "--eval-samples", "512", "--seed", "3", "--quiet"]
 
 
+@pytest.mark.slow
 def test_sigkilled_ground_state_resumes_bitwise(tmp_path, capsys):
+    """SIGKILL after a checkpoint, then `ground-state --resume`: bitwise the uninterrupted run (slow:
+    three runs, about a minute; by default ground-state resume is tested in tests/train/test_loop.py
+    and SIGKILL-then-resume through the CLI in tests/train/test_resume.py)."""
     import os
     import signal
     import subprocess

@@ -18,7 +18,6 @@ import pytest
 
 from rgdiff.cli.app import main
 from rgdiff.io.checkpoint import FILE, Checkpointer, read_checkpoint
-from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.theory.phi4 import make_phi4
 
 CLI = [sys.executable, "-c", "import sys; from rgdiff.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -46,12 +45,9 @@ def wait_for(proc, path: Path, timeout=300.0):
 
 
 @pytest.fixture(scope="module")
-def uv(tmp_path_factory):
+def uv(tmp_path_factory, normal_ensemble):
     d = tmp_path_factory.mktemp("long")
-    theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
-    fields = np.random.default_rng(3).normal(size=(2, 40, 4, 4))
-    save_ensemble(d / "uv.h5", Ensemble(theory, fields, markov=True, seed=0))
-    return d, d / "uv.h5"
+    return d, normal_ensemble(d / "uv.h5", 2, 40, rng_seed=3)
 
 
 CNF = ["train", "--model", "cnf", "--steps", "12", "--batch", "4", "--ode-steps", "2", "--seed", "5", "--quiet"]

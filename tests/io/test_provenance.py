@@ -5,13 +5,10 @@ import json
 from importlib import metadata
 
 import h5py
-import numpy as np
 import pytest
 
 from rgdiff.cli.app import main
-from rgdiff.io.ensemble import Ensemble, save_ensemble
 from rgdiff.io.atomic import file_checksum
-from rgdiff.theory.phi4 import make_phi4
 
 
 def info(capsys, path, as_json=True):
@@ -22,12 +19,9 @@ def info(capsys, path, as_json=True):
 
 
 @pytest.fixture(scope="module")
-def uv(tmp_path_factory):
+def uv(tmp_path_factory, normal_ensemble):
     d = tmp_path_factory.mktemp("prov")
-    theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
-    fields = np.random.default_rng(3).normal(size=(2, 40, 4, 4))
-    save_ensemble(d / "uv.h5", Ensemble(theory, fields, markov=True, seed=5, extra={"config": {"seed": 5}}))
-    return d, d / "uv.h5"
+    return d, normal_ensemble(d / "uv.h5", 2, 40, rng_seed=3, seed=5, extra={"config": {"seed": 5}})
 
 
 def test_sampled_ensemble_records_its_config(tmp_path, capsys):

@@ -18,8 +18,7 @@ import pytest
 
 from rgdiff.io.checkpoint import FILE, Checkpointer, read_checkpoint
 from rgdiff.cli.app import main
-from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
-from rgdiff.theory.phi4 import make_phi4
+from rgdiff.io.ensemble import load_ensemble
 
 CLI = [sys.executable, "-c", "import sys; from rgdiff.cli import main; sys.exit(main(sys.argv[1:]))"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -43,13 +42,10 @@ def fails(capsys, args, *fragments):
 
 
 @pytest.fixture(scope="module")
-def uv(tmp_path_factory):
+def uv(tmp_path_factory, normal_ensemble):
     """UV data for training (Gaussian configurations suffice: this is about bookkeeping)."""
     d = tmp_path_factory.mktemp("resume")
-    theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
-    fields = np.random.default_rng(1).normal(size=(2, 50, 4, 4))
-    save_ensemble(d / "uv.h5", Ensemble(theory, fields, markov=True, seed=0))
-    return d, d / "uv.h5"
+    return d, normal_ensemble(d / "uv.h5", 2, 50, rng_seed=1)
 
 
 @pytest.fixture(scope="module")

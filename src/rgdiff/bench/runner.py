@@ -70,7 +70,7 @@ def check_only(only: str | None) -> None:
 
 def sampler_settings(suite: str, sizes: str | None = None, points: str | None = None) -> samplers.SamplerBenchSettings:
     """The suite's sampler settings with `--sizes N1,N2,...` (benchmark-line sizes; learned samplers
-    at those of them the suite trains on) and `--points P1,P2|none` (paper points) applied."""
+    at those of them the suite trains on) and `--points P1,P2|none` (named points: the paper's and the broken benchmark-line point) applied."""
     settings = SETTINGS[suite]["samplers"]
     if sizes is not None:
         try:
@@ -84,9 +84,9 @@ def sampler_settings(suite: str, sizes: str | None = None, points: str | None = 
                                        learned_sizes=tuple(n for n in settings.learned_sizes if n in chosen))
     if points is not None:
         chosen = () if points.strip() == "none" else tuple(p.strip() for p in points.split(",") if p.strip())
-        if any(p not in samplers.PAPER_POINTS for p in chosen):
+        if any(p not in samplers.NAMED_POINTS for p in chosen):
             raise InvalidBenchError(
-                f"--points {points!r}: give comma-separated points among {', '.join(samplers.PAPER_POINTS)}, or none"
+                f"--points {points!r}: give comma-separated points among {', '.join(samplers.NAMED_POINTS)}, or none"
             )
         settings = dataclasses.replace(settings, paper_points=chosen)
     return settings

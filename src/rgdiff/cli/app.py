@@ -500,7 +500,7 @@ def bench(
     only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
     sizes: Optional[str] = typer.Option(None, "--sizes", help="samplers: benchmark-line sizes to run, e.g. 12,20"),
-    points: Optional[str] = typer.Option(None, "--points", help="samplers: paper points to run (paper_broken,paper_near_massless | none)"),
+    points: Optional[str] = typer.Option(None, "--points", help="samplers: named points to run (paper_broken,paper_near_massless,benchmark_broken_N20 | none)"),
     quiet: Quiet = False,
 ):
     """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS, HMC and Fourier-accelerated HMC; tables and JSON."""
