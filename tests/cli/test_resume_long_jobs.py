@@ -237,6 +237,20 @@ def test_interrupted_reproduce_resumes_bitwise(tmp_path):
         got = fig_flows("fig8", tmp_path / "b", quick=True, seed=0, quiet=True, settings=tiny,
                         checkpoint=ReproduceCheckpoints(folder, config={}, identity=ident, every=None, resume=True))
     assert json.loads(json.dumps(got["methods"])) == json.loads(json.dumps(ref["methods"]))
+    timings = got["meta"]["timings_s"]  # the resumed run's timings say what an earlier process did
+    assert timings["earlier_process"] == ["uv_sampling", "train_rg (part)"] and timings["uv_sampling_s"] is None
+    assert timings["train_rg_s"] is not None and "earlier_process" not in ref["meta"]["timings_s"]
     for name in ("rg", "reverse_kl"):
         assert (tmp_path / "b" / "models" / name / "params.eqx").read_bytes() == \
                (tmp_path / "ref" / "models" / name / "params.eqx").read_bytes()
+
+
+def test_resumed_reproduce_timings_null_what_an_earlier_process_did():
+    from rgdiff.cli.reproduce_flows import _timings
+
+    stages = {"uv_sampling_s": 0.01, "train_rg_s": 1e-5, "evaluate_rg_s": 3.0, "train_reverse_kl_s": 50.0}
+    out = _timings(stages, ["uv_sampling", "train_rg", "train_reverse_kl (part)"], 0.0, 0.0)
+    assert out["uv_sampling_s"] is None and out["train_rg_s"] is None
+    assert out["evaluate_rg_s"] == 3.0 and out["train_reverse_kl_s"] == 50.0  # (part): this process's share
+    assert out["earlier_process"] == ["uv_sampling", "train_rg", "train_reverse_kl (part)"]
+    assert "earlier_process" not in _timings(stages, [], 0.0, 0.0)

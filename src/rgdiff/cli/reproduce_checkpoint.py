@@ -47,6 +47,9 @@ class ReproduceCheckpoints:
         if resume and every is None:
             self.run.every = int(self.run.resumed[0].get("host", {}).get("every", 100))
         self.every = self.run.every
+        # stages whose work an earlier process did ("train_rg": all of it; "train_rg (part)": some),
+        # so that the timings of a resumed run do not pass for the whole cost
+        self.earlier: list[str] = []
         if not resume:
             self.run.save(0, [], {"every": self.every})
 
@@ -60,8 +63,11 @@ class ReproduceCheckpoints:
 
         path = self.folder / UV
         if path.exists():
+            self.earlier.append("uv_sampling")
             return load_ensemble(path).fields
         sub = self.folder / UV_CKPT
+        if (sub / FILE).exists():
+            self.earlier.append("uv_sampling (part)")
         ckpt = Checkpointer(sub, command="sample", every=1, config={"reproduce_uv": settings.describe()},
                             identity={"theory": theory.describe(), "sampler": settings.describe(), "key": _key_id(key)},
                             resume=(sub / FILE).exists())
@@ -84,6 +90,7 @@ class ReproduceCheckpoints:
         folder = self.folder / MODELS / name
         if not folder.is_dir():
             return None
+        self.earlier.append(f"train_{name}")
         loaded = load_model_dir(folder)  # verified against its params checksum
         text = (folder / METRICS).read_text()
         return loaded.model, [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -96,6 +103,8 @@ class ReproduceCheckpoints:
         ckpt = Checkpointer(sub, command="train", every=self.every, config=config, identity=identity,
                             resume=(sub / FILE).exists())
         ckpt.host_extra = {"metrics": list(ckpt.resumed[0]["host"].get("metrics", [])) if ckpt.resumed else []}
+        if ckpt.resumed:
+            self.earlier.append(f"train_{name} (part)")
         ckpt.total = steps
         return ckpt
 

@@ -172,7 +172,7 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
         "sampler_at_t0": diagnostics,
         "vacuum": true_res.meta["vacuum"],
         # wall times depend on the machine's load; process CPU time (all threads) does much less
-        "timings_s": {**timings, "total": time.time() - started, "process_cpu_total": time.process_time() - cpu_started},
+        "timings_s": _timings(timings, [] if checkpoint is None else checkpoint.earlier, started, cpu_started),
         "versions": package_versions(),
     }
     result = {"methods": fidelity, "comparison": compare_objectives(fidelity), "meta": meta}
@@ -197,6 +197,17 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
     plots.flow_rows(rows, theory, work / f"{figure}_samples.png", f"Fig. {figure[-1]} (bottom): one configuration along each flow")
     write_text(work / "report.md", _report(figure, result, true_json, learned))
     return result
+
+
+def _timings(timings: dict, earlier: list[str], started: float, cpu_started: float) -> dict:
+    """Wall seconds per stage in this process; a stage an earlier (checkpointed) process did is
+    null, and `earlier_process` lists the stages done wholly or in part ("... (part)") before a
+    resume, so that a resumed run's total is not read as the whole cost."""
+    out = {k: (None if k.removesuffix("_s") in earlier else v) for k, v in timings.items()}
+    out.update({"total": time.time() - started, "process_cpu_total": time.process_time() - cpu_started})
+    if earlier:
+        out["earlier_process"] = list(earlier)
+    return out
 
 
 def compare_objectives(methods: dict) -> dict:
