@@ -82,3 +82,19 @@ def test_python_api_warns_once_when_float64_is_off():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "True", "1", "True"], r.stdout
+
+
+def test_progress_in_a_log_is_plain_lines_at_a_bounded_rate():
+    """Where stderr is not a terminal (a log file, a batch job) each stage prints a line when it
+    starts, at most one per interval while it runs, and one when it ends (never one per step)."""
+    from rgdiff.cli.progress import progress_lines
+
+    now, lines = [0.0], []
+    callback = progress_lines(lines.append, 60.0, clock=lambda: now[0])
+    for step in range(1001):  # 1000 steps of 0.5 s
+        now[0] = 0.5 * step
+        callback("train", step, 1000)
+    callback("train", 1000, 1000)  # a repeated final call prints nothing more
+    assert lines[0].startswith("train        0/1000 (0%)") and lines[-1].startswith("train        1000/1000 (100%)")
+    assert len(lines) == 1 + 500 // 60 + 1, lines  # start, every 60 s of 500 s, end
+    assert "eta 0:07:20" in lines[1] and "elapsed 0:01:00" in lines[1]  # after 120 of 1000 steps in 60 s
