@@ -176,3 +176,12 @@ def test_named_points_include_the_broken_benchmark_line_point():
     broken = visited["benchmark_broken_N20"]
     assert broken.lattice.size == 20 and broken.m2 == samplers.LINE_BROKEN_M2 < -4.0
     assert broken.lam == 6.0 * BENCHMARK_LAM_A[20] and visited["paper_broken"].m2 == -2.0
+
+
+def test_learned_samplers_setting_names_known_samplers_only():
+    from rgdiff.bench import samplers
+    from rgdiff.errors import RgdiffError
+
+    assert samplers.SamplerBenchSettings().learned_samplers == samplers.LEARNED
+    with pytest.raises(RgdiffError, match="unknown learned samplers"):
+        samplers.SamplerBenchSettings(learned_samplers=("bridge", "teleport"))

@@ -92,6 +92,7 @@ class SamplerBenchSettings:
     learned_sizes: tuple[int, ...] = (8, 12, 20, 32)  # sizes where the learned samplers are trained and run
     paper_points: tuple[str, ...] = tuple(NAMED_POINTS)  # the named points run (`NAMED_POINTS`)
     learned_points: tuple[str, ...] = BROKEN_POINTS  # named points with learned samplers (tunnelling)
+    learned_samplers: tuple[str, ...] = LEARNED  # which of the learned samplers run there
     chains: int = 8
     samples: int = 5000
     warmup: int = 500
@@ -110,6 +111,11 @@ class SamplerBenchSettings:
     flow_samples: int = 4000
     amortize_samples: int = 100_000
     chunks: int = 20
+
+    def __post_init__(self):
+        unknown = [n for n in self.learned_samplers if n not in LEARNED]
+        if unknown:
+            raise RgdiffError(f"unknown learned samplers {unknown}; known: {', '.join(LEARNED)}")
 
 
 QUICK = SamplerBenchSettings(
@@ -483,6 +489,8 @@ def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes
         "flow-bridge": lambda k: _flow_bridge(theory, data, flows(), settings, k),
     }
     for j, (name, fn) in enumerate(learned.items()):
+        if name not in settings.learned_samplers:
+            continue
         t0 = time.perf_counter()
         try:
             runs[name] = fn(jax.random.fold_in(key, 10 + j))
