@@ -98,3 +98,6 @@ def test_progress_in_a_log_is_plain_lines_at_a_bounded_rate():
     assert lines[0].startswith("train        0/1000 (0%)") and lines[-1].startswith("train        1000/1000 (100%)")
     assert len(lines) == 1 + 500 // 60 + 1, lines  # start, every 60 s of 500 s, end
     assert "eta 0:07:20" in lines[1] and "elapsed 0:01:00" in lines[1]  # after 120 of 1000 steps in 60 s
+    lines.clear()
+    callback("generate", 1, 13)  # a stage first seen part-done has no rate yet: no eta, never "eta 0:00:00"
+    assert lines == ["generate     1/13 (8%)  elapsed 0:00:00"]

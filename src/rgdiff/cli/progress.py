@@ -67,7 +67,7 @@ def progress_lines(write, interval: float, clock=time.monotonic):
         if finished:
             ended.add(stage)
         elapsed = now - started[stage]
-        eta = elapsed / done * (total - done) if 0 < done < total else None
+        eta = elapsed / done * (total - done) if 0 < done < total and elapsed > 0 else None
         write(f"{stage:<12} {done}/{total} ({100 * done / total:.0f}%)  elapsed {_clock(elapsed)}"
               + ("" if eta is None else f"  eta {_clock(eta)}"))
 
