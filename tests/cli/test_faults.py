@@ -309,7 +309,14 @@ def test_ctrl_c_during_generate_exits_130_without_a_crash(inputs, tmp_path):
             time.sleep(0.02)
         time.sleep(1.0 + attempt)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # seen once in ~6 suite runs (loaded machine): the interrupt was not acted on for 22 min.
+            # Kill the child so it neither keeps a core nor leaks its pipe into the next test.
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"attempt {attempt}: rgdiff generate did not exit within 120 s of SIGINT")
         assert proc.returncode == 130, (proc.returncode, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("rgdiff: interrupted; no partial output was kept"), err
