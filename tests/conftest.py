@@ -41,10 +41,10 @@ def normal_ensemble():
     from rgdiff.io.ensemble import Ensemble, save_ensemble
     from rgdiff.theory.phi4 import make_phi4
 
-    def write(path, chains: int, samples: int, *, rng_seed: int = 0, seed: int = 0, **ensemble):
+    def write(path, chains: int, samples: int, *, rng_seed: int = 0, seed: int = 0, markov: bool = True, **ensemble):
         theory = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
         fields = np.random.default_rng(rng_seed).normal(size=(chains, samples, 4, 4))
-        save_ensemble(path, Ensemble(theory, fields, markov=ensemble.pop("markov", True), seed=seed, **ensemble))
+        save_ensemble(path, Ensemble(theory, fields, markov=markov, seed=seed, **ensemble))
         return path
 
     return write

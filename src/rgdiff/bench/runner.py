@@ -70,7 +70,8 @@ def check_only(only: str | None) -> None:
 
 def sampler_settings(suite: str, sizes: str | None = None, points: str | None = None) -> samplers.SamplerBenchSettings:
     """The suite's sampler settings with `--sizes N1,N2,...` (benchmark-line sizes; learned samplers
-    at those of them the suite trains on) and `--points P1,P2|none` (named points: the paper's and the broken benchmark-line point) applied."""
+    at those of them the suite trains on) and `--points P1,P2|none` (named points: the paper's two
+    and the broken benchmark-line point) applied."""
     settings = SETTINGS[suite]["samplers"]
     if sizes is not None:
         try:

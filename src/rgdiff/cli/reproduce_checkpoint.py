@@ -66,11 +66,12 @@ class ReproduceCheckpoints:
             self.earlier.append("uv_sampling")
             return load_ensemble(path).fields
         sub = self.folder / UV_CKPT
-        if (sub / FILE).exists():
+        resuming = (sub / FILE).exists()
+        if resuming:
             self.earlier.append("uv_sampling (part)")
         ckpt = Checkpointer(sub, command="sample", every=1, config={"reproduce_uv": settings.describe()},
                             identity={"theory": theory.describe(), "sampler": settings.describe(), "key": _key_id(key)},
-                            resume=(sub / FILE).exists())
+                            resume=resuming)
         result = sample(theory, settings, key=key, callback=callback, checkpoint=ckpt)
         save_ensemble(path, Ensemble(theory, result.fields, markov=True, sampler=settings.describe(),
                                      diagnostics=result.diagnostics, extra={"stage": "rgdiff reproduce: UV ensemble"}))
