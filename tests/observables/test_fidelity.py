@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special
 from scipy import stats as sps
 
 from rgdiff.generate.diffusion import sample_reverse_sde
@@ -105,6 +106,22 @@ def test_zero_mode_marginal_score_closed_form():
     # two symmetric peaks: the tanh form of a two-Gaussian mixture
     score = zero_mode_marginal_score(m, jnp.array([3.0, -3.0]), jnp.full(5, 1.0), jnp.full(5, 0.5))
     np.testing.assert_allclose(score, -(m - 3.0 * np.tanh(3.0 * m / 0.5)) / 0.5, rtol=1e-10)
+
+
+def test_zero_mode_marginal_score_in_blocks_is_the_whole_softmax():
+    """The running sum over blocks of UV values (bounded memory) is the softmax over all of them,
+    for a block size that does not divide n, one block, and points far in a tail (where an
+    unshifted sum of exp would underflow to 0 / 0)."""
+    rng = np.random.default_rng(3)
+    m0 = np.concatenate([rng.normal(1.5, 0.2, 6001), rng.normal(-1.5, 0.2, 4000)])
+    m = np.array([-40.0, -1.4, -0.3, 0.0, 0.2, 1.6, 40.0])
+    a, var = np.full(m.size, 0.7), np.full(m.size, 0.05)
+    d = m[:, None] - a[:, None] * m0[None, :]
+    w = special.softmax(-0.5 * d**2 / var[:, None], axis=1)
+    expected = -np.sum(w * d, axis=1) / var
+    for chunk in (128, 10001, 10**6):
+        got = zero_mode_marginal_score(jnp.asarray(m), jnp.asarray(m0), jnp.asarray(a), jnp.asarray(var), chunk=chunk)
+        np.testing.assert_allclose(got, expected, rtol=1e-11, err_msg=f"chunk {chunk}")
 
 
 def test_zero_mode_score_of_the_exact_model_matches():

@@ -193,8 +193,7 @@ def fit_zero_mode(model, scheme, lattice: Lattice, m0: np.ndarray, fields: np.nd
     origin = (slice(None),) + (0,) * lattice.dim
     a0, v0 = a[origin], v[origin]
     m0_all = jnp.asarray(m0, dtype)
-    # in chunks: the mixture over all UV magnetizations is a (samples, n) array at once (~5 GB of
-    # temporaries for 8192 x 16000)
+    # in chunks of t as well: the mixture is then a (256, score_matching.MIXTURE_CHUNK) array per block
     target = jax.lax.map(
         lambda xs: zero_mode_marginal_score(xs[0][None], m0_all, xs[1][None], xs[2][None])[0],
         (jnp.mean(phi_t, axis=lattice.axes), a0, v0 / lattice.volume), batch_size=256,
