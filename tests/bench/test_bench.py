@@ -158,6 +158,8 @@ def test_tunnelling_counts_vacuum_changes_and_honest_errors():
     t = tunnelling(fields, lattice)
     assert t["vacuum_changes_per_1000_sweeps"]["value"] == 0 and t["vacuum_changes_per_chain"] == [0, 0]
     assert t["mean_M"]["error"] > 3  # the between-chain error sees the two vacua
+    # <|M|> = 5 in both vacua; its Gamma error is that of 0.1-wide white noise over 2000 values
+    assert abs(t["mean_abs_M"] - 5.0) < 0.02 and 0.5 < t["mean_abs_M_error"] / (0.1 / np.sqrt(2000)) < 1.5
     hopping = np.where((np.arange(1000) // 100) % 2 == 0, 5.0, -5.0)[None] + 0.1 * rng.normal(size=(1, 1000))
     t = tunnelling(np.broadcast_to(hopping[..., None, None], (1, 1000, 2, 2)), lattice)
     assert t["vacuum_changes_per_chain"] == [9] and abs(t["vacuum_changes_per_1000_sweeps"]["value"] - 9) < 1e-9

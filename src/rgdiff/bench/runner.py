@@ -6,7 +6,7 @@ JSON layout (written atomically)::
      "benchmarks": {"kernel": {...}, "training": {...}, "samplers": {...}},
      "ratios": {name: figure | null, ...},
      "tunnelling": {point: {"N", "theory", "samplers": {name: {"vacuum_changes_per_1000_sweeps":
-                    {"value", "error"}, "mean_M": {"value", "error"}, ...}}}},
+                    {"value", "error"}, "mean_M": {"value", "error"}, "mean_abs_M", "mean_abs_M_error", ...}}}},
      "notes": [...], "seconds": total}
 
 `tunnelling` holds the broken-phase points the samplers benchmark ran (empty otherwise).
@@ -174,7 +174,9 @@ def print_tables(data: dict) -> None:
             rate, mean = r["vacuum_changes_per_1000_sweeps"], r["mean_M"]
             table.add_row(name, format_figure(rate["value"], rate["error"]),
                           "n/a" if mean["error"] is None else format_figure(mean["value"], mean["error"]),
-                          f"{r['mean_abs_M']:.4g}", f"{r['chains']} x {r['sweeps_per_chain']}")
+                          f"{r['mean_abs_M']:.4g}" if r.get("mean_abs_M_error") is None
+                          else format_figure(r["mean_abs_M"], r["mean_abs_M_error"]),
+                          f"{r['chains']} x {r['sweeps_per_chain']}")
         console.print(table)
     for note in data["notes"]:
         console.print(f"note: {note}")

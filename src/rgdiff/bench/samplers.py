@@ -503,8 +503,11 @@ def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes
 def tunnelling(fields: np.ndarray, lattice) -> dict:
     """Vacuum changes (`rgdiff.observables.estimators.vacuum_changes`) per 1000 sweeps, with a
     Poisson error, and <M> (exactly 0 by phi -> -phi symmetry) with the between-chain error
-    std(chain means) / sqrt(chains), which stays honest when chains are stuck in one vacuum."""
+    std(chain means) / sqrt(chains), which stays honest when chains are stuck in one vacuum.
+    <|M|> (the same in both vacua, so a check of each sampler's exactness where it does not
+    tunnel) carries its Gamma-method error, chains as replicas: "mean_abs_M_error"."""
     from rgdiff.observables.estimators import vacuum_changes
+    from rgdiff.observables.stats import tau_int
 
     m = magnetization(fields, lattice)
     chains, sweeps = m.shape
@@ -517,9 +520,22 @@ def tunnelling(fields: np.ndarray, lattice) -> dict:
         "vacuum_changes_per_chain": changes,
         "mean_M": {"value": float(m.mean()), "error": float(means.std(ddof=1) / math.sqrt(chains)) if chains > 1 else None},
         "mean_abs_M": float(np.abs(m).mean()),
+        "mean_abs_M_error": _gamma_error(np.abs(m), tau_int),
         "chains": int(chains),
         "sweeps_per_chain": int(sweeps),
     }
+
+
+def _gamma_error(series: np.ndarray, estimate) -> float | None:
+    """The Gamma-method error of the mean of `series` (chains, samples); None where the chains are
+    too short for it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = estimate(series)
+    except ValueError:
+        return None
+    return est.error if est.error is not None and math.isfinite(est.error) else None
 
 
 def run(settings: SamplerBenchSettings, callback=None) -> dict:
