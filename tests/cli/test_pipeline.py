@@ -103,3 +103,35 @@ def test_flow_bad_input(tmp_path, ensemble_file, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_run_interrupted_then_resumed_keeps_its_stages_and_ends_bitwise(tmp_path, tiny, capsys):
+    """`rgdiff run --checkpoint-every 1` interrupted after training (Ctrl-C in the comparison):
+    exit 130, no output folder, the ensemble and the model kept in OUT.ckpt. `--resume` samples
+    and trains nothing again and ends with the ensemble and model of an uninterrupted run."""
+    from unittest import mock
+
+    import h5py
+    import numpy as np
+
+    plain = tmp_path / "plain"
+    assert main(["run", "--out", str(plain), "--quiet"]) == 0
+    out = tmp_path / "run"
+    with mock.patch("rgdiff.cli.pipeline.compare_flow", side_effect=KeyboardInterrupt):
+        assert main(["run", "--out", str(out), "--quiet", "--checkpoint-every", "1"]) == 130
+    ckpt = tmp_path / "run.ckpt"
+    assert not out.exists() and (ckpt / "ensemble.h5").exists() and (ckpt / "models" / "score" / "params.eqx").exists()
+    capsys.readouterr()
+    assert main(["run", "--resume", str(ckpt), "--out", str(tmp_path / "x")]) == 2  # settings come from the checkpoint
+    assert "do not give --out" in capsys.readouterr().err
+    with mock.patch("rgdiff.cli.jobs.sample") as sample, mock.patch("rgdiff.cli.jobs.train_job") as train:
+        assert main(["run", "--resume", str(ckpt), "--quiet"]) == 0
+    assert sample.call_count == 0 and train.call_count == 0
+    assert not ckpt.exists() and (out / "report.md").exists()
+
+    def fields(folder):
+        with h5py.File(folder / "ensemble.h5") as f:
+            return np.asarray(f["fields"])
+
+    np.testing.assert_array_equal(fields(out), fields(plain))
+    assert (out / "model" / "params.eqx").read_bytes() == (plain / "model" / "params.eqx").read_bytes()

@@ -167,7 +167,7 @@ def test_checkpoint_every_zero_is_refused_and_a_users_folder_is_kept(uv, tmp_pat
 
 # reproduce fig7 | fig8 ---------------------------------------------------------------------------
 
-from rgdiff.cli.reproduce_checkpoint import ReproduceCheckpoints  # noqa: E402
+from rgdiff.cli.stage_checkpoints import StageCheckpoints  # noqa: E402
 from rgdiff.samplers.uv import SamplerSettings  # noqa: E402
 
 
@@ -177,11 +177,11 @@ def test_reproduce_keeps_its_uv_stage_and_refuses_a_foreign_resume(tmp_path):
     theory = make_phi4(1, 4, units="lattice", m2=1.0, lam=1.0)
     settings = SamplerSettings("hmc", chains=2, samples=16, warmup=0)
     folder = tmp_path / "ck"
-    ck = ReproduceCheckpoints(folder, config={"figure": "fig7"}, identity={"figure": "fig7", "seed": 0}, every=2,
+    ck = StageCheckpoints(folder, config={"figure": "fig7"}, identity={"figure": "fig7", "seed": 0}, every=2,
                               resume=False)
     first = ck.uv_fields(theory, settings, key=jax.random.key(0))
     assert (folder / "uv.h5").is_file() and not (folder / "uv.ckpt").exists()
-    again = ReproduceCheckpoints(folder, config={"figure": "fig7"}, identity={"figure": "fig7", "seed": 0}, every=None,
+    again = StageCheckpoints(folder, config={"figure": "fig7"}, identity={"figure": "fig7", "seed": 0}, every=None,
                                  resume=True)
     assert again.every == 2
     with mock.patch("rgdiff.samplers.uv.sample", side_effect=AssertionError("sampled again")):
@@ -189,15 +189,15 @@ def test_reproduce_keeps_its_uv_stage_and_refuses_a_foreign_resume(tmp_path):
     from rgdiff.io.checkpoint import ReadCheckpointError
 
     with pytest.raises(ReadCheckpointError, match="belongs to another run"):
-        ReproduceCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 1}, every=None, resume=True)
+        StageCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 1}, every=None, resume=True)
     with pytest.raises(ReadCheckpointError, match="already holds a checkpoint"):
-        ReproduceCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 0}, every=2, resume=False)
+        StageCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 0}, every=2, resume=False)
     again.remove()
     assert not folder.exists()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    ck = ReproduceCheckpoints(mine, config={}, identity={}, every=1, resume=False)
+    ck = StageCheckpoints(mine, config={}, identity={}, every=1, resume=False)
     ck.uv_fields(theory, settings, key=jax.random.key(0))
     ck.remove()
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
@@ -230,12 +230,12 @@ def test_interrupted_reproduce_resumes_bitwise(tmp_path):
     with mock.patch.object(Checkpointer, "after_training_step", interrupt_after_first_save):
         with pytest.raises(KeyboardInterrupt):
             fig_flows("fig8", tmp_path / "a", quick=True, seed=0, quiet=True, settings=tiny,
-                      checkpoint=ReproduceCheckpoints(folder, config={}, identity=ident, every=2, resume=False))
+                      checkpoint=StageCheckpoints(folder, config={}, identity=ident, every=2, resume=False))
     assert saved == [3] and (folder / "uv.h5").is_file() and read_checkpoint(folder / "train-rg")[0]["step"] == 2
     (tmp_path / "b").mkdir()
     with mock.patch("rgdiff.cli.reproduce_flows.sample", side_effect=AssertionError("the UV stage ran again")):
         got = fig_flows("fig8", tmp_path / "b", quick=True, seed=0, quiet=True, settings=tiny,
-                        checkpoint=ReproduceCheckpoints(folder, config={}, identity=ident, every=None, resume=True))
+                        checkpoint=StageCheckpoints(folder, config={}, identity=ident, every=None, resume=True))
     assert json.loads(json.dumps(got["methods"])) == json.loads(json.dumps(ref["methods"]))
     timings = got["meta"]["timings_s"]  # the resumed run's timings say what an earlier process did
     assert timings["earlier_process"] == ["uv_sampling", "train_rg (part)"] and timings["uv_sampling_s"] is None

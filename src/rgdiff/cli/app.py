@@ -158,17 +158,32 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: rgdiff-out/run-<time>)"),
     full: bool = typer.Option(False, "--full", help="the full paper-size run (longer chains)"),
     seed: int = typer.Option(0, "--seed", help="PRNG seed (overrides the config's seed)"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="training steps between checkpoints (the sampling is checkpointed every chunk; finished stages are kept; in OUT.ckpt)"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="checkpoint folder (default OUT.ckpt)"),
+    resume: Resume = None,
     quiet: Quiet = False,
 ):
     """The main job: sample the paper's default theory, measure it, write tables, figures and a report."""
-    from rgdiff.cli.pipeline import run_main
+    from rgdiff.cli.pipeline import resumed_run, run_main
+    from rgdiff.errors import RgdiffError
 
-    eff, v = _configured(ctx, "run", config_file, locals())
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
+        raise RgdiffError(f"--checkpoint-every must be an integer >= 1, got {checkpoint_every}")
+    if resume is not None:
+        given = [flag for name, flag in (("config_file", "CONFIG"), ("out", "--out"), ("full", "--full"), ("seed", "--seed"),
+                                         ("checkpoint_dir", "--checkpoint-dir")) if _given_on_command_line(ctx, name)]
+        if given:
+            raise RgdiffError(f"--resume continues a run with the settings in its checkpoint; do not give {', '.join(given)}")
+        eff, full, out = resumed_run(resume)
+        v = {"seed": eff["seed"]}
+    else:
+        eff, v = _configured(ctx, "run", config_file, locals())
     _check_arguments(v["seed"])
     if out is not None:
         _check_new_folder(out, f"output folder {out} already exists; choose another --out")
     _setup_jax()
-    run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff)
+    run_main(out=out, full=full, seed=v["seed"], quiet=quiet, config=eff, checkpoint_every=checkpoint_every,
+             checkpoint_dir=checkpoint_dir, resume=resume)
 
 
 config_app = typer.Typer(help="Run configuration files (TOML).", no_args_is_help=True)

@@ -3,6 +3,12 @@
 Stages: sample the UV theory (Fourier-accelerated HMC by default), measure it, write tables (JSON), figures (PNG) and a short
 report.md into an output folder that is assembled under a temporary name and renamed at the end,
 so an interrupted run leaves nothing half-written.
+
+With `--checkpoint-every K` (or `--checkpoint-dir`) the run keeps its UV ensemble and its trained
+model in a checkpoint folder (default OUT.ckpt) and checkpoints the sampling every chunk and the
+training every K steps (`rgdiff.cli.stage_checkpoints`); `rgdiff run --resume OUT.ckpt` continues an
+interrupted run with its recorded settings and ends bitwise where the uninterrupted run ends
+(CPU). The measurements, the learned flow and the figures are done again on resume.
 """
 
 from __future__ import annotations
@@ -38,12 +44,22 @@ from rgdiff.theory.phi4 import make_phi4
 # `rgdiff config show` prints them and `rgdiff run CONFIG.toml` changes them.
 
 
-def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: dict | None = None) -> Path:
+def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: dict | None = None,
+             checkpoint_every: int | None = None, checkpoint_dir: Path | None = None, resume: Path | None = None) -> Path:
     """The main job. `config`: the effective run configuration (`rgdiff.io.config`, default: the
-    embedded one, i.e. the paper's theory and the quick or --full run)."""
+    embedded one, i.e. the paper's theory and the quick or --full run). `checkpoint_every`,
+    `checkpoint_dir`, `resume`: checkpoints and resume (module docstring); a resumed run takes its
+    configuration, --full and output folder from the checkpoint (`resumed_run`)."""
+    from rgdiff.cli.stage_checkpoints import StageCheckpoints
+
     config = cfg.merge(cfg.load("run", None, full=full), config or {}, {"seed": seed})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out) if out is not None else Path("rgdiff-out") / f"run-{stamp}"
+    ckpt = None
+    if checkpoint_every is not None or checkpoint_dir is not None or resume is not None:
+        ckpt = StageCheckpoints(Path(resume or checkpoint_dir or f"{target}.ckpt"), command="run",
+                                config={"run": config, "full": full, "out": str(target)},
+                                identity={"run": config, "full": full}, every=checkpoint_every, resume=resume is not None)
     th = config["theory"]
     theory = make_phi4(th["dim"], th["size"], units="physical", length=th["length"], m2=th["m2"], lam=th["lam"])
     settings = SamplerSettings(**config["sampler"])
@@ -57,11 +73,19 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
                 f"[bold]rgdiff run[/]: phi^4 {label} "
                 f"({'full' if full else 'quick'}: {settings.chains} chains x {settings.samples} {NAMES[settings.algorithm]} samples)"
             )
-        ens = jobs.sample_ensemble(
-            theory, settings, seed=seed, units={"units": "physical", "length": th["length"], "m2": th["m2"], "lam": th["lam"]},
-            extra={"job": "rgdiff run", "full": full, "config": config}, quiet=quiet,
-        )
-        save_ensemble(work / "ensemble.h5", ens)
+        units = {"units": "physical", "length": th["length"], "m2": th["m2"], "lam": th["lam"]}
+        extra = {"job": "rgdiff run", "full": full, "config": config}
+        if ckpt is None:
+            ens = jobs.sample_ensemble(theory, settings, seed=seed, units=units, extra=extra, quiet=quiet)
+            save_ensemble(work / "ensemble.h5", ens)
+        else:  # kept in the checkpoint folder (sampled there with a checkpoint every chunk), linked here
+            kept = ckpt.kept_ensemble(
+                ENSEMBLE, lambda c: jobs.sample_ensemble(theory, settings, seed=seed, units=units, extra=extra,
+                                                         quiet=quiet, checkpoints=c),
+                config={"run_uv": settings.describe()},
+                identity={"theory": theory.describe(), "sampler": settings.describe(), "seed": seed})
+            place(kept, work / "ensemble.h5")
+            ens = load_ensemble(work / "ensemble.h5")
         m = measure(ens.fields, theory.lattice, markov=True)
         meta = measurement_meta(ens, m, "ensemble.h5")
         header = read_header(work / "ensemble.h5")  # the versions and creation time recorded in the file
@@ -95,15 +119,53 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
               flow_path(flow_scheme, jax.random.key(seed + 4), phi0, flow_times, theory.lattice))],
             theory, work / "flow_samples.png", "one sample path of the true Carosso flow (exact transitions, independent noise)",
         )
-        verdict, model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config)
+        verdict, model_summary = _train_and_compare(work, full=full, seed=seed, quiet=quiet, config=config,
+                                                    checkpoints=ckpt)
         write_text(work / "report.md", _report(theory, settings, seed, m, meta, full, flow_json, verdict) + model_summary)
         print_measurement(m, meta, console)  # the result: --quiet hides the progress only
+    if ckpt is not None:
+        ckpt.remove()
     console.print(f"results written to [bold]{target}[/] (report.md, observables.json, figures, ensemble.h5)")
     return target
 
 
-def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None) -> tuple[str, str]:
+ENSEMBLE = "ensemble.h5"
+
+
+def place(source: Path, destination: Path) -> None:
+    """Put a file or model folder kept in the checkpoint folder into the run's folder: hard links
+    where the file system allows (the --full ensemble is 350 MB), else copies."""
+    import os
+    import shutil
+
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.is_dir():
+        shutil.copytree(source, destination, copy_function=link_or_copy)
+    else:
+        link_or_copy(source, destination)
+
+
+def resumed_run(folder: Path) -> tuple[dict, bool, Path]:
+    """(configuration, full, output folder) of the interrupted run whose checkpoint is `folder`."""
+    from rgdiff.io.checkpoint import ReadCheckpointError, read_checkpoint
+
+    header = read_checkpoint(folder)[0]
+    stored = header.get("config") or {}
+    if header.get("command") != "run" or not {"run", "full", "out"} <= set(stored):
+        raise ReadCheckpointError(f"{folder} is a checkpoint of `rgdiff {header.get('command')}`, not of `rgdiff run`; "
+                                  "it was left untouched")
+    return stored["run"], bool(stored["full"]), Path(stored["out"])
+
+
+def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config: dict | None = None,
+                       checkpoints=None) -> tuple[str, str]:
     """Train an EFT-structured score model on the UV ensemble and compare its flow with the truth.
+    `checkpoints`: the run's `StageCheckpoints` (the model is trained and kept there), or None.
 
     **Returns:** (the verdict paragraph that leads report.md, the model section)."""
     config = config or cfg.load("run", None, full=full)
@@ -114,8 +176,15 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
     n_compare = config["compare"]["samples"]
     solver = config["compare"].get("solver", "sde")
     flow_times = flow_times_of(config)
-    jobs.train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
-              out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
+    if checkpoints is None:
+        jobs.train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
+                       out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
+    else:  # trained on the kept ensemble (a path that stays the same across resumes), kept, linked here
+        kept = checkpoints.kept_score_model("score", lambda out, folder, resume: jobs.train_job(
+            kind=tr["model"], data=checkpoints.folder / ENSEMBLE, scheme=scheme, settings=None, seed=seed + 2, out=out,
+            quiet=quiet, train_kwargs=kwargs, announce=False, checkpoint_every=checkpoints.every,
+            checkpoint_dir=folder, resume=resume))
+        place(kept, work / "model")
     loaded = load_model_dir(work / "model")
     ens = load_ensemble(work / "ensemble.h5")
     times = flow_times[flow_times < loaded.horizon]

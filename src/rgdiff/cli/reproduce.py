@@ -43,9 +43,9 @@ def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quie
 
     With `checkpoint_every` (training steps between checkpoints), `checkpoint_dir` (default
     OUT.ckpt) or `resume` (that folder), the run keeps its finished stages and checkpoints the
-    running one (`rgdiff.cli.reproduce_checkpoint`); resumed, it ends bitwise as an uninterrupted
+    running one (`rgdiff.cli.stage_checkpoints`); resumed, it ends bitwise as an uninterrupted
     run (CPU)."""
-    from rgdiff.cli.reproduce_checkpoint import ReproduceCheckpoints
+    from rgdiff.cli.stage_checkpoints import StageCheckpoints
     from rgdiff.cli.reproduce_flows import figure_settings
 
     if figure not in FIGURES:
@@ -59,7 +59,7 @@ def reproduce(figure: str, *, quick: bool, out: Path | None, seed: int = 0, quie
         settings = (figure_settings(figure, quick=quick, algorithm=algorithm).describe() if figure in FLOW_FIGURES
                     else dataclasses.replace(FIG6_QUICK if quick else FIG6_FULL, algorithm=algorithm).describe())
         run = {"figure": figure, "quick": quick, "seed": seed, "algorithm": algorithm, "out": str(target)}
-        ckpt = ReproduceCheckpoints(Path(resume or checkpoint_dir or f"{target}.ckpt"), config=run,
+        ckpt = StageCheckpoints(Path(resume or checkpoint_dir or f"{target}.ckpt"), config=run,
                                     identity={**{k: v for k, v in run.items() if k != "out"}, "settings": settings},
                                     every=checkpoint_every, resume=resume is not None)
     with atomic_folder(target) as work:

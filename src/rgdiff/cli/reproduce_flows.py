@@ -91,7 +91,7 @@ def fig_flows(figure: str, work: Path, *, quick: bool, seed: int, quiet: bool,
     """Build fig7 or fig8 into the folder `work`; returns the FIDELITY.json content.
 
     `settings` overrides QUICK / FULL (tests use tiny settings); `algorithm` the UV sampler's;
-    `checkpoint`: a `rgdiff.cli.reproduce_checkpoint.ReproduceCheckpoints` (finished stages kept,
+    `checkpoint`: a `rgdiff.cli.stage_checkpoints.StageCheckpoints` (finished stages kept,
     the running one checkpointed; a resumed run ends bitwise as an uninterrupted one on the CPU).
     """
     m2 = FLOW_FIGURES[figure]
