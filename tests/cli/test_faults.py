@@ -8,7 +8,6 @@ bind mount (root), and simulated at the OS boundary (monkeypatch) everywhere."""
 
 import contextlib
 import errno
-import io
 import os
 import signal
 import stat
@@ -22,10 +21,10 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from rgdiff.cli.app import main
 from rgdiff.io.atomic import write_json
-from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
+from rgdiff.io.ensemble import Ensemble, save_ensemble
 from rgdiff.theory.phi4 import make_phi4
+from cli_errors import error_line, run_cli
 
 THEORY = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
 SAMPLE = ["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--samples", "10", "--chains", "1",
@@ -33,17 +32,12 @@ SAMPLE = ["sample", "--dim", "1", "--size", "4", "--m2", "1", "--lam", "1", "--s
 
 
 def cli(args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, err.getvalue()
+    code, _, err = run_cli(args)
+    return code, err
 
 
 def one_line(code, err, expected_code):
-    lines = err.strip().splitlines()
-    assert code == expected_code, (code, err)
-    assert len(lines) == 1 and lines[0].startswith("rgdiff: error:"), err
-    return lines[0]
+    return error_line(code, err, expected=expected_code)
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -8,7 +8,6 @@ and interrupted writes. Example counts are modest so that the module runs in wel
 """
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -24,27 +23,18 @@ from hypothesis import strategies as st
 
 from rgdiff import Lattice, RgdiffError, make_phi4
 from rgdiff.io.atomic import atomic_path, write_json
-from rgdiff.cli.app import main
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.errors import InvalidLatticeError, ReadEnsembleError
 from rgdiff.lattice.geometry import MAX_SITES
 from rgdiff.io.modeldir import ReadModelError, load_model_dir
+from cli_errors import error_line, run_cli
 
 FEW = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_cli(args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
-
-
 def assert_clear_error(code, err):
-    lines = err.strip().splitlines()
-    assert code == 2, (code, err)
-    assert len(lines) == 1 and lines[0].startswith("rgdiff: error:"), err
+    error_line(code, err)
 
 
 @pytest.fixture(scope="module")

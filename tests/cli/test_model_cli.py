@@ -9,18 +9,11 @@ import pytest
 from rgdiff.cli.app import main
 from rgdiff.io.ensemble import load_ensemble
 from rgdiff.io.atomic import file_checksum
+from cli_errors import fails
 
 
 def ok(args):
     assert main(args) == 0, args
-
-
-def fails(capsys, args, message):
-    capsys.readouterr()
-    assert main(args) == 2, args
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rgdiff: error:"), err
-    assert message in err[0], err[0]
 
 
 @pytest.fixture(scope="module")

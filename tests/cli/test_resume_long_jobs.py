@@ -19,6 +19,7 @@ import pytest
 from rgdiff.cli.app import main
 from rgdiff.io.checkpoint import FILE, Checkpointer, read_checkpoint
 from rgdiff.theory.phi4 import make_phi4
+from cli_errors import error_line
 
 CLI = [sys.executable, "-c", "import sys; from rgdiff.cli import main; sys.exit(main(sys.argv[1:]))"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -31,9 +32,7 @@ def run(capsys, args) -> tuple[int, str]:
 
 
 def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rgdiff: error:"), err
-    return lines[0]
+    return error_line(None, err, expected=None)
 
 
 def wait_for(proc, path: Path, timeout=300.0):

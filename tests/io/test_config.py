@@ -9,15 +9,7 @@ import pytest
 from rgdiff.io import config as cfg
 from rgdiff.cli.app import main
 from rgdiff.io.ensemble import load_ensemble
-
-
-def fails(capsys, args, *fragments):
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2, args
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rgdiff: error:"), err
-    for f in fragments:
-        assert f in err[0], err[0]
+from cli_errors import fails
 
 
 def test_config_show_is_the_embedded_default_of_run(capsys):

@@ -17,6 +17,7 @@ from rgdiff.cli.app import main
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.theory.phi4 import Phi4
+import cli_errors
 
 THEORY = Phi4(Lattice(2, 4, 1.0), -2.0, 0.0017)
 PROVENANCE = {  # what the exported files must carry, written out by hand
@@ -64,12 +65,7 @@ def ok(capsys, *args) -> str:
 
 
 def fails(capsys, *args, fragment=""):
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2, args
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rgdiff: error:"), err
-    assert fragment in err[0], err[0]
-    return err[0]
+    return cli_errors.fails(capsys, args, fragment)
 
 
 def check_imported(path, fields, source):

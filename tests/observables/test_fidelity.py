@@ -8,7 +8,6 @@ import pytest
 from scipy import special
 from scipy import stats as sps
 
-from rgdiff.generate.diffusion import sample_reverse_sde
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.models.gaussian_score import GaussianFlowScore
 from rgdiff.objectives.score_matching import zero_mode_marginal_score

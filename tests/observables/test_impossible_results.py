@@ -2,9 +2,7 @@
 non-finite estimate or a negative variance, an acceptance rate outside [0, 1], an importance-
 sampling ESS above the sample count, an unresolved learned estimate counted as agreement."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import math
 import warnings
@@ -15,22 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rgdiff.cli.app import main
 from rgdiff.errors import RgdiffWarning
 from rgdiff.io.ensemble import Ensemble, load_ensemble, save_ensemble
 from rgdiff.observables import sanity
 from rgdiff.observables.compare import discrepancy
 from rgdiff.observables.stats import Estimate
 from rgdiff.theory.phi4 import make_phi4
+from cli_errors import run_cli
 
 THEORY = make_phi4(2, 4, units="lattice", m2=1.0, lam=2.0)
 
 
-def cli(args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+cli = run_cli
 
 
 numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))

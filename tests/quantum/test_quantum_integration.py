@@ -5,7 +5,6 @@ the bare RK4 energy drives the flow to where that error is large and the "energy
 ground energy. Checked here against the same flow integrated finely (512 steps), and on a
 training that collapses within 100 steps with the bare objective."""
 
-import math
 
 import equinox as eqx
 import jax

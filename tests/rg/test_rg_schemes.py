@@ -460,7 +460,6 @@ def test_push_forward_per_mode_mean_and_variance(dtype, getkey):
 
 
 def test_push_forward_is_bitwise_reproducible_across_calls_and_processes():
-    import hashlib
     import subprocess
     import sys
 

@@ -19,6 +19,7 @@ import pytest
 from rgdiff.io.checkpoint import FILE, Checkpointer, read_checkpoint
 from rgdiff.cli.app import main
 from rgdiff.io.ensemble import load_ensemble
+from cli_errors import fails
 
 CLI = [sys.executable, "-c", "import sys; from rgdiff.cli import main; sys.exit(main(sys.argv[1:]))"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -30,15 +31,6 @@ def wait_for_checkpoint(proc, folder: Path, timeout=180.0):
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() - t0 < timeout, "no checkpoint appeared"
         time.sleep(0.05)
-
-
-def fails(capsys, args, *fragments):
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2, args
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rgdiff: error:"), err
-    for f in fragments:
-        assert f in err[0], err[0]
 
 
 @pytest.fixture(scope="module")
