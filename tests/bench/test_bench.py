@@ -139,6 +139,8 @@ def test_bench_learned_samplers_tiny(tmp_path):
         assert s["setup_seconds"] > 0 and s["seconds_per_sample"]["median"] > 0
         assert s["observables"]["abs_M"]["tau_int"] >= 0.5
     assert set(row["samplers"]["flow"]["objectives"]) == {"reverse-kl", "rg"}
+    assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
+    assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0
     ratios = samplers.ratios(result)
     for base in ("nuts", "fa_hmc"):
         r = ratios[f"best_learned_vs_{base}_ess_per_s_amortized"]
