@@ -19,7 +19,7 @@ import pytest
 from rgdiff.cli.app import main
 from rgdiff.io.checkpoint import FILE, Checkpointer, read_checkpoint
 from rgdiff.theory.phi4 import make_phi4
-from cli_errors import error_line
+from cli_errors import error_line, run_cli
 
 CLI = [sys.executable, "-c", "import sys; from rgdiff.cli import main; sys.exit(main(sys.argv[1:]))"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -189,6 +189,11 @@ def test_reproduce_keeps_its_uv_stage_and_refuses_a_foreign_resume(tmp_path):
 
     with pytest.raises(ReadCheckpointError, match="belongs to another run"):
         StageCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 1}, every=None, resume=True)
+    with pytest.raises(ReadCheckpointError, match="not of `rgdiff run`"):  # `rgdiff run --resume` of it
+        StageCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 0}, every=None, resume=True,
+                         command="run")
+    code, _, err = run_cli(["run", "--resume", folder])
+    assert "not of `rgdiff run`" in error_line(code, err)
     with pytest.raises(ReadCheckpointError, match="already holds a checkpoint"):
         StageCheckpoints(folder, config={}, identity={"figure": "fig7", "seed": 0}, every=2, resume=False)
     again.remove()
