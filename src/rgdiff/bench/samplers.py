@@ -57,7 +57,6 @@ import math
 import time
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -286,6 +285,14 @@ def _seconds_per_sample(clock: ChunkClock, chains: int) -> tuple[Figure, float]:
     return Figure.of([p / chains for p in per_sweep]), compile_s
 
 
+def equilibrated_starts(data: dict, chains: int) -> np.ndarray:
+    """`chains` starting configurations for a learned sampler's chains: the last states of the
+    FA-HMC run that trained its model (equilibrated, and already paid for as setup), taken round
+    the FA-HMC chains so that each vacuum they sit in is represented."""
+    fields = np.asarray(data["fields"])
+    return np.stack([fields[i % fields.shape[0], -1 - i // fields.shape[0]] for i in range(chains)])
+
+
 def _bridge_run(proposal, theory, data: dict, settings: SamplerBenchSettings, setup: dict, key) -> dict:
     """The bridge (`rgdiff.samplers.bridge.sample_bridge`) with `proposal`: blocks of
     `imh_per_block` IMH steps, one FA-HMC trajectory and one encode per block. `setup`: the
@@ -296,7 +303,7 @@ def _bridge_run(proposal, theory, data: dict, settings: SamplerBenchSettings, se
                         imh_per_block=settings.imh_per_block, warmup=settings.bridge_warmup,
                         chunk=_learned_chunk(settings))
     clock = ChunkClock()
-    res = sample_bridge(proposal, theory, bs, key=key, callback=clock)
+    res = sample_bridge(proposal, theory, bs, key=key, callback=clock, start=equilibrated_starts(data, bs.chains))
     per_sample, compile_s = _seconds_per_sample(clock, settings.bridge_chains)
     # the bridge warm-up is the window adaptation of its local moves (FA-HMC) plus one encode
     warm_seconds = settings.bridge_warmup * settings.bridge_chains * data["seconds_per_sample"].median

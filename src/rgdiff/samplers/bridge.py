@@ -338,9 +338,16 @@ def sample_bridge(
     *,
     key: jax.Array,
     callback: Callable[[str, int, int], None] | None = None,
+    start=None,
 ) -> BridgeResult:
     """The bridge sampler of `theory` with any exact `proposal` on its lattice (`run_bridge` for the
-    arguments and the result; the ODE settings in `settings` are the proposal's business)."""
+    arguments and the result; the ODE settings in `settings` are the proposal's business).
+
+    `start`: the chains' first configurations `(chains, *lattice)`, e.g. the last states of an
+    equilibrated local run; default: the proposal's own samples. Where the chains start does not
+    affect exactness, only the burn-in: from a poor proposal's samples, whose |M| is too small at
+    a broken point, a warm-up of a few local sweeps leaves <|M|> biased (measured: 0.617(10)
+    against 0.663(2) at `benchmark_broken_N20` after 50 sweeps)."""
     lattice = proposal.lattice
     _check_run(theory, settings, lattice)
     dtype = jnp.zeros(()).dtype  # float64 under x64
@@ -354,9 +361,16 @@ def sample_bridge(
     # start from the model's own samples, then tune HMC from there
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    positions, log_q = _sample(proposal, k_init, settings.chains, dtype)
-    positions, replaced = finite_start(positions)
-    if replaced:
+    if start is None:
+        positions, log_q = _sample(proposal, k_init, settings.chains, dtype)
+        positions, replaced = finite_start(positions)
+        if replaced:
+            log_q = _log_prob(proposal, positions)
+    else:
+        positions = jnp.asarray(start, dtype)
+        if positions.shape != (settings.chains, *lattice.shape) or not np.all(np.isfinite(np.asarray(positions))):
+            raise InvalidSamplerSettingsError(f"start must hold {settings.chains} finite configurations of shape "
+                                              f"{lattice.shape}, got shape {positions.shape}")
         log_q = _log_prob(proposal, positions)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         states, params = _warmup(move, theory, jax.random.split(k_warm, settings.chains), positions, settings.warmup)
