@@ -201,6 +201,9 @@ def test_run_refusals(getkey):
     other = Phi4(Lattice.lattice_units(2, 6), -1.0, 6.0)
     with pytest.raises(InvalidSchemeError, match="lattice"):
         run_tempering(model, SCHEME, other, TemperingSettings(), key=getkey(), T=T)
+    with pytest.raises(InvalidSamplerSettingsError, match="start must hold 2 finite configurations"):
+        run_tempering(model, SCHEME, THEORY, TemperingSettings(chains=2), key=getkey(), T=T,
+                      start=np.zeros((3, *LAT.shape)))
     assert TemperingSettings(n_levels=3, t_min=0.1, t_max=1.0).ladder(T).tolist() == pytest.approx([0.1, math.sqrt(0.1), 1.0])
     assert TemperingSettings(n_levels=3, rho=(0.3, 0.6)).rhos().tolist() == [0.3, 0.6, 0.0]
 

@@ -347,7 +347,8 @@ def _tempering(theory, data: dict, score: dict, settings: SamplerBenchSettings, 
                            ode_steps=settings.ode_steps, chunk=_learned_chunk(settings))
     clock = ChunkClock()
     t0 = time.perf_counter()
-    res = run_tempering(score["model"], score["scheme"], theory, ts, key=key, T=score["horizon"], callback=clock)
+    res = run_tempering(score["model"], score["scheme"], theory, ts, key=key, T=score["horizon"], callback=clock,
+                        start=equilibrated_starts(data, ts.chains))
     wall = time.perf_counter() - t0
     per_sample, compile_s = _seconds_per_sample(clock, settings.bridge_chains)
     d = res.diagnostics

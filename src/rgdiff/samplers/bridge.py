@@ -299,6 +299,16 @@ def run_bridge(
     return result
 
 
+def given_start(start, chains: int, lattice, dtype):
+    """`start` as the first configurations of `chains` chains, checked: shape (chains, *lattice)
+    and finite, else `InvalidSamplerSettingsError`."""
+    positions = jnp.asarray(start, dtype)
+    if positions.shape != (chains, *lattice.shape) or not np.all(np.isfinite(np.asarray(positions))):
+        raise InvalidSamplerSettingsError(f"start must hold {chains} finite configurations of shape {lattice.shape}, "
+                                          f"got shape {positions.shape}")
+    return positions
+
+
 def finite_start(positions):
     """The model's samples as chain starts, a non-finite one (a poor model's ODE can blow up)
     replaced by phi = 0: where a chain starts does not affect exactness, only the burn-in.
@@ -367,10 +377,7 @@ def sample_bridge(
         if replaced:
             log_q = _log_prob(proposal, positions)
     else:
-        positions = jnp.asarray(start, dtype)
-        if positions.shape != (settings.chains, *lattice.shape) or not np.all(np.isfinite(np.asarray(positions))):
-            raise InvalidSamplerSettingsError(f"start must hold {settings.chains} finite configurations of shape "
-                                              f"{lattice.shape}, got shape {positions.shape}")
+        positions = given_start(start, settings.chains, lattice, dtype)
         log_q = _log_prob(proposal, positions)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         states, params = _warmup(move, theory, jax.random.split(k_warm, settings.chains), positions, settings.warmup)

@@ -91,7 +91,7 @@ from rgdiff.observables.estimators import magnetization
 from rgdiff.observables.sanity import check_rate
 from rgdiff.observables.stats import tau_int as gamma_tau_int
 from rgdiff.rg.base import AbstractLinearScheme
-from rgdiff.samplers.bridge import _init_states, _warmup, check_integers, check_moves_and_ode, finite_start
+from rgdiff.samplers.bridge import _init_states, _warmup, check_integers, check_moves_and_ode, finite_start, given_start
 from rgdiff.samplers.hmc import ALGORITHMS as UV_ALGORITHMS
 from rgdiff.samplers.hmc import DEFAULT_TRAJECTORY, UVMove
 from rgdiff.theory.phi4 import Phi4
@@ -545,6 +545,7 @@ def run_tempering(
     T: float,
     prior_spectrum=None,
     callback: Callable[[str, int, int], None] | None = None,
+    start=None,
 ) -> TemperingResult:
     """Sample `theory` exactly by RG parallel tempering on the levels of `model` (module docstring).
 
@@ -560,6 +561,9 @@ def run_tempering(
     - `T`: the horizon where every level's ODE starts, from p_T (the scheme's stationary law, or
       the half-grid spectrum `prior_spectrum`); every level lies below it.
     - `callback(stage, done, total)`: progress, stage in {"warmup", "pilot", "burn-in", "sampling"}.
+    - `start`: level 0's first configurations `(chains, *lattice)` (e.g. an equilibrated local
+      run's last states; `rgdiff.samplers.bridge.sample_bridge` says why); default: the model's
+      samples at t = 0.
 
     **Returns:** a `TemperingResult`: `fields` (chains, samples, *lattice) float64 at level 0, and
     diagnostics: `levels` [0, t_1, ..., t_K] (after adaptation) and per pair
@@ -598,10 +602,13 @@ def run_tempering(
     chunk = settings.chunk or min(settings.samples, 50)
     chains, n_pairs = settings.chains, settings.n_pairs
 
-    # level 0 starts from the model's own samples at t = 0, tuned by HMC from there
+    # level 0 starts from `start` or the model's own samples at t = 0, tuned by HMC from there
     t0 = time.perf_counter()
     callback("warmup", 0, settings.warmup)
-    positions, _ = finite_start(_sample(base, k_init, chains)[0])
+    if start is None:
+        positions, _ = finite_start(_sample(base, k_init, chains)[0])
+    else:
+        positions = given_start(start, chains, theory.lattice, dtype)
     if settings.warmup > 0 and settings.hmc_steps_between > 0:
         uv, params = _warmup(move, theory, jax.random.split(k_warm, chains), positions, settings.warmup)
     else:
