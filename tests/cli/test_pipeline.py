@@ -30,6 +30,9 @@ def test_run_writes_its_folder(tmp_path, tiny, capsys):
     assert {"report.md", "observables.json", "FLOW_carosso.json", "ensemble.h5", "configurations.png", "flow_carosso.png",
             "model"} <= names
     assert (out / "model" / "COUPLINGS.json").exists()
+    # the model records the ensemble where it is now, beside it, not the temporary folder it was read from
+    model_config = (out / "model" / "config.toml").read_text()
+    assert 'file = "../ensemble.h5"' in model_config and ".part" not in model_config
     # a 2-step model on 2 x 60 samples may be too poor to integrate: then the report says so
     report = (out / "report.md").read_text()
     if "CMP.json" in names:

@@ -78,8 +78,13 @@ def train_job(
     checkpoint_dir: Path | None = None,
     resume: Path | None = None,
     run_config: dict | None = None,
+    data_record: str | None = None,
 ) -> Path:
     """Train a score model on a UV ensemble and write the model directory (see `rgdiff.io.modeldir`).
+
+    `data_record`: the data file as the model's config records it (default: `data` as given);
+    `rgdiff run` records `../ensemble.h5`, where the ensemble ends up beside the model, not the
+    temporary or checkpoint folder it was read from.
 
     With `checkpoint_every` (or `resume`), the state is saved every that many steps in
     `checkpoint_dir` (default OUT.ckpt, see `rgdiff.io.checkpoint`); `resume` continues from it and
@@ -103,7 +108,7 @@ def train_job(
         "scheme": scheme.describe(),
         "theory": ens.theory.describe(),
         "data": {
-            "file": str(data),
+            "file": str(data) if data_record is None else data_record,
             "sha256": file_checksum(data),
             "chains": int(ens.fields.shape[0]),
             "samples_per_chain": int(ens.fields.shape[1]),

@@ -130,6 +130,7 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
 
 
 ENSEMBLE = "ensemble.h5"
+BESIDE_MODEL = "../ensemble.h5"  # the run's ensemble as its model's config records it (model/ is beside it)
 
 
 def place(source: Path, destination: Path) -> None:
@@ -178,12 +179,12 @@ def _train_and_compare(work: Path, *, full: bool, seed: int, quiet: bool, config
     flow_times = flow_times_of(config)
     if checkpoints is None:
         jobs.train_job(kind=tr["model"], data=work / "ensemble.h5", scheme=scheme, settings=None, seed=seed + 2,
-                       out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False)
+                       out=work / "model", quiet=quiet, train_kwargs=kwargs, announce=False, data_record=BESIDE_MODEL)
     else:  # trained on the kept ensemble (a path that stays the same across resumes), kept, linked here
         kept = checkpoints.kept_score_model("score", lambda out, folder, resume: jobs.train_job(
             kind=tr["model"], data=checkpoints.folder / ENSEMBLE, scheme=scheme, settings=None, seed=seed + 2, out=out,
             quiet=quiet, train_kwargs=kwargs, announce=False, checkpoint_every=checkpoints.every,
-            checkpoint_dir=folder, resume=resume))
+            checkpoint_dir=folder, resume=resume, data_record=BESIDE_MODEL))
         place(kept, work / "model")
     loaded = load_model_dir(work / "model")
     ens = load_ensemble(work / "ensemble.h5")
