@@ -22,6 +22,7 @@ import numpy as np
 
 from rgdiff.cli import fidelity_plots, jobs, plots
 from rgdiff.cli.progress import console, progress_bar
+from rgdiff.cli.stage_checkpoints import ENSEMBLE, StageCheckpoints
 from rgdiff.cli.report import markdown_table, measurement_meta, print_measurement
 from rgdiff.errors import RgdiffError
 from rgdiff.io import config as cfg
@@ -50,7 +51,6 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
     embedded one, i.e. the paper's theory and the quick or --full run). `checkpoint_every`,
     `checkpoint_dir`, `resume`: checkpoints and resume (module docstring); a resumed run takes its
     configuration, --full and output folder from the checkpoint (`resumed_run`)."""
-    from rgdiff.cli.stage_checkpoints import StageCheckpoints
 
     config = cfg.merge(cfg.load("run", None, full=full), config or {}, {"seed": seed})
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -129,7 +129,6 @@ def run_main(*, out: Path | None, full: bool, seed: int, quiet: bool, config: di
     return target
 
 
-ENSEMBLE = "ensemble.h5"
 BESIDE_MODEL = "../ensemble.h5"  # the run's ensemble as its model's config records it (model/ is beside it)
 
 
