@@ -34,6 +34,26 @@ def test_bench_quick_kernel_writes_valid_json(tmp_path, capsys):
     assert not list(tmp_path.glob(".*part"))  # atomic write left no temporary file
 
 
+def test_kernel_timing_repeats_calls_until_the_minimum_time():
+    """A repeat of the kernel benchmark is back-to-back calls lasting at least `min_seconds`
+    (one call of a few milliseconds is as short as the scheduler's jitter)."""
+    import time
+
+    from rgdiff.bench.kernel import _seconds_per_call
+
+    calls = []
+
+    def call():
+        calls.append(1)
+        time.sleep(0.004)
+        return np.zeros(())
+
+    assert _seconds_per_call(call, min_seconds=0.0) >= 0.004 and len(calls) == 1
+    calls.clear()
+    per_call = _seconds_per_call(call, min_seconds=0.03)
+    assert per_call >= 0.004 and per_call * len(calls) >= 0.03
+
+
 def test_bench_refuses_unknown_benchmark(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--only", "nope", "--json", str(out)]) == 2

@@ -15,7 +15,13 @@ The noise is threefry-2x32 written out so that XLA fuses it (`rgdiff.theory.gaus
 loop keeping 32 of 64 bits) cost about one FFT round trip of the same array on this CPU.
 
 Figures are configurations per second (median of repeats, spread half the min-max range); the
-ratios are per-repeat throughput ratios to the bare round trip.
+ratios are per-repeat throughput ratios to the bare round trip. One call at N = 128 takes a few
+milliseconds, where the scheduler's jitter is as large as the call, so each repeat times calls
+back to back for at least `min_seconds` and divides.
+
+The ratio depends on the thread count: XLA's CPU backend runs the FFTs on all cores but the fused
+noise loop on one, so on 2 cores the push-forward measured 0.39 of the round trip where one core
+alone gave 0.58 (stop 24, quiet machine). The figures are for the machine in the JSON's `machine`.
 """
 
 from __future__ import annotations
@@ -41,20 +47,32 @@ class KernelSettings:
     sizes: tuple[int, ...] = (20, 64, 128)
     dtypes: tuple[str, ...] = ("float32", "float64")
     sites_per_batch: int = 2**20  # batch = sites_per_batch / N^2, clipped to [8, 1024]
-    repeats: int = 7
+    repeats: int = 11
+    min_seconds: float = 0.1  # per repeat: calls are repeated back to back until this much time has passed
 
     def batch(self, n: int) -> int:
         return int(min(1024, max(8, self.sites_per_batch // n**2)))
 
 
-QUICK = KernelSettings(sites_per_batch=2**18, repeats=5)
-TINY = KernelSettings(sizes=(8,), dtypes=("float32",), sites_per_batch=512, repeats=2)
+QUICK = KernelSettings(sites_per_batch=2**18, repeats=5, min_seconds=0.05)
+TINY = KernelSettings(sizes=(8,), dtypes=("float32",), sites_per_batch=512, repeats=2, min_seconds=0.0)
 
 
 def _time_once(fn, *args) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - t0
+
+
+def _seconds_per_call(fn, *args, min_seconds: float) -> float:
+    """Seconds per call of `fn(*args)`, from back-to-back calls lasting at least `min_seconds`."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn(*args))
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            return elapsed / calls
 
 
 def run(settings: KernelSettings, callback=None) -> dict:
@@ -86,9 +104,9 @@ def run(settings: KernelSettings, callback=None) -> dict:
             times = {"bare_fft": [], "push_forward": [], "noise_only": []}
             for r in range(settings.repeats):
                 k = jax.random.fold_in(key, r)
-                times["bare_fft"].append(_time_once(bare_exe, phi))
-                times["push_forward"].append(_time_once(library, k, phi))
-                times["noise_only"].append(_time_once(noise, k))
+                times["bare_fft"].append(_seconds_per_call(bare_exe, phi, min_seconds=settings.min_seconds))
+                times["push_forward"].append(_seconds_per_call(library, k, phi, min_seconds=settings.min_seconds))
+                times["noise_only"].append(_seconds_per_call(noise, k, min_seconds=settings.min_seconds))
             rate = {name: [batch / s for s in ts] for name, ts in times.items()}
             rows.append(
                 {

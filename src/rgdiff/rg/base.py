@@ -318,7 +318,7 @@ def _transition(scheme, start, t, lattice, dtype, half):
 
 @functools.partial(jax.jit, static_argnames=("batch",))
 def _push_forward(scheme, key, phi0, t, start, lattice, batch):
-    # One fused pass between the two FFTs: the noise (Box-Muller, `half_spectrum_noise_parts`) is
+    # One fused pass between the two FFTs: the noise (threefry and erf^-1, `half_spectrum_noise_parts`) is
     # drawn inside this body and combined in real arithmetic, a Re phi~ + s Re z and
     # a Im phi~ + s Im z with s = sqrt(v / L^d), so no complex noise array is stored and read back
     # and no complex-by-complex product multiplies by a real kernel.
