@@ -25,7 +25,7 @@ def test_bench_quick_kernel_writes_valid_json(tmp_path, capsys):
     assert data["only"] == "kernel" and set(data["benchmarks"]) == {"kernel"}
     assert data["machine"]["cpu_cores"] >= 1 and data["machine"]["jax_backend"] == jax.default_backend()
     row = data["benchmarks"]["kernel"]["rows"][0]
-    for name in ("bare_fft", "push_forward"):
+    for name in ("bare_fft", "push_forward", "noise_only", "multiply_only"):
         fig = row["configs_per_s"][name]
         assert fig["median"] > 0 and fig["spread"] >= 0 and fig["repeats"] >= 1
     assert data["ratios"]["kernel_vs_bare_fft"]["median"] > 0
