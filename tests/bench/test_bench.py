@@ -39,7 +39,7 @@ def test_kernel_timing_repeats_calls_until_the_minimum_time():
     (one call of a few milliseconds is as short as the scheduler's jitter)."""
     import time
 
-    from rgdiff.bench.kernel import _seconds_per_call
+    from rgdiff.bench._timing import seconds_per_call_over
 
     calls = []
 
@@ -48,9 +48,9 @@ def test_kernel_timing_repeats_calls_until_the_minimum_time():
         time.sleep(0.004)
         return np.zeros(())
 
-    assert _seconds_per_call(call, min_seconds=0.0) >= 0.004 and len(calls) == 1
+    assert seconds_per_call_over(call, min_seconds=0.0) >= 0.004 and len(calls) == 1
     calls.clear()
-    per_call = _seconds_per_call(call, min_seconds=0.03)
+    per_call = seconds_per_call_over(call, min_seconds=0.03)
     assert per_call >= 0.004 and per_call * len(calls) >= 0.03
 
 

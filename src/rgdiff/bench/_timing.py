@@ -82,6 +82,18 @@ def seconds_per_call(exe: Callable, *args, repeats: int = 5, inner: int = 1) -> 
     return out
 
 
+def seconds_per_call_over(fn: Callable, *args, min_seconds: float) -> float:
+    """Seconds per call of `fn(*args)`, from back-to-back calls lasting at least `min_seconds`
+    (at least one): a call of a few milliseconds is as short as the scheduler's jitter."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn(*args))
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
 def machine() -> dict:
     """Where the numbers were measured: CPU/GPU, cores, jax backend and devices, package versions."""
     devices = jax.devices()

@@ -39,7 +39,7 @@ import numpy as np
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg import make_scheme
 from rgdiff.theory.gaussian import as_complex, standard_half_spectrum_noise
-from rgdiff.bench._timing import Figure, compiled, format_figure, ratio_of
+from rgdiff.bench._timing import Figure, compiled, format_figure, ratio_of, seconds_per_call_over
 
 NAME = "kernel"
 T_FLOW = 0.1
@@ -65,17 +65,6 @@ def _time_once(fn, *args) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - t0
-
-
-def _seconds_per_call(fn, *args, min_seconds: float) -> float:
-    """Seconds per call of `fn(*args)`, from back-to-back calls lasting at least `min_seconds`."""
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        jax.block_until_ready(fn(*args))
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            return elapsed / calls
 
 
 def run(settings: KernelSettings, callback=None) -> dict:
@@ -115,10 +104,10 @@ def run(settings: KernelSettings, callback=None) -> dict:
             times = {"bare_fft": [], "push_forward": [], "noise_only": [], "multiply_only": []}
             for r in range(settings.repeats):
                 k = jax.random.fold_in(key, r)
-                times["bare_fft"].append(_seconds_per_call(bare_exe, phi, min_seconds=settings.min_seconds))
-                times["push_forward"].append(_seconds_per_call(library, k, phi, min_seconds=settings.min_seconds))
-                times["noise_only"].append(_seconds_per_call(noise, k, min_seconds=settings.min_seconds))
-                times["multiply_only"].append(_seconds_per_call(multiply_exe, phi, min_seconds=settings.min_seconds))
+                times["bare_fft"].append(seconds_per_call_over(bare_exe, phi, min_seconds=settings.min_seconds))
+                times["push_forward"].append(seconds_per_call_over(library, k, phi, min_seconds=settings.min_seconds))
+                times["noise_only"].append(seconds_per_call_over(noise, k, min_seconds=settings.min_seconds))
+                times["multiply_only"].append(seconds_per_call_over(multiply_exe, phi, min_seconds=settings.min_seconds))
             rate = {name: [batch / s for s in ts] for name, ts in times.items()}
             rows.append(
                 {
