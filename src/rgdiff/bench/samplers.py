@@ -28,7 +28,10 @@ Samplers:
     importance ESS kept (both trainings count as setup), as an exact independence sampler.
     `flow_train_steps` is where reverse KL's IMH acceptance levels off (measured in stop 24 on
     the benchmark line, 512 proposals every 25 steps: about 0.5 from 250 steps at N = 20, 0.3-0.4
-    at 500-550 steps at N = 32; 0.18-0.24 at 100 steps, the earlier quick setting, at N = 20);
+    at 500-550 steps at N = 32; 0.18-0.24 at 100 steps, the earlier quick setting, at N = 20).
+    The flow trains and samples in `flow_dtype` (float32): 1.5x faster per training step than
+    float64 at N = 20 with the same acceptance curve (0.51 and 0.54 at 250 and 300 steps against
+    0.51 and 0.47); the IMH weights -S - log q are formed in float64 from the float32 proposals;
   - `flow-bridge`: the bridge with that CNF as its proposal.
 
 Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
@@ -109,6 +112,7 @@ class SamplerBenchSettings:
     tempering_levels: int = 4
     flow_objectives: tuple[str, ...] = ("reverse-kl", "rg")
     flow_train_steps: int = 600
+    flow_dtype: str = "float32"
     flow_ode_steps: int = 8
     flow_samples: int = 4000
     amortize_samples: int = 100_000
@@ -389,7 +393,7 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     best, candidates, seconds = None, {}, 0.0
     for j, objective in enumerate(settings.flow_objectives):
         ts = FlowTrainSettings(steps=settings.flow_train_steps, batch=64, ode_steps=settings.flow_ode_steps,
-                               objective=objective, log_every=settings.flow_train_steps)
+                               objective=objective, log_every=settings.flow_train_steps, dtype=settings.flow_dtype)
         clock = ChunkClock()
         clock("train", 0, ts.steps)
         flow = train_flow(initial_flow(lattice, scheme, fields, horizon, ts), scheme, theory, ts,
