@@ -64,9 +64,10 @@ def deviations(cmp: dict, path, title: str) -> None:
 
 
 def spectral(spec: dict, path, title: str) -> None:
-    """log2 of learned / true power spectrum, times (rows) against momentum orbits (columns,
-    increasing |phat|^2): 0 (white) is exact; a wrong zero mode, UV tail or band shows at once."""
-    ratio = np.log2(np.clip(np.asarray(spec["ratio"], dtype=np.float64), 1e-12, None))
+    """The natural log of learned / true power spectrum (the report's `max_abs_log_ratio` is its
+    largest magnitude per row), times (rows) against momentum orbits (columns, increasing
+    |phat|^2): 0 (white) is exact; a wrong zero mode, UV tail or band shows at once."""
+    ratio = np.log(np.clip(np.asarray(spec["ratio"], dtype=np.float64), 1e-12, None))
     t = spec["t"]
     phat = np.asarray(spec["phat_sq"])
     span = max(float(np.max(np.abs(ratio))), 0.1)
@@ -79,7 +80,7 @@ def spectral(spec: dict, path, title: str) -> None:
     ax.set_yticklabels([f"{x:.3g}" for x in t], fontsize=7)
     ax.set_xlabel("momentum orbit, |phat|^2 (zero mode at the left)")
     ax.set_ylabel("RG time t")
-    fig.colorbar(im, ax=ax, label="log2(learned / true) power spectrum")
+    fig.colorbar(im, ax=ax, label="ln(learned / true) power spectrum")
     ax.set_title(title, fontsize=9)
     _save(fig, path)
 
