@@ -35,6 +35,23 @@ def test_exact_divergence_equals_jacobian_trace(dim, size, getkey):
         assert float(flow.divergence(phi, s)) == pytest.approx(float(jnp.trace(jac)), rel=1e-10, abs=1e-10)
 
 
+def test_float32_flow_under_strict_promotion_matches_float64(getkey):
+    """A float32 flow (the benchmark's CNF) computes in float32 throughout, strict promotion
+    included, and agrees with the same flow in float64 to float32 precision."""
+    from rgdiff.models.base import cast_model
+
+    lat = Lattice(2, 6, 1.0)
+    flow = perturbed(ContinuousFlow(lat, 2.0, frequencies=3, time_bumps=3, field_scale=(1.0, 0.5)), getkey())
+    flow32 = cast_model(flow, "float32")
+    phi = jax.random.normal(getkey(), lat.shape)
+    with jax.numpy_dtype_promotion("strict"):
+        v32 = flow32.velocity(phi.astype(jnp.float32), jnp.float32(0.37))
+        d32 = flow32.divergence(phi.astype(jnp.float32), jnp.float32(0.37))
+    assert v32.dtype == d32.dtype == jnp.float32
+    np.testing.assert_allclose(v32, flow.velocity(phi, 0.37), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(v32))))
+    assert float(d32) == pytest.approx(float(flow.divergence(phi, 0.37)), rel=1e-5, abs=1e-5)
+
+
 def test_equivariance_translation_reflection_z2(getkey):
     lat = Lattice(2, 5, 1.0)
     flow = perturbed(ContinuousFlow(lat, 1.0, frequencies=2, time_bumps=2), getkey())

@@ -195,7 +195,8 @@ class ContinuousFlow(AbstractVelocityField):
         """div_phi g_theta(phi, s) = sum_x sum_k K_{s,k}(0) F_k'(u(x)) (exact, O(V x K))."""
         sigma = self.scale(s)
         _, dfeats = odd_sine_features(phi / sigma, self.frequencies)
-        centre = jnp.tensordot(self.time_basis(s), self.weights[:, :, 0], axes=1) * class_normalization(self.lattice)[0]
+        centre_norm = jnp.asarray(class_normalization(self.lattice)[0], self.weights.dtype)
+        centre = jnp.tensordot(self.time_basis(s), self.weights[:, :, 0], axes=1) * centre_norm
         return jnp.sum(centre.reshape((-1,) + (1,) * self.lattice.dim) * dfeats).astype(phi.dtype)
 
     def __call__(self, phi: jax.Array, s: jax.Array) -> jax.Array:
