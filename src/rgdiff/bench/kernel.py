@@ -91,6 +91,7 @@ def run(settings: KernelSettings, callback=None) -> dict:
                 return standard_half_spectrum_noise(k, lattice, (batch,), dtype)
 
             a_t, _ = scheme.kernel(T_FLOW, lattice, dtype)
+
             def multiply(x, a=a_t, lattice=lattice):
                 modes = lattice.rfourier(x)
                 return lattice.inverse_rfourier(as_complex(a, modes) * modes)

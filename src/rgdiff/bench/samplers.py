@@ -50,7 +50,7 @@ seconds are the difference. ESS/s is given
 - including setup, amortized over `amortize_samples` (default 1e5) samples: setup is the MCMC
   warm-up (adaptation steps at the sampling cost per transition), and for the bridge the FA-HMC
   training data (its warm-up and sampling), the DSM training steps and the bridge warm-up; for the
-  flow its reverse-KL training.
+  flow the training of every objective in `flow_objectives`.
 
 Break-even: the number of effective samples beyond which the learned sampler's total time
 (setup + sampling) is below NUTS's; null where it never is. The dynamic exponent z of
