@@ -129,7 +129,8 @@ def test_bench_samplers_tiny_runs_every_local_sampler(tmp_path):
     assert data["ratios"]["fa_hmc_vs_nuts_ess_per_s_paper_broken"] is None  # not run: --points none
 
 
-@pytest.mark.parametrize("args, message", [(["--sizes", "7"], "--sizes '7'"), (["--points", "nowhere"], "--points 'nowhere'")])
+@pytest.mark.parametrize("args, message", [(["--sizes", "7"], "--sizes '7'"), (["--sizes", "8,x"], "--sizes '8,x'"),
+                                           (["--points", "nowhere"], "--points 'nowhere'")])
 def test_bench_refuses_unknown_sizes_and_points(tmp_path, capsys, args, message):
     assert main(["bench", "--only", "samplers", *args, "--json", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -209,3 +210,56 @@ def test_learned_samplers_setting_names_known_samplers_only():
     assert samplers.SamplerBenchSettings().learned_samplers == samplers.LEARNED
     with pytest.raises(RgdiffError, match="unknown learned samplers"):
         samplers.SamplerBenchSettings(learned_samplers=("bridge", "teleport"))
+
+
+def test_interrupted_bench_resumes_without_rerunning_finished_points(tmp_path, monkeypatch, capsys):
+    """A samplers benchmark interrupted after its first point keeps that point in <json>.partial;
+    the same command run again takes it from there, runs only the rest, draws what an
+    uninterrupted run draws (same keys), and leaves no partial file. Other settings are refused."""
+    from rgdiff.bench import samplers
+    from rgdiff.bench.runner import partial_path, run_bench
+
+    real = samplers._mcmc
+    calls = []
+
+    def interrupted(theory, algorithm, settings, key):
+        calls.append(theory.lattice.size)
+        if theory.lattice.size == 8:
+            raise KeyboardInterrupt
+        return real(theory, algorithm, settings, key)
+
+    out = tmp_path / "bench.json"
+    args = dict(suite="tiny", only="samplers", out=out, quiet=True, sizes="8", points="paper_broken")
+    monkeypatch.setattr(samplers, "_mcmc", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(**args)
+    assert not out.exists()
+    partial = json.loads(partial_path(out).read_text())
+    assert list(partial["sampler_points"]) == ["paper_broken"]
+
+    calls.clear()
+    monkeypatch.setattr(samplers, "_mcmc", lambda *a: calls.append(a[0].lattice.size) or real(*a))
+    resumed = run_bench(**args)
+    assert calls == [8] * len(samplers.LOCAL)  # the finished point was not rerun
+    assert "resuming from" in capsys.readouterr().err
+    assert not partial_path(out).exists() and json.loads(out.read_text())["ratios"] == resumed["ratios"]
+    whole = run_bench(**{**args, "out": tmp_path / "whole.json"})
+    tau = lambda data: [{name: s["observables"]["abs_M"]["tau_int"] for name, s in row["samplers"].items()}
+                        for row in data["benchmarks"]["samplers"]["rows"]]
+    assert tau(resumed) == tau(whole)
+    assert resumed["tunnelling"]["paper_broken"] == json.loads(json.dumps(whole["tunnelling"]["paper_broken"]))
+
+    partial_path(out).write_text(json.dumps({**partial, "suite": "quick"}))
+    assert main(["bench", "--tiny", "--only", "samplers", "--sizes", "8", "--points", "paper_broken",
+                 "--json", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings" in err[0], err
+
+
+def test_bench_sizes_none_runs_named_points_only():
+    from rgdiff.bench.runner import InvalidBenchError, sampler_settings
+
+    s = sampler_settings("tiny", "none", "paper_broken")
+    assert s.sizes == () and s.learned_sizes == () and s.paper_points == ("paper_broken",)
+    with pytest.raises(InvalidBenchError, match="nothing to run"):
+        sampler_settings("tiny", "none", "none")

@@ -18,6 +18,7 @@ that measures them was not run or could not run, with the reason in `notes`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -75,12 +76,14 @@ def sampler_settings(suite: str, sizes: str | None = None, points: str | None = 
     settings = SETTINGS[suite]["samplers"]
     if sizes is not None:
         try:
-            chosen = tuple(int(x) for x in sizes.split(",") if x.strip())
+            chosen = () if sizes.strip() == "none" else tuple(int(x) for x in sizes.split(",") if x.strip())
         except ValueError:
-            chosen = ()
+            chosen = (0,)
         known = sorted(samplers.BENCHMARK_SIZES)
-        if not chosen or any(n not in known for n in chosen):
-            raise InvalidBenchError(f"--sizes {sizes!r}: give comma-separated sizes among {', '.join(map(str, known))}")
+        if (not chosen and sizes.strip() != "none") or any(n not in known for n in chosen):
+            raise InvalidBenchError(
+                f"--sizes {sizes!r}: give comma-separated sizes among {', '.join(map(str, known))}, or none"
+            )
         settings = dataclasses.replace(settings, sizes=chosen,
                                        learned_sizes=tuple(n for n in settings.learned_sizes if n in chosen))
     if points is not None:
@@ -90,25 +93,98 @@ def sampler_settings(suite: str, sizes: str | None = None, points: str | None = 
                 f"--points {points!r}: give comma-separated points among {', '.join(samplers.NAMED_POINTS)}, or none"
             )
         settings = dataclasses.replace(settings, paper_points=chosen)
+    if not settings.sizes and not settings.paper_points:
+        raise InvalidBenchError("--sizes none --points none leaves the samplers benchmark nothing to run")
     return settings
+
+
+def partial_path(out: Path) -> Path:
+    """Where a run writing `out` keeps what it has finished until it ends: `<out>.partial`."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _identity(suite: str, only: str | None, settings: dict) -> dict:
+    """What a resumed run must share with the interrupted one, as JSON would hold it."""
+    return json.loads(json.dumps({"suite": suite, "only": only,
+                                  "settings": {k: dataclasses.asdict(v) for k, v in settings.items()}}))
+
+
+def _resume_state(out: Path, identity: dict) -> dict:
+    """The finished work of an interrupted run of the same command (`partial_path(out)`), or an
+    empty state. A partial file of other settings is refused, not overwritten."""
+    path = partial_path(out)
+    if not path.exists():
+        return {**identity, "benchmarks": {}, "sampler_points": {}, "seconds": 0.0}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InvalidBenchError(f"{path} (an interrupted run's progress) cannot be read ({err}); delete it to start afresh")
+    if {k: state.get(k) for k in identity} != identity:
+        raise InvalidBenchError(f"{path} holds an interrupted run with other settings; rerun that command to finish it, "
+                                "or delete the file to start afresh")
+    return state
+
+
+def find_resumable(folder: Path, suite: str, only: str | None, sizes: str | None = None,
+                   points: str | None = None) -> Path | None:
+    """The output path of the newest interrupted run in `folder` whose settings are these (so
+    that `rgdiff bench` without `--json`, whose default name carries the time, resumes it)."""
+    settings = {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
+    identity = _identity(suite, only, settings)
+    for path in sorted(Path(folder).glob("bench-*.json.partial"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if {k: state.get(k) for k in identity} == identity:
+            return path.with_name(path.name[: -len(".partial")])
+    return None
 
 
 def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet: bool = False,
               sizes: str | None = None, points: str | None = None) -> dict:
     """Run the suite (or one benchmark), print the tables, write `out`; returns the JSON data.
 
-    `sizes`, `points`: restrict the samplers benchmark (`sampler_settings`)."""
+    `sizes`, `points`: restrict the samplers benchmark (`sampler_settings`).
+
+    Resumable: every finished benchmark, and every finished point of the samplers benchmark, is
+    kept in `partial_path(out)` (written atomically) until `out` is written; running the same
+    command again after an interruption takes them from there and runs only the rest."""
     if suite not in SUITES:
         raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     check_only(only)
     settings = {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
     names = [only] if only else list(BENCHMARKS)
-    t0 = time.perf_counter()
+    state = _resume_state(out, _identity(suite, only, settings))
+    finished = [n for n in names if n in state["benchmarks"]]
+    if finished or state["sampler_points"]:
+        print(f"resuming from {partial_path(out)}: finished {', '.join(finished) or 'no benchmark'}"
+              f"{', samplers at ' + ', '.join(state['sampler_points']) if state['sampler_points'] else ''}",
+              file=sys.stderr)
+    t0 = time.perf_counter() - state["seconds"]
+
+    def save():
+        state["seconds"] = time.perf_counter() - t0
+        write_json(partial_path(out), state)
+
+    def on_point(label, record):
+        state["sampler_points"][label] = record
+        save()
+
     results, ratios, notes = {}, {name: None for name in REQUIRED_RATIOS}, []
     with progress_bar(not quiet) as cb:
         for name in names:
             module = BENCHMARKS[name]
-            result = module.run(settings[name], callback=cb)
+            if name in state["benchmarks"]:
+                result = state["benchmarks"][name]
+            elif name == "samplers":
+                result = module.run(settings[name], callback=cb, done=state["sampler_points"], on_point=on_point)
+            else:
+                result = module.run(settings[name], callback=cb)
+            if name not in state["benchmarks"]:
+                state["benchmarks"][name] = result
+                save()
             results[name] = result
             ratios.update(module.ratios(result))
             notes.extend(result.get("notes", []))
@@ -127,6 +203,7 @@ def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet
         "seconds": time.perf_counter() - t0,
     }
     write_json(out, data)
+    partial_path(out).unlink(missing_ok=True)
     print_tables(data)
     return data
 

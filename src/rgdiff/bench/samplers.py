@@ -563,15 +563,34 @@ def _gamma_error(series: np.ndarray, estimate) -> float | None:
     return est.error if est.error is not None and math.isfinite(est.error) else None
 
 
-def run(settings: SamplerBenchSettings, callback=None) -> dict:
+def run(settings: SamplerBenchSettings, callback=None, *, done: dict | None = None, on_point=None) -> dict:
+    """Every point of `points(settings)`, in order.
+
+    - `done`: {label: point record} of points an interrupted run with the same settings already
+      finished (what `on_point` was given); they are taken as they are, not rerun. Each point's
+      key depends on its place in the order only, so a resumed run draws what the whole run would.
+    - `on_point(label, record)`: after each point, with the JSON-ready record {"row", "tunnelling"
+      (null off the broken-phase points), "notes"}.
+    """
     notes = []
     rows, tunnel = [], {}
     todo = points(settings)
+    done = done or {}
     for i, (label, n, theory) in enumerate(todo):
+        if label in done:
+            record = done[label]
+            rows.append(record["row"])
+            if record.get("tunnelling") is not None:
+                tunnel[label] = record["tunnelling"]
+            notes.extend(record.get("notes", []))
+            if callback:
+                callback(NAME, i + 1, len(todo))
+            continue
         key = jax.random.fold_in(jax.random.key(8), i if n is None else n)
+        point_notes = []
         runs = {alg: _mcmc(theory, alg, settings, jax.random.fold_in(key, j)) for j, alg in enumerate(LOCAL)}
         if (n is not None and n in settings.learned_sizes) or label in settings.learned_points:
-            _learned_runs(theory, runs, settings, key, notes, label)
+            _learned_runs(theory, runs, settings, key, point_notes, label)
         row = {"point": label, "N": n if n is not None else theory.lattice.size, "benchmark_line": n is not None,
                "theory": theory.describe(), "samplers": {}}
         if label in BROKEN_POINTS:
@@ -596,6 +615,9 @@ def run(settings: SamplerBenchSettings, callback=None) -> dict:
                 for obs, e in r["break_even_effective_samples"].items()
             }
         rows.append(row)
+        notes.extend(point_notes)
+        if on_point is not None:
+            on_point(label, {"row": row, "tunnelling": tunnel.get(label), "notes": point_notes})
         if callback:
             callback(NAME, i + 1, len(todo))
     exponents = {}

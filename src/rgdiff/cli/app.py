@@ -514,20 +514,24 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="output JSON file (default: rgdiff-out/bench-<time>.json)"),
     only: Optional[str] = typer.Option(None, "--only", help="run one benchmark: kernel | training | samplers"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds-long settings, for the test suite"),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help="samplers: benchmark-line sizes to run, e.g. 12,20"),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="samplers: benchmark-line sizes to run, e.g. 12,20 (none: named points only)"),
     points: Optional[str] = typer.Option(None, "--points", help="samplers: named points to run (paper_broken,paper_near_massless,benchmark_broken_N20 | none)"),
     quiet: Quiet = False,
 ):
-    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS, HMC and Fourier-accelerated HMC; tables and JSON."""
+    """Benchmarks side by side: kernel and training throughput, sampler ESS/s vs NUTS, HMC and Fourier-accelerated HMC; tables and JSON.
+
+    Resumable: an interrupted run keeps its finished parts in <json>.partial, and the same command run again goes on from there."""
     import time as _time
 
-    from rgdiff.bench.runner import check_only, run_bench, sampler_settings
+    from rgdiff.bench.runner import check_only, find_resumable, run_bench, sampler_settings
 
     check_only(only)
     suite = "tiny" if tiny else ("quick" if quick else "full")
     sampler_settings(suite, sizes, points)  # refuse bad --sizes / --points before anything runs
-    if json_out is None:
-        json_out = Path("rgdiff-out") / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json"
+    if json_out is None:  # resume the newest interrupted run of these settings, if any
+        folder = Path("rgdiff-out")
+        json_out = (find_resumable(folder, suite, only, sizes, points) if folder.is_dir() else None) or (
+            folder / f"bench-{_time.strftime('%Y%m%d-%H%M%S')}.json")
         json_out.parent.mkdir(parents=True, exist_ok=True)
     _check_arguments(None, (json_out, ".json"))
     _setup_jax()
