@@ -263,3 +263,20 @@ def test_bench_sizes_none_runs_named_points_only():
     assert s.sizes == () and s.learned_sizes == () and s.paper_points == ("paper_broken",)
     with pytest.raises(InvalidBenchError, match="nothing to run"):
         sampler_settings("tiny", "none", "none")
+
+
+def test_bench_without_json_finds_the_newest_interrupted_run_of_the_same_settings(tmp_path):
+    from rgdiff.bench.runner import SETTINGS, _identity, find_resumable, sampler_settings
+
+    def partial(name, suite, only):
+        settings = {**SETTINGS[suite], "samplers": sampler_settings(suite)}
+        path = tmp_path / f"{name}.json.partial"
+        path.write_text(json.dumps({**_identity(suite, only, settings), "benchmarks": {}, "sampler_points": {}}))
+        return path
+
+    assert find_resumable(tmp_path, "tiny", "samplers") is None
+    partial("bench-1", "tiny", "samplers")
+    partial("bench-2", "quick", "samplers")  # other settings
+    partial("bench-3", "tiny", "kernel")
+    assert find_resumable(tmp_path, "tiny", "samplers") == tmp_path / "bench-1.json"
+    assert find_resumable(tmp_path, "tiny", "samplers", sizes="12") is None  # other sizes: other settings
