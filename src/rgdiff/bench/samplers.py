@@ -23,13 +23,9 @@ Samplers:
     one encode per block;
   - `tempering` (`rgdiff.samplers.tempering`): RG parallel tempering on `tempering_levels`
     levels of the same score model, the ladder re-placed once from a pilot's exchange rates;
-  - `flow`: the RG-time CNF (`rgdiff.models.cnf`) trained by the better objective of
-    `flow_objectives` (reverse KL [5.5], the RG objective [5.22]) as an exact independence
-    sampler: each objective trains `flow_pilot_steps` steps, the one with the larger importance
-    ESS trains on to `flow_train_steps` (all of it counts as setup). Training every objective to
-    the end, as before, cost 2.2-2.8x the reverse-KL training for the RG objective alone
-    (600 steps at N = 8 and 12, full settings) and reverse KL won (importance ESS 0.90 against
-    0.85 at N = 8, 0.84 against 0.41 at N = 12).
+  - `flow`: the RG-time CNF (`rgdiff.models.cnf`) trained by each objective of
+    `flow_objectives` (reverse KL [5.5], the RG objective [5.22]), the one with the larger
+    importance ESS kept (both trainings count as setup), as an exact independence sampler.
     `flow_train_steps` is where reverse KL's IMH acceptance levels off (measured in stop 24 on
     the benchmark line, 512 proposals every 25 steps: about 0.5 from 250 steps at N = 20, 0.3-0.4
     at 500-550 steps at N = 32; 0.18-0.24 at 100 steps, the earlier quick setting, at N = 20).
@@ -119,7 +115,6 @@ class SamplerBenchSettings:
     tempering_levels: int = 4
     flow_objectives: tuple[str, ...] = ("reverse-kl", "rg")
     flow_train_steps: int = 600
-    flow_pilot_steps: int = 150
     flow_dtype: str = "float32"
     flow_ode_steps: int = 8
     flow_samples: int = 4000
@@ -130,9 +125,6 @@ class SamplerBenchSettings:
         unknown = [n for n in self.learned_samplers if n not in LEARNED]
         if unknown:
             raise RgdiffError(f"unknown learned samplers {unknown}; known: {', '.join(LEARNED)}")
-        if not self.flow_objectives or not 1 <= self.flow_pilot_steps <= self.flow_train_steps:
-            raise RgdiffError("the flow needs at least one objective and 1 <= flow_pilot_steps <= flow_train_steps, got "
-                              f"{self.flow_objectives}, {self.flow_pilot_steps}, {self.flow_train_steps}")
 
 
 QUICK = SamplerBenchSettings(
@@ -390,19 +382,10 @@ def _tempering(theory, data: dict, score: dict, settings: SamplerBenchSettings, 
 
 
 def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
-    """The RG-time CNF (`rgdiff.models.cnf`, `rgdiff.train.cnf.train_flow`; the RG objective's UV
-    chains start on the FA-HMC data) trained by the better objective of `settings.flow_objectives`.
-
-    With one objective it trains `flow_train_steps` steps. With more, each trains
-    `flow_pilot_steps` steps, and the one with the larger importance ESS at t = 0 (512
-    proposals) trains on to `flow_train_steps` (a fresh Adam state: at b1 = 0.8, b2 = 0.9 its
-    moments remember about 10 steps, and the learning rate's decay over 8000 steps has moved it by
-    4% at 150 steps). All training counts as setup: choosing is part of the cost; the 512
-    choosing proposals per objective are not (about 1% of the training).
-
-    Returns {"flow", "scheme", "objective", "training_seconds", "candidates": {objective:
-    {"steps", "train_seconds", "importance_ess_per_sample" (after its last step), and for the
-    one trained on "pilot_importance_ess_per_sample"}}}."""
+    """The RG-time CNF (`rgdiff.models.cnf`) trained by each objective in `settings.flow_objectives`
+    (`rgdiff.train.cnf.train_flow`, the RG objective's UV chains started on the FA-HMC data);
+    the one with the larger importance ESS at t = 0 is kept. Returns {"flow", "scheme",
+    "objective", "training_seconds" (all objectives: choosing is part of the cost), "candidates"}."""
     from rgdiff.train.cnf import FlowTrainSettings, initial_flow, train_flow
     from rgdiff.train.score import default_horizon
 
@@ -410,39 +393,23 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     scheme = make_scheme("carosso", M=1.0)
     fields = data["fields"]
     horizon = default_horizon(scheme, fields, lattice)
-    several = len(settings.flow_objectives) > 1
-    first = min(settings.flow_pilot_steps, settings.flow_train_steps) if several else settings.flow_train_steps
-
-    def train(flow, objective, steps, k):
-        ts = FlowTrainSettings(steps=steps, batch=64, ode_steps=settings.flow_ode_steps, objective=objective,
-                               log_every=steps, dtype=settings.flow_dtype)
-        clock = ChunkClock()
-        clock("train", 0, steps)
-        flow = train_flow(flow if flow is not None else initial_flow(lattice, scheme, fields, horizon, ts), scheme,
-                          theory, ts, key=k, uv_start=fields, callback=clock)
-        per_step, _ = clock.per_item_seconds("train")
-        return flow, steps * float(np.median(per_step))
-
-    def importance_ess(flow, k):
-        phi, log_q = _flow_proposals(flow, scheme, k, 512, settings.flow_ode_steps)
-        return float(imh.importance_ess(-theory.action(phi) - log_q))
-
-    flows, candidates = {}, {}
+    best, candidates, seconds = None, {}, 0.0
     for j, objective in enumerate(settings.flow_objectives):
-        flows[objective], seconds = train(None, objective, first, jax.random.fold_in(key, j))
-        candidates[objective] = {"steps": first, "train_seconds": seconds,
-                                 "importance_ess_per_sample": importance_ess(flows[objective], jax.random.fold_in(key, 100 + j))}
-    best = max(candidates, key=lambda o: candidates[o]["importance_ess_per_sample"])
-    rest = settings.flow_train_steps - first
-    if rest > 0:
-        j = settings.flow_objectives.index(best)
-        flows[best], seconds = train(flows[best], best, rest, jax.random.fold_in(key, 50 + j))
-        c = candidates[best]
-        c.update(steps=first + rest, train_seconds=c["train_seconds"] + seconds,
-                 pilot_importance_ess_per_sample=c["importance_ess_per_sample"],
-                 importance_ess_per_sample=importance_ess(flows[best], jax.random.fold_in(key, 150 + j)))
-    return {"flow": flows[best], "scheme": scheme, "objective": best,
-            "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates}
+        ts = FlowTrainSettings(steps=settings.flow_train_steps, batch=64, ode_steps=settings.flow_ode_steps,
+                               objective=objective, log_every=settings.flow_train_steps, dtype=settings.flow_dtype)
+        clock = ChunkClock()
+        clock("train", 0, ts.steps)
+        flow = train_flow(initial_flow(lattice, scheme, fields, horizon, ts), scheme, theory, ts,
+                          key=jax.random.fold_in(key, j), uv_start=fields, callback=clock)
+        per_step, _ = clock.per_item_seconds("train")
+        seconds += ts.steps * float(np.median(per_step))
+        phi, log_q = _flow_proposals(flow, scheme, jax.random.fold_in(key, 100 + j), 256, settings.flow_ode_steps)
+        ess = float(imh.importance_ess(-theory.action(phi) - log_q))
+        candidates[objective] = {"importance_ess_per_sample": ess, "train_seconds": ts.steps * float(np.median(per_step))}
+        if best is None or ess > candidates[best[0]]["importance_ess_per_sample"]:
+            best = (objective, flow)
+    return {"flow": best[1], "scheme": scheme, "objective": best[0], "training_seconds": seconds,
+            "candidates": candidates}
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3, 4))
