@@ -249,6 +249,12 @@ def test_interrupted_bench_resumes_without_rerunning_finished_points(tmp_path, m
     assert tau(resumed) == tau(whole)
     assert resumed["tunnelling"]["paper_broken"] == json.loads(json.dumps(whole["tunnelling"]["paper_broken"]))
 
+    monkeypatch.setattr(samplers, "_mcmc", interrupted)  # Ctrl-C through the CLI: exit 130 and how to go on
+    cli = ["bench", "--tiny", "--only", "samplers", "--sizes", "8", "--points", "paper_broken", "--json", str(out), "--quiet"]
+    assert main(cli) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run the same command again" in err[0] and str(partial_path(out)) in err[0], err
+
     partial_path(out).write_text(json.dumps({**partial, "suite": "quick"}))
     assert main(["bench", "--tiny", "--only", "samplers", "--sizes", "8", "--points", "paper_broken",
                  "--json", str(out), "--quiet"]) == 2

@@ -523,7 +523,7 @@ def bench(
     Resumable: an interrupted run keeps its finished parts in <json>.partial, and the same command run again goes on from there."""
     import time as _time
 
-    from rgdiff.bench.runner import check_only, find_resumable, run_bench, sampler_settings
+    from rgdiff.bench.runner import check_only, find_resumable, partial_path, run_bench, sampler_settings
 
     check_only(only)
     suite = "tiny" if tiny else ("quick" if quick else "full")
@@ -535,7 +535,13 @@ def bench(
         json_out.parent.mkdir(parents=True, exist_ok=True)
     _check_arguments(None, (json_out, ".json"))
     _setup_jax()
-    run_bench(suite=suite, only=only, out=json_out, quiet=quiet, sizes=sizes, points=points)
+    try:
+        run_bench(suite=suite, only=only, out=json_out, quiet=quiet, sizes=sizes, points=points)
+    except KeyboardInterrupt:
+        if not partial_path(json_out).exists():
+            raise
+        raise _InterruptedKeepingWork(f"the finished parts are kept in {partial_path(json_out)}: "
+                                      "run the same command again to go on") from None
 
 
 def _configured(ctx: typer.Context, command: str, config_path: Path | None, params: dict,
@@ -996,6 +1002,10 @@ def _main(argv: list[str] | None) -> int:
         return _run(argv)
 
 
+class _InterruptedKeepingWork(Exception):
+    """Ctrl-C in a command that kept its finished work; the message says where and how to go on."""
+
+
 def _run(argv: list[str] | None) -> int:
     from typer.exceptions import TyperException
 
@@ -1014,6 +1024,9 @@ def _run(argv: list[str] | None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
+    except _InterruptedKeepingWork as exc:
+        print(f"rgdiff: interrupted; {exc}", file=sys.stderr)
+        return 130
     except (typer.Abort, KeyboardInterrupt):
         print("rgdiff: interrupted; no partial output was kept", file=sys.stderr)
         return 130
