@@ -272,12 +272,11 @@ def test_bench_sizes_none_runs_named_points_only():
 
 
 def test_bench_without_json_finds_the_newest_interrupted_run_of_the_same_settings(tmp_path):
-    from rgdiff.bench.runner import SETTINGS, _identity, find_resumable, sampler_settings
+    from rgdiff.bench.runner import _identity, find_resumable, suite_settings
 
     def partial(name, suite, only):
-        settings = {**SETTINGS[suite], "samplers": sampler_settings(suite)}
         path = tmp_path / f"{name}.json.partial"
-        path.write_text(json.dumps({**_identity(suite, only, settings), "benchmarks": {}, "sampler_points": {}}))
+        path.write_text(json.dumps({**_identity(suite, only, suite_settings(suite)), "benchmarks": {}, "sampler_points": {}}))
         return path
 
     assert find_resumable(tmp_path, "tiny", "samplers") is None

@@ -75,12 +75,13 @@ def sampler_settings(suite: str, sizes: str | None = None, points: str | None = 
     and the broken benchmark-line point) applied."""
     settings = SETTINGS[suite]["samplers"]
     if sizes is not None:
+        none = sizes.strip() == "none"
         try:
-            chosen = () if sizes.strip() == "none" else tuple(int(x) for x in sizes.split(",") if x.strip())
+            chosen = () if none else tuple(int(x) for x in sizes.split(",") if x.strip())
         except ValueError:
-            chosen = (0,)
+            chosen = (0,)  # not a number: refused below like an unknown size
         known = sorted(samplers.BENCHMARK_SIZES)
-        if (not chosen and sizes.strip() != "none") or any(n not in known for n in chosen):
+        if (not chosen and not none) or any(n not in known for n in chosen):
             raise InvalidBenchError(
                 f"--sizes {sizes!r}: give comma-separated sizes among {', '.join(map(str, known))}, or none"
             )
@@ -104,10 +105,20 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def suite_settings(suite: str, sizes: str | None = None, points: str | None = None) -> dict:
+    """{benchmark: settings} of the suite, the samplers' restricted by `sampler_settings`."""
+    return {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
+
+
 def _identity(suite: str, only: str | None, settings: dict) -> dict:
     """What a resumed run must share with the interrupted one, as JSON would hold it."""
     return json.loads(json.dumps({"suite": suite, "only": only,
                                   "settings": {k: dataclasses.asdict(v) for k, v in settings.items()}}))
+
+
+def _same_run(state: dict, identity: dict) -> bool:
+    """Whether a partial file's `state` was written by a run of this `identity`."""
+    return {k: state.get(k) for k in identity} == identity
 
 
 def _resume_state(out: Path, identity: dict) -> dict:
@@ -120,7 +131,7 @@ def _resume_state(out: Path, identity: dict) -> dict:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise InvalidBenchError(f"{path} (an interrupted run's progress) cannot be read ({err}); delete it to start afresh")
-    if {k: state.get(k) for k in identity} != identity:
+    if not _same_run(state, identity):
         raise InvalidBenchError(f"{path} holds an interrupted run with other settings; rerun that command to finish it, "
                                 "or delete the file to start afresh")
     return state
@@ -130,14 +141,13 @@ def find_resumable(folder: Path, suite: str, only: str | None, sizes: str | None
                    points: str | None = None) -> Path | None:
     """The output path of the newest interrupted run in `folder` whose settings are these (so
     that `rgdiff bench` without `--json`, whose default name carries the time, resumes it)."""
-    settings = {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
-    identity = _identity(suite, only, settings)
+    identity = _identity(suite, only, suite_settings(suite, sizes, points))
     for path in sorted(Path(folder).glob("bench-*.json.partial"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if {k: state.get(k) for k in identity} == identity:
+        if _same_run(state, identity):
             return path.with_name(path.name[: -len(".partial")])
     return None
 
@@ -154,7 +164,7 @@ def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet
     if suite not in SUITES:
         raise InvalidBenchError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     check_only(only)
-    settings = {**SETTINGS[suite], "samplers": sampler_settings(suite, sizes, points)}
+    settings = suite_settings(suite, sizes, points)
     names = [only] if only else list(BENCHMARKS)
     state = _resume_state(out, _identity(suite, only, settings))
     finished = [n for n in names if n in state["benchmarks"]]
@@ -178,11 +188,9 @@ def run_bench(*, suite: str = "quick", only: str | None = None, out: Path, quiet
             module = BENCHMARKS[name]
             if name in state["benchmarks"]:
                 result = state["benchmarks"][name]
-            elif name == "samplers":
-                result = module.run(settings[name], callback=cb, done=state["sampler_points"], on_point=on_point)
             else:
-                result = module.run(settings[name], callback=cb)
-            if name not in state["benchmarks"]:
+                resume = {"done": state["sampler_points"], "on_point": on_point} if name == "samplers" else {}
+                result = module.run(settings[name], callback=cb, **resume)
                 state["benchmarks"][name] = result
                 save()
             results[name] = result
