@@ -31,6 +31,7 @@ from rgdiff.theory.phi4 import Phi4
 
 ALGORITHMS = ("fa-hmc", "fa-nuts", "nuts", "hmc")
 FOURIER = ("fa-hmc", "fa-nuts")
+NO_U_TURN = ("fa-nuts", "nuts")  # trajectory lengths chosen per transition by tree building
 NAMES = {"fa-hmc": "Fourier-accelerated HMC", "fa-nuts": "Fourier-accelerated NUTS", "nuts": "NUTS", "hmc": "HMC"}
 DEFAULT_TRAJECTORY = math.pi / 2
 MAX_LEAPFROG = 1024  # cap of a random-length trajectory (a tiny step size early in the warm-up)
@@ -103,7 +104,7 @@ class UVMove:
         return SiteCoordinates(theory.lattice)
 
     def _algorithm(self):
-        if self.algorithm in ("nuts", "fa-nuts"):
+        if self.algorithm in NO_U_TURN:
             return blackjax.nuts
         if self.algorithm == "hmc":
             return blackjax.hmc

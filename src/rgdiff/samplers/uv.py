@@ -1,7 +1,9 @@
 """Exact sampling of the UV theory with Blackjax: Fourier-accelerated HMC (default) or NUTS, and
 the paper's plain NUTS and HMC.
 
-Many chains run at once (`jax.vmap` over a leading chain axis). Each chain is tuned by Stan's
+Many chains run at once: in lockstep (`jax.vmap` over a leading chain axis; HMC and FA-HMC), or
+one after another inside one jitted call (`jax.lax.map`; NUTS and FA-NUTS, whose chains in
+lockstep would all build trees as deep as the deepest one's). Each chain is tuned by Stan's
 window adaptation (step size and diagonal inverse mass matrix; in the Fourier coordinates of
 `rgdiff.samplers.fourier` one variance per momentum orbit), then sampled in fixed-size chunks so
 that a progress display can be updated and a run checkpointed between chunks. The PRNG key of
@@ -23,7 +25,7 @@ from rgdiff import parallel
 from rgdiff.errors import InvalidSamplerSettingsError
 from rgdiff.precision import warn_unless_float64
 from rgdiff.lattice.symmetry import lattice_orbits
-from rgdiff.samplers.hmc import ALGORITHMS, DEFAULT_TRAJECTORY, UVMove
+from rgdiff.samplers.hmc import ALGORITHMS, DEFAULT_TRAJECTORY, NO_U_TURN, UVMove
 from rgdiff.theory.phi4 import Phi4
 
 MAX_VALUES = 2**31  # refuse ensembles of more than this many numbers before allocating
@@ -41,6 +43,12 @@ class SamplerSettings:
     - `trajectory_length`: mean trajectory length of "fa-hmc" (whitened units; pi/2 = a quarter
       period of every mode).
     - `target_acceptance`: the adaptation's target acceptance rate.
+    - `lockstep`: sample the chains in lockstep (`jax.vmap`) or one after another (`jax.lax.map`);
+      None (default): one after another for NUTS and FA-NUTS, in lockstep otherwise. The draws
+      are the same either way (up to rounding); only the cost differs. NUTS in lockstep pays for
+      the deepest tree of all chains at every transition: with 8 chains on the benchmark line,
+      1.5 against 0.37 ms per chain and transition at N = 20 and 6.9 against 1.0 ms at N = 32
+      (2 CPU cores). HMC and FA-HMC, vectorized, are 0-25% cheaper in lockstep.
     """
 
     algorithm: str = "fa-hmc"
@@ -51,6 +59,7 @@ class SamplerSettings:
     hmc_steps: int = 10
     target_acceptance: float = 0.8
     trajectory_length: float = DEFAULT_TRAJECTORY
+    lockstep: bool | None = None
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -61,9 +70,16 @@ class SamplerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
                 raise InvalidSamplerSettingsError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if self.lockstep is not None and not isinstance(self.lockstep, bool):
+            raise InvalidSamplerSettingsError(f"lockstep must be True, False or None, got {self.lockstep!r}")
         if self.warmup == 1:
             raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
         self.move  # validates trajectory_length and target_acceptance
+
+    @property
+    def in_lockstep(self) -> bool:
+        """Whether the chains run in lockstep (`lockstep`, resolved for the algorithm)."""
+        return self.lockstep if self.lockstep is not None else self.algorithm not in NO_U_TURN
 
     @property
     def move(self) -> UVMove:
@@ -162,7 +178,10 @@ def sample(
         state, (pos, acc, div, n_int) = jax.lax.scan(body, state, jnp.arange(chunk))
         return state, pos[settings.thin - 1 :: settings.thin], acc, div, n_int
 
-    run = jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, 0, None)))
+    if settings.in_lockstep:
+        run = jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, 0, None)))
+    else:
+        run = jax.jit(lambda st, p, k, start: jax.lax.map(lambda a: run_chunk(*a, start), (st, p, k)))
 
     fields = np.empty((settings.chains, settings.samples, *lat.shape), dtype=np.dtype(dtype))
     acc_sum = np.zeros(settings.chains)
