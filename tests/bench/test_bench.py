@@ -149,7 +149,7 @@ def test_bench_learned_samplers_tiny(tmp_path):
         sizes=(8,), learned_sizes=(8,), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20,
         hmc_steps=4, train_steps=20, bridge_samples=16, bridge_chains=2, bridge_warmup=10, ode_steps=4,
         imh_per_block=2, tempering_levels=2, flow_objectives=("reverse-kl", "rg"), flow_train_steps=3,
-        flow_ode_steps=2, flow_samples=32, chunks=4,
+        flow_pilot_steps=2, flow_ode_steps=2, flow_samples=32, chunks=4,
     )
     result = samplers.run(settings)
     (row,) = result["rows"]
@@ -159,7 +159,14 @@ def test_bench_learned_samplers_tiny(tmp_path):
         s = row["samplers"][name]
         assert s["setup_seconds"] > 0 and s["seconds_per_sample"]["median"] > 0
         assert s["observables"]["abs_M"]["tau_int"] >= 0.5
-    assert set(row["samplers"]["flow"]["objectives"]) == {"reverse-kl", "rg"}
+    objectives = row["samplers"]["flow"]["objectives"]
+    assert set(objectives) == {"reverse-kl", "rg"}  # both piloted for 2 steps, the better one trained on to 3
+    chosen = row["samplers"]["flow"]["objective"]
+    assert {o: c["steps"] for o, c in objectives.items()} == {o: 3 if o == chosen else 2 for o in objectives}
+    other = next(c for o, c in objectives.items() if o != chosen)
+    assert objectives[chosen]["pilot_mean_log_weight"] >= other["mean_log_weight"]  # the pilot's criterion
+    assert all(c["mean_log_weight_error"] > 0 for c in objectives.values())
+    assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
     assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0
     ratios = samplers.ratios(result)
