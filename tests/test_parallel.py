@@ -1,6 +1,7 @@
 """Data parallelism over a 1-D device mesh (`rgdiff.parallel`): a run with the batch split over 4
 (forced host) devices equals the single-device run: training losses and parameters (float64, to
-round-off of the gradient all-reduce), HMC chains and the kernel push-forward (bitwise)."""
+round-off of the gradient all-reduce), HMC chains and the kernel push-forward (bitwise), NUTS chains
+(one after another on each device; to round-off)."""
 
 import json
 import os
@@ -43,12 +44,14 @@ SCRIPT = textwrap.dedent(
         model = train(model, scheme, lattice, fields, settings, key=jax.random.key(1), mesh=mesh,
                       on_log=lambda record, _: losses.append(record["loss"]))
         chains = sample(theory, SamplerSettings("hmc", chains=4, samples=5, warmup=0), key=jax.random.key(2), mesh=mesh)
+        nuts = sample(theory, SamplerSettings("nuts", chains=4, samples=5, warmup=0, lockstep=False), key=jax.random.key(2), mesh=mesh)
         phi0 = parallel.shard_batch(jnp.asarray(fields[:8]), mesh)
         pushed = jax.jit(lambda k, x: scheme.push_forward(k, x, 0.2, lattice))(jax.random.key(3), phi0)
         runs[name] = {
             "losses": losses,
             "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))],
             "chains": np.asarray(chains.fields).ravel().tolist(),
+            "nuts_chains": np.asarray(nuts.fields).ravel().tolist(),
             "pushed": np.asarray(pushed).ravel().tolist(),
             "pushed_devices": len(pushed.sharding.device_set),
         }
@@ -85,6 +88,8 @@ def test_training_equals_single_device(four_devices):
 def test_sampling_and_push_forward_equal_single_device(four_devices):
     one, many = four_devices["runs"]["one"], four_devices["runs"]["many"]
     np.testing.assert_array_equal(np.asarray(many["chains"]), np.asarray(one["chains"]))
+    # NUTS chains run one after another on each device, the devices in parallel
+    np.testing.assert_allclose(np.asarray(many["nuts_chains"]), np.asarray(one["nuts_chains"]), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(np.asarray(many["pushed"]), np.asarray(one["pushed"]))
 
 

@@ -78,13 +78,22 @@ def test_chains_one_after_another_draw_what_lockstep_draws(algorithm):
     depths in different chains, adapted per chain, give the lockstep draws up to rounding."""
     theory = Phi4(Lattice(1, 4, 4.0), 1.0, 0.5)
     s = SamplerSettings(algorithm, chains=3, samples=20, warmup=20)
-    assert s.in_lockstep == (algorithm == "fa-hmc")  # the default: NUTS one chain after another
     a = sample(theory, dataclasses.replace(s, lockstep=True), key=jax.random.key(1))
     b = sample(theory, dataclasses.replace(s, lockstep=False), key=jax.random.key(1))
     if algorithm == "nuts":
         assert np.ptp(a.diagnostics["mean_integration_steps"]) > 0  # the chains' trees differ
     np.testing.assert_allclose(a.fields, b.fields, rtol=0, atol=1e-10)
+    assert (a.diagnostics["lockstep"], b.diagnostics["lockstep"]) == (True, False)
     assert a.diagnostics["mean_integration_steps"] == pytest.approx(b.diagnostics["mean_integration_steps"])
+
+
+def test_nuts_chains_run_one_after_another_on_large_cpu_lattices_only():
+    nuts, fa_hmc = SamplerSettings("nuts"), SamplerSettings("fa-hmc")
+    assert not nuts.in_lockstep(400, "cpu") and not SamplerSettings("fa-nuts").in_lockstep(400, "cpu")
+    assert nuts.in_lockstep(64, "cpu") and nuts.in_lockstep(400, "gpu")  # vectorizing wins there
+    assert fa_hmc.in_lockstep(400, "cpu") and fa_hmc.in_lockstep(64, "gpu")
+    assert dataclasses.replace(nuts, lockstep=True).in_lockstep(400, "cpu")
+    assert not dataclasses.replace(fa_hmc, lockstep=False).in_lockstep(64, "gpu")
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ Samplers:
 - local MCMC (`rgdiff.samplers.uv`, Blackjax, Stan's window adaptation): the paper's NUTS, HMC
   with `hmc_steps` leapfrog steps, and the Fourier-accelerated FA-HMC and FA-NUTS
   (`rgdiff.samplers.fourier`), the strongest classical baselines for phi^4; each in its cheaper
-  form (`SamplerSettings.lockstep`): NUTS and FA-NUTS one chain after another, HMC and FA-HMC in
-  lockstep;
+  form (`SamplerSettings.in_lockstep`): on a CPU NUTS and FA-NUTS one chain after another from
+  N = 16, otherwise the chains in lockstep;
 - the learned samplers, at the benchmark sizes `learned_sizes` and the paper points
   `learned_points`, all trained on the FA-HMC chains of the same point (whose cost counts as setup):
   - `bridge` (`rgdiff.samplers.bridge`): an EFT score model trained by DSM; proposals from the
@@ -269,7 +269,7 @@ def _mcmc(theory, algorithm: str, settings: SamplerBenchSettings, key) -> dict:
         "wall_seconds": wall,
         "acceptance": float(np.mean(res.diagnostics["acceptance_rate"])),
         "mean_integration_steps": float(np.mean(res.diagnostics["mean_integration_steps"])),
-        "lockstep": s.in_lockstep,
+        "lockstep": res.diagnostics["lockstep"],
     }
 
 

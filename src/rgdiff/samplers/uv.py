@@ -1,12 +1,13 @@
 """Exact sampling of the UV theory with Blackjax: Fourier-accelerated HMC (default) or NUTS, and
 the paper's plain NUTS and HMC.
 
-Many chains run at once: in lockstep (`jax.vmap` over a leading chain axis; HMC and FA-HMC), or
-one after another inside one jitted call (`jax.lax.map`; NUTS and FA-NUTS, whose chains in
-lockstep would all build trees as deep as the deepest one's). Each chain is tuned by Stan's
-window adaptation (step size and diagonal inverse mass matrix; in the Fourier coordinates of
-`rgdiff.samplers.fourier` one variance per momentum orbit), then sampled in fixed-size chunks so
-that a progress display can be updated and a run checkpointed between chunks. The PRNG key of
+Many chains run at once: in lockstep (`jax.vmap` over a leading chain axis), or one after
+another inside one jitted call (`jax.lax.map`; NUTS and FA-NUTS on a CPU from
+`SEQUENTIAL_NUTS_SITES` sites, where chains in lockstep would all build trees as deep as the
+deepest one's). Each chain is tuned by Stan's window adaptation (step size and diagonal inverse
+mass matrix; in the Fourier coordinates of `rgdiff.samplers.fourier` one variance per momentum
+orbit), then sampled in fixed-size chunks so that a progress display can be updated and a run
+checkpointed between chunks. The PRNG key of
 step k of chain c is fold_in(chain_key[c], k), so the samples do not depend on the chunk size.
 How a chain moves is `rgdiff.samplers.hmc.UVMove`.
 """
@@ -29,6 +30,7 @@ from rgdiff.samplers.hmc import ALGORITHMS, DEFAULT_TRAJECTORY, NO_U_TURN, UVMov
 from rgdiff.theory.phi4 import Phi4
 
 MAX_VALUES = 2**31  # refuse ensembles of more than this many numbers before allocating
+SEQUENTIAL_NUTS_SITES = 256  # NUTS chains one after another from here on a CPU (`SamplerSettings.in_lockstep`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +46,8 @@ class SamplerSettings:
       period of every mode).
     - `target_acceptance`: the adaptation's target acceptance rate.
     - `lockstep`: sample the chains in lockstep (`jax.vmap`) or one after another (`jax.lax.map`);
-      None (default): one after another for NUTS and FA-NUTS, in lockstep otherwise. The draws
-      are the same either way (up to rounding); only the cost differs. NUTS in lockstep pays for
-      the deepest tree of all chains at every transition: with 8 chains on the benchmark line,
-      1.5 against 0.37 ms per chain and transition at N = 20 and 6.9 against 1.0 ms at N = 32
-      (2 CPU cores). HMC and FA-HMC, vectorized, are 0-25% cheaper in lockstep.
+      None (default): `in_lockstep` decides. The draws are the same either way (up to rounding);
+      only the cost differs.
     """
 
     algorithm: str = "fa-hmc"
@@ -76,10 +75,18 @@ class SamplerSettings:
             raise InvalidSamplerSettingsError("warmup must be 0 or >= 2 (window adaptation needs steps)")
         self.move  # validates trajectory_length and target_acceptance
 
-    @property
-    def in_lockstep(self) -> bool:
-        """Whether the chains run in lockstep (`lockstep`, resolved for the algorithm)."""
-        return self.lockstep if self.lockstep is not None else self.algorithm not in NO_U_TURN
+    def in_lockstep(self, sites: int, platform: str) -> bool:
+        """Whether the chains run in lockstep on a lattice of `sites` sites on `platform` ("cpu",
+        "gpu", ...): `lockstep` if set; else all but NUTS and FA-NUTS on a CPU from
+        `SEQUENTIAL_NUTS_SITES` sites, which pay for the deepest tree of all chains at every
+        transition in lockstep. Per chain and transition, 8 chains, benchmark line, 2 CPU cores,
+        lockstep against one after another: NUTS 0.065 against 0.10 ms at N = 8, 0.11 against
+        0.12 ms at N = 12, 1.5 against 0.37 ms at N = 20 and 6.9 against 1.0 ms at N = 32; FA-NUTS
+        1.2 against 0.88 ms at N = 20. HMC and FA-HMC are 0-25% cheaper in lockstep at N = 20 and
+        32. On an accelerator chains one after another would leave it idle."""
+        if self.lockstep is not None:
+            return self.lockstep
+        return not (self.algorithm in NO_U_TURN and platform == "cpu" and sites >= SEQUENTIAL_NUTS_SITES)
 
     @property
     def move(self) -> UVMove:
@@ -178,10 +185,25 @@ def sample(
         state, (pos, acc, div, n_int) = jax.lax.scan(body, state, jnp.arange(chunk))
         return state, pos[settings.thin - 1 :: settings.thin], acc, div, n_int
 
-    if settings.in_lockstep:
+    lockstep = settings.in_lockstep(lat.sites, mesh.devices.flat[0].platform)
+    if lockstep:
         run = jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, 0, None)))
     else:
-        run = jax.jit(lambda st, p, k, start: jax.lax.map(lambda a: run_chunk(*a, start), (st, p, k)))
+        groups = parallel.mesh_size(mesh)  # the chains of each device one after another, devices in parallel
+
+        def in_sequence(states, params, chain_keys, start):
+            def split(x):
+                return x.reshape(groups, -1, *x.shape[1:])
+
+            def merge(x):
+                return x.reshape(-1, *x.shape[2:])
+
+            def one_device(chains):
+                return jax.lax.map(lambda c: run_chunk(*c, start), chains)
+
+            return jax.tree.map(merge, jax.vmap(one_device)(jax.tree.map(split, (states, params, chain_keys))))
+
+        run = jax.jit(in_sequence)
 
     fields = np.empty((settings.chains, settings.samples, *lat.shape), dtype=np.dtype(dtype))
     acc_sum = np.zeros(settings.chains)
@@ -235,6 +257,7 @@ def sample(
         "acceptance_rate": (acc_sum / n_steps).tolist(),
         "divergences": div_sum.tolist(),
         "mean_integration_steps": (nint_sum / n_steps).tolist(),
+        "lockstep": lockstep,
         "warmup_seconds": t_warm,
         "sampling_seconds": t_sample,
         "first_chunk_seconds_incl_compile": t_compile,
