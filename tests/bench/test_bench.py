@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rgdiff.bench import REQUIRED_RATIOS
-from rgdiff.bench.samplers import ChunkClock, break_even, dynamic_exponent
+from rgdiff.bench.samplers import ChunkClock, break_even, choose_objective, dynamic_exponent
 from rgdiff.bench.training import power_law_exponent
 from rgdiff.cli.app import main
 from rgdiff.lattice.geometry import Lattice
@@ -163,8 +163,9 @@ def test_bench_learned_samplers_tiny(tmp_path):
     assert set(objectives) == {"reverse-kl", "rg"}  # both piloted for 2 steps, the better one trained on to 3
     chosen = row["samplers"]["flow"]["objective"]
     assert {o: c["steps"] for o, c in objectives.items()} == {o: 3 if o == chosen else 2 for o in objectives}
-    other = next(c for o, c in objectives.items() if o != chosen)
-    assert objectives[chosen]["pilot_mean_log_weight"] >= other["mean_log_weight"]  # the pilot's criterion
+    keys = ("mean_log_weight", "mean_log_weight_error", "train_seconds")
+    pilots = {o: {k: c[f"pilot_{k}" if o == chosen else k] for k in keys} for o, c in objectives.items()}
+    assert samplers.choose_objective({o: {**p, "steps": 2} for o, p in pilots.items()}) == chosen  # the pilot's choice
     assert all(c["mean_log_weight_error"] > 0 for c in objectives.values())
     assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
@@ -292,3 +293,18 @@ def test_bench_without_json_finds_the_newest_interrupted_run_of_the_same_setting
     partial("bench-3", "tiny", "kernel")
     assert find_resumable(tmp_path, "tiny", "samplers") == tmp_path / "bench-1.json"
     assert find_resumable(tmp_path, "tiny", "samplers", sizes="12") is None  # other sizes: other settings
+
+
+def test_objective_pilot_ties_go_to_the_cheaper_objective():
+    def pilot(mean, error, seconds):
+        return {"mean_log_weight": mean, "mean_log_weight_error": error, "train_seconds": seconds, "steps": 150}
+
+    cheap, dear = 30.0, 80.0  # seconds for the pilot's 150 steps
+    resolved = {"reverse-kl": pilot(275.0, 0.1, cheap), "rg": pilot(276.0, 0.1, dear)}  # 7 errors apart
+    assert choose_objective(resolved) == "rg"
+    tied = {"reverse-kl": pilot(275.9, 0.1, cheap), "rg": pilot(276.0, 0.1, dear)}  # 0.7 errors apart
+    assert choose_objective(tied) == "reverse-kl"
+    assert choose_objective({"rg": pilot(1.0, 0.1, dear)}) == "rg"
+    # a tie is judged against the leader's error too: a noisy leader ties with a precise runner-up
+    noisy = {"reverse-kl": pilot(275.0, 0.01, cheap), "rg": pilot(275.5, 0.5, dear)}
+    assert choose_objective(noisy) == "reverse-kl"
