@@ -6,6 +6,7 @@ import logging
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -167,6 +168,12 @@ def test_bench_learned_samplers_tiny(tmp_path):
     pilots = {o: {k: c[f"pilot_{k}" if o == chosen else k] for k in keys} for o, c in objectives.items()}
     assert samplers.choose_objective({o: {**p, "steps": 2} for o, p in pilots.items()}) == chosen  # the pilot's choice
     assert all(c["mean_log_weight_error"] > 0 for c in objectives.values())
+    flow = row["samplers"]["flow"]
+    steps = flow["ode_steps"]  # the fewest steps from 2 (doubling) whose log q round trip is within tolerance
+    tried = {int(k): v for k, v in flow["log_q_roundtrip_rms_by_steps"].items()}
+    assert min(tried) == 2 and max(tried) == steps and row["samplers"]["flow-bridge"]["ode_steps"] == steps
+    assert all(v > samplers.LOG_Q_TOLERANCE for k, v in tried.items() if k < steps)
+    assert tried[steps] <= samplers.LOG_Q_TOLERANCE or steps * 2 > samplers.MAX_SAMPLING_STEPS
     assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
     assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0
@@ -308,3 +315,25 @@ def test_objective_pilot_ties_go_to_the_cheaper_objective():
     # a tie is judged against the leader's error too: a noisy leader ties with a precise runner-up
     noisy = {"reverse-kl": pilot(275.0, 0.01, cheap), "rg": pilot(275.5, 0.5, dear)}
     assert choose_objective(noisy) == "reverse-kl"
+
+
+def test_log_q_roundtrip_measures_the_ode_solvers_error():
+    """`_log_q_roundtrip` (encode minus decode log q of the same proposals, what flags a CNF sampler
+    as not exact): zero for the identity flow, and for a generic flow it falls as the RK4 steps grow."""
+    import equinox as eqx
+
+    from rgdiff.bench.samplers import LOG_Q_TOLERANCE, _log_q_roundtrip, sampling_steps
+    from rgdiff.models.cnf import ContinuousFlow
+
+    lattice, scheme = Lattice(2, 4, 4.0), make_scheme("carosso", M=1.0)
+    identity = ContinuousFlow(lattice, 2.0, frequencies=3, time_bumps=3)
+    key = jax.random.key(0)
+    assert float(jnp.max(jnp.abs(_log_q_roundtrip(identity, scheme, key, 16, 2)))) < 1e-10
+    w = 0.5 * jax.random.normal(jax.random.key(1), identity.weights.shape)
+    flow = eqx.tree_at(lambda m: m.weights, identity, w)
+    rms = {k: float(jnp.sqrt(jnp.mean(_log_q_roundtrip(flow, scheme, key, 16, k) ** 2))) for k in (1, 4, 32)}
+    assert rms[1] > 1e-3, rms  # a generic flow: the coarse solver does not invert itself
+    assert rms[32] < 0.1 * rms[4] < 0.1 * rms[1], rms
+    steps, tried = sampling_steps(flow, scheme, key, 1)  # doubles from 1 until the round trip is within 0.1
+    assert list(tried) == [1 << i for i in range(len(tried))] and steps == max(tried)
+    assert tried[steps] <= LOG_Q_TOLERANCE < min(v for k, v in tried.items() if k < steps)

@@ -42,10 +42,11 @@ Samplers:
     The flow trains and samples in `flow_dtype` (float32): 1.5x faster per training step than
     float64 at N = 20 with the same acceptance curve (0.51 and 0.54 at 250 and 300 steps against
     0.51 and 0.47); the IMH weights -S - log q are formed in float64 from the float32 proposals.
-    Its log q (8 RK4 steps, float32) differs from the continuous flow's density of the same
-    fields (128 steps, float64) by 0.07 rms at `benchmark_broken_N20`, 30x below the spread of
-    log w there (2.1);
-  - `flow-bridge`: the bridge with that CNF as its proposal.
+    It trains with `flow_ode_steps` RK4 steps and samples with the fewest steps (`flow_ode_steps`
+    doubled until `MAX_SAMPLING_STEPS`) whose log q is converged to `LOG_Q_TOLERANCE`
+    (`sampling_steps`); a sampler whose log q is not converged at the most steps is noted as NOT
+    EXACT in the run's notes;
+  - `flow-bridge`: the bridge with that CNF as its proposal, at the same steps.
 
 Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
 sweeps and <M> (exactly 0 by symmetry) with a between-chain error (`tunnelling`).
@@ -103,6 +104,8 @@ NAMED_POINTS = {  # the points off the benchmark line's z fit: label -> theory
 BROKEN_POINTS = ("paper_broken", "benchmark_broken_N20")  # where vacuum tunnelling is measured
 LEARNED = ("bridge", "tempering", "flow", "flow-bridge")  # the learned samplers, run at learned sizes and points
 PILOT_PROPOSALS = 512  # flow proposals that judge each objective's pilot (`_flows`)
+LOG_Q_TOLERANCE = 0.1  # rms log q error (`_log_q_roundtrip`) above which a CNF sampler is flagged not exact
+MAX_SAMPLING_STEPS = 128  # the most RK4 steps `sampling_steps` tries for a CNF sampler
 PILOT_SIGMAS = 2.0  # pilots closer than this many standard errors are a tie, won by the cheaper objective
 
 
@@ -461,8 +464,39 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
                                                         "importance_ess_per_sample", "train_seconds")}
         c.update(steps=first + rest, train_seconds=c["train_seconds"] + seconds, **pilot,
                  **judge(flows[best], jax.random.fold_in(key, 150 + j)))
+    steps, roundtrip = sampling_steps(flows[best], scheme, jax.random.fold_in(key, 200), settings.flow_ode_steps)
     return {"flow": flows[best], "scheme": scheme, "objective": best,
-            "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates}
+            "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates,
+            "ode_steps": steps, "log_q_roundtrip_rms": roundtrip[steps], "log_q_roundtrip_rms_by_steps": roundtrip}
+
+
+def sampling_steps(flow, scheme, key, first: int) -> tuple[int, dict]:
+    """The fewest RK4 steps (`first`, 2 `first`, ... up to `MAX_SAMPLING_STEPS`) at which the CNF's
+    log q is converged: encoding `PILOT_PROPOSALS` of its own proposals changes their log q by at
+    most `LOG_Q_TOLERANCE` rms (`_log_q_roundtrip`). A CNF sampler is exact only up to its error in
+    log q, and the steps it trained with need not be enough: at `paper_broken` (full settings,
+    stop 26) the round trip was 17 rms at 8 steps, 0.13 at 16 and 0.004 at 32, and the decode's log
+    q differed from the exact density of the discrete map (log p_T - log|det J|, J by jacfwd) by
+    0.23, 0.018 and 0.0007 rms. Returns (steps, {steps tried: rms}); the last tried if none passes."""
+    tried = {}
+    steps = first
+    while True:
+        error = np.asarray(_log_q_roundtrip(flow, scheme, key, PILOT_PROPOSALS, steps), dtype=np.float64)
+        tried[steps] = float(np.sqrt(np.mean(np.square(error))))
+        if tried[steps] <= LOG_Q_TOLERANCE or 2 * steps > MAX_SAMPLING_STEPS:
+            return steps, tried
+        steps *= 2
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _log_q_roundtrip(flow, scheme, key, n, steps):
+    """log q of `n` proposals as the encode (field -> prior, what the flow-bridge computes after
+    local moves) gives it, minus log q as their decode gave it. Both integrate the same ODE, so
+    they differ by the solver's error: zero for a converged solver, and what an exact chain needs."""
+    from rgdiff.generate.transport import encode
+
+    phi, log_q = _flow_proposals(flow, scheme, key, n, steps)
+    return encode(flow, scheme, phi, 0.0, steps=steps)[1] - log_q
 
 
 def choose_objective(candidates: dict, sigmas: float = PILOT_SIGMAS) -> str:
@@ -497,7 +531,7 @@ def _flow(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) 
     n_chunk = max(2, settings.flow_samples // settings.chunks)
 
     def propose(key):
-        phi, log_q = _flow_proposals(flow, scheme, key, n_chunk, settings.flow_ode_steps)
+        phi, log_q = _flow_proposals(flow, scheme, key, n_chunk, flows["ode_steps"])
         return phi, log_q, theory.action(phi)
 
     gen, compile_s = compiled(propose, k_prop)
@@ -528,6 +562,9 @@ def _flow(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) 
         "compile_seconds": compile_s,
         "objective": flows["objective"],
         "objectives": flows["candidates"],
+        "ode_steps": flows["ode_steps"],
+        "log_q_roundtrip_rms": flows["log_q_roundtrip_rms"],
+        "log_q_roundtrip_rms_by_steps": flows["log_q_roundtrip_rms_by_steps"],
         "imh_acceptance": float(np.mean(accepted)) if accepted.size else 0.0,
         "importance_ess_per_sample": float(imh.importance_ess(jnp.concatenate(log_w))),
     }
@@ -537,11 +574,12 @@ def _flow_bridge(theory, data: dict, flows: dict, settings: SamplerBenchSettings
     """The bridge with the better CNF as its proposal (`rgdiff.generate.transport.FlowProposal`)."""
     from rgdiff.generate.transport import FlowProposal
 
-    proposal = FlowProposal(flows["flow"], flows["scheme"], steps=settings.flow_ode_steps,
+    proposal = FlowProposal(flows["flow"], flows["scheme"], steps=flows["ode_steps"],
                             dtype=flows["flow"].weights.dtype)
     out = _bridge_run(proposal, theory, data, settings,
                       {"training_data": _data_seconds(data), "training": flows["training_seconds"]}, key)
-    return {**out, "objective": flows["objective"]}
+    return {**out, "objective": flows["objective"], "ode_steps": flows["ode_steps"],
+            "log_q_roundtrip_rms": flows["log_q_roundtrip_rms"]}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -591,6 +629,11 @@ def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes
             notes.append(f"{name} at {where} failed: {err}")
             continue
         runs[name]["wall_seconds"] = time.perf_counter() - t0
+        error = runs[name].get("log_q_roundtrip_rms")
+        if error is not None and not error <= LOG_Q_TOLERANCE:
+            notes.append(f"{name} at {where}: NOT EXACT: at {runs[name]['ode_steps']} ODE steps (the most tried) encoding "
+                         f"its proposals changes their log q by {error:.2g} rms (tolerance {LOG_Q_TOLERANCE}); its chain "
+                         "targets exp(-S) only up to that error")
 
 
 def tunnelling(fields: np.ndarray, lattice) -> dict:
