@@ -154,7 +154,7 @@ def test_bench_learned_samplers_tiny(tmp_path):
     )
     result = samplers.run(settings)
     (row,) = result["rows"]
-    assert result["notes"] == []
+    assert all(": UNRELIABLE: tau_int" in note for note in result["notes"])  # 40-sample chains; nothing failed
     assert set(samplers.LEARNED) <= set(row["samplers"])
     for name in samplers.LEARNED:
         s = row["samplers"][name]
@@ -337,3 +337,21 @@ def test_log_q_roundtrip_measures_the_ode_solvers_error():
     steps, tried = sampling_steps(flow, scheme, key, 1)  # doubles from 1 until the round trip is within 0.1
     assert list(tried) == [1 << i for i in range(len(tried))] and steps == max(tried)
     assert tried[steps] <= LOG_Q_TOLERANCE < min(v for k, v in tried.items() if k < steps)
+
+
+def test_chains_shorter_than_fifty_tau_int_are_flagged_unreliable():
+    from rgdiff.bench._timing import Figure
+    from rgdiff.bench.samplers import MIN_CHAIN_TAUS, efficiency
+
+    def ar1_fields(rho, chains, samples, seed):
+        rng = np.random.default_rng(seed)
+        x = np.zeros((chains, samples))
+        for t in range(1, samples):
+            x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=chains)
+        return np.broadcast_to((3.0 + x)[:, :, None, None], (chains, samples, 4, 4))  # M = 3 + x, away from 0
+
+    lattice, clock = Lattice(2, 4, 4.0), Figure(1e-3, 0.0, 3)
+    fast = efficiency(ar1_fields(0.5, 4, 2000, 0), lattice, clock, 0.0, 1000)["abs_M"]  # tau_int = 1.5
+    slow = efficiency(ar1_fields(0.99, 4, 2000, 1), lattice, clock, 0.0, 1000)["abs_M"]  # tau_int = 99.5
+    assert fast["reliable"] and fast["tau_int"] * MIN_CHAIN_TAUS < 2000
+    assert not slow["reliable"] and slow["tau_int"] * MIN_CHAIN_TAUS > 2000

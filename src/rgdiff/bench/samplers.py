@@ -106,6 +106,7 @@ LEARNED = ("bridge", "tempering", "flow", "flow-bridge")  # the learned samplers
 PILOT_PROPOSALS = 512  # flow proposals that judge each objective's pilot (`_flows`)
 LOG_Q_TOLERANCE = 0.1  # rms log q error (`_log_q_roundtrip`) above which a CNF sampler is flagged not exact
 MAX_SAMPLING_STEPS = 128  # the most RK4 steps `sampling_steps` tries for a CNF sampler
+MIN_CHAIN_TAUS = 50  # chains shorter than this many tau_int give no reliable estimate (`efficiency`)
 PILOT_SIGMAS = 2.0  # pilots closer than this many standard errors are a tie, won by the cheaper objective
 
 
@@ -207,7 +208,10 @@ def observables_of(fields: np.ndarray, lattice) -> dict:
 
 
 def efficiency(fields: np.ndarray, lattice, seconds_per_sample: Figure, setup_seconds: float, amortize: int) -> dict:
-    """tau_int, ESS and ESS/s (sampling only and amortized) for each observable."""
+    """tau_int, ESS and ESS/s (sampling only and amortized) for each observable, and "reliable":
+    whether each chain is at least `MIN_CHAIN_TAUS` tau_int long (shorter, the Gamma method's
+    tau_int and everything from it are unreliable, and the chain may not have visited the
+    distribution)."""
     chains, samples = fields.shape[:2]
     n = chains * samples
     out = {}
@@ -222,6 +226,7 @@ def efficiency(fields: np.ndarray, lattice, seconds_per_sample: Figure, setup_se
         rel = math.hypot(rel_tau, rel_t)
         out[name] = {
             "tau_int": tau["tau_int"], "tau_int_error": tau["error"], "ess": ess,
+            "reliable": samples >= MIN_CHAIN_TAUS * tau["tau_int"],
             "ess_per_s": {"value": rate, "error": rate * rel},
             "ess_per_s_amortized": {"value": amortized, "error": amortized * rel},
         }
@@ -711,6 +716,11 @@ def run(settings: SamplerBenchSettings, callback=None, *, done: dict | None = No
             eff = efficiency(r.pop("fields"), theory.lattice, r["seconds_per_sample"], r["setup_seconds"], settings.amortize_samples)
             r["seconds_per_sample"] = r["seconds_per_sample"].as_dict()
             row["samplers"][name] = {**r, "observables": eff}
+        for name, r in row["samplers"].items():
+            if not r["observables"]["abs_M"]["reliable"]:
+                point_notes.append(
+                    f"{name} at {label}: UNRELIABLE: tau_int(|M|) {r['observables']['abs_M']['tau_int']:.3g} is more than "
+                    f"1/{MIN_CHAIN_TAUS} of its chains' length; its estimates and ESS/s are not a reference")
         nuts = row["samplers"]["nuts"]
         for name in LEARNED:
             if name not in row["samplers"]:
