@@ -565,10 +565,8 @@ def _flow(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) 
         "setup_seconds": sum(parts.values()),
         "setup_parts": parts,
         "compile_seconds": compile_s,
-        "objective": flows["objective"],
+        **_flow_record(flows),
         "objectives": flows["candidates"],
-        "ode_steps": flows["ode_steps"],
-        "log_q_roundtrip_rms": flows["log_q_roundtrip_rms"],
         "log_q_roundtrip_rms_by_steps": flows["log_q_roundtrip_rms_by_steps"],
         "imh_acceptance": float(np.mean(accepted)) if accepted.size else 0.0,
         "importance_ess_per_sample": float(imh.importance_ess(jnp.concatenate(log_w))),
@@ -583,8 +581,13 @@ def _flow_bridge(theory, data: dict, flows: dict, settings: SamplerBenchSettings
                             dtype=flows["flow"].weights.dtype)
     out = _bridge_run(proposal, theory, data, settings,
                       {"training_data": _data_seconds(data), "training": flows["training_seconds"]}, key)
-    return {**out, "objective": flows["objective"], "ode_steps": flows["ode_steps"],
-            "log_q_roundtrip_rms": flows["log_q_roundtrip_rms"]}
+    return {**out, **_flow_record(flows)}
+
+
+def _flow_record(flows: dict) -> dict:
+    """What both CNF samplers record of their flow (`_flows`): its objective, the RK4 steps it
+    samples with and its log q round trip there (which `_learned_runs` checks)."""
+    return {key: flows[key] for key in ("objective", "ode_steps", "log_q_roundtrip_rms")}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -716,11 +719,9 @@ def run(settings: SamplerBenchSettings, callback=None, *, done: dict | None = No
             eff = efficiency(r.pop("fields"), theory.lattice, r["seconds_per_sample"], r["setup_seconds"], settings.amortize_samples)
             r["seconds_per_sample"] = r["seconds_per_sample"].as_dict()
             row["samplers"][name] = {**r, "observables": eff}
-        for name, r in row["samplers"].items():
-            if not r["observables"]["abs_M"]["reliable"]:
-                point_notes.append(
-                    f"{name} at {label}: UNRELIABLE: tau_int(|M|) {r['observables']['abs_M']['tau_int']:.3g} is more than "
-                    f"1/{MIN_CHAIN_TAUS} of its chains' length; its estimates and ESS/s are not a reference")
+            if not eff["abs_M"]["reliable"]:
+                point_notes.append(f"{name} at {label}: UNRELIABLE: tau_int(|M|) {eff['abs_M']['tau_int']:.3g} is more than "
+                                   f"1/{MIN_CHAIN_TAUS} of its chains' length; its estimates and ESS/s are not a reference")
         nuts = row["samplers"]["nuts"]
         for name in LEARNED:
             if name not in row["samplers"]:

@@ -7,9 +7,8 @@ another inside one jitted call (`jax.lax.map`; NUTS and FA-NUTS on a CPU from
 deepest one's). Each chain is tuned by Stan's window adaptation (step size and diagonal inverse
 mass matrix; in the Fourier coordinates of `rgdiff.samplers.fourier` one variance per momentum
 orbit), then sampled in fixed-size chunks so that a progress display can be updated and a run
-checkpointed between chunks. The PRNG key of
-step k of chain c is fold_in(chain_key[c], k), so the samples do not depend on the chunk size.
-How a chain moves is `rgdiff.samplers.hmc.UVMove`.
+checkpointed between chunks. The PRNG key of step k of chain c is fold_in(chain_key[c], k), so
+the samples do not depend on the chunk size. How a chain moves is `rgdiff.samplers.hmc.UVMove`.
 """
 
 from __future__ import annotations
