@@ -170,6 +170,9 @@ def test_bench_learned_samplers_tiny(tmp_path):
     assert all(c["mean_log_weight_error"] > 0 for c in objectives.values())
     flow = row["samplers"]["flow"]
     steps = flow["ode_steps"]  # the fewest steps from 2 (doubling) whose log q round trip is within tolerance
+    # each pilot is judged where its own log q is converged, the final flow where it samples
+    assert objectives[chosen]["judged_at_ode_steps"] == steps
+    assert all(c.get("pilot_judged_at_ode_steps", c["judged_at_ode_steps"]) >= 2 for c in objectives.values())
     tried = {int(k): v for k, v in flow["log_q_roundtrip_rms_by_steps"].items()}
     assert min(tried) == 2 and max(tried) == steps and row["samplers"]["flow-bridge"]["ode_steps"] == steps
     assert all(v > samplers.LOG_Q_TOLERANCE for k, v in tried.items() if k < steps)
@@ -196,11 +199,16 @@ def test_tunnelling_counts_vacuum_changes_and_honest_errors():
     t = tunnelling(fields, lattice)
     assert t["vacuum_changes_per_1000_sweeps"]["value"] == 0 and t["vacuum_changes_per_chain"] == [0, 0]
     assert t["mean_M"]["error"] > 3  # the between-chain error sees the two vacua
+    assert t["mean_M"]["error"] == t["mean_M"]["error_between_chains"] > 20 * t["mean_M"]["error_gamma"]
     # <|M|> = 5 in both vacua; its Gamma error is that of 0.1-wide white noise over 2000 values
     assert abs(t["mean_abs_M"] - 5.0) < 0.02 and 0.5 < t["mean_abs_M_error"] / (0.1 / np.sqrt(2000)) < 1.5
     hopping = np.where((np.arange(1000) // 100) % 2 == 0, 5.0, -5.0)[None] + 0.1 * rng.normal(size=(1, 1000))
     t = tunnelling(np.broadcast_to(hopping[..., None, None], (1, 1000, 2, 2)), lattice)
     assert t["vacuum_changes_per_chain"] == [9] and abs(t["vacuum_changes_per_1000_sweeps"]["value"] - 9) < 1e-9
+    # one chain has no between-chain error; the Gamma method sees the 100-sweep dwell times (an
+    # error of order 5 sqrt(2 tau_int / 1000) with tau_int ~ 50), not the 0.1-wide noise
+    assert t["mean_M"]["error_between_chains"] is None and t["mean_M"]["error"] == t["mean_M"]["error_gamma"]
+    assert 0.3 < t["mean_M"]["error"] / (5.0 * np.sqrt(100.0 / 1000)) < 3.0
 
 
 def test_named_points_include_the_broken_benchmark_line_point():

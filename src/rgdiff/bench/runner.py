@@ -6,7 +6,8 @@ JSON layout (written atomically)::
      "benchmarks": {"kernel": {...}, "training": {...}, "samplers": {...}},
      "ratios": {name: figure | null, ...},
      "tunnelling": {point: {"N", "theory", "samplers": {name: {"vacuum_changes_per_1000_sweeps":
-                    {"value", "error"}, "mean_M": {"value", "error"}, "mean_abs_M", "mean_abs_M_error", ...}}}},
+                    {"value", "error"}, "mean_M": {"value", "error", "error_between_chains", "error_gamma"},
+                    "mean_abs_M", "mean_abs_M_error", ...}}}},
      "notes": [...], "seconds": total}
 
 `tunnelling` holds the broken-phase points the samplers benchmark ran (empty otherwise).

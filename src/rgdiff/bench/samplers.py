@@ -420,13 +420,16 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     combined errors at N = 32, by 1.1 and 4.5 in two trainings at N = 20 and by 0.3 at
     `benchmark_broken_N20` (full settings, stop 26). Pilots within `PILOT_SIGMAS` errors of each
     other are a tie, won by the objective cheaper per step (`choose_objective`): reverse KL, 2.3-2.8x
-    cheaper, won at every benchmark size trained to the end (stop 25). All training counts as
-    setup; the choosing proposals do not (about 1% of the training).
+    cheaper, won at every benchmark size trained to the end (stop 25). Each flow is judged at the
+    RK4 steps it would sample with (`sampling_steps`), not the training's: at `paper_broken` log q
+    at 8 steps was off by 17 rms (stop 26), which moves the mean log weight by more than the gap
+    it is to resolve. All training counts as setup; the choosing proposals do not (about 1% of the
+    training).
 
     Returns {"flow", "scheme", "objective", "training_seconds", "candidates": {objective:
     {"steps", "train_seconds", "mean_log_weight", "mean_log_weight_error",
-    "importance_ess_per_sample" (after its last step), and for the one trained on the last four
-    after its pilot, prefixed "pilot_"}}}."""
+    "importance_ess_per_sample", "judged_at_ode_steps" (after its last step), and for the one
+    trained on the last five after its pilot, prefixed "pilot_"}}}."""
     from rgdiff.train.cnf import FlowTrainSettings, initial_flow, train_flow
     from rgdiff.train.score import default_horizon
 
@@ -448,11 +451,13 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
         return flow, steps * float(np.median(per_step))
 
     def judge(flow, k) -> dict:
-        phi, log_q = _flow_proposals(flow, scheme, k, PILOT_PROPOSALS, settings.flow_ode_steps)
+        # at the steps the flow would sample with: an unconverged log q biases the mean log weight
+        steps, _ = sampling_steps(flow, scheme, jax.random.fold_in(k, 1), settings.flow_ode_steps)
+        phi, log_q = _flow_proposals(flow, scheme, k, PILOT_PROPOSALS, steps)
         log_w = np.asarray(-theory.action(phi) - log_q, dtype=np.float64)
         return {"mean_log_weight": float(log_w.mean()),
                 "mean_log_weight_error": float(log_w.std(ddof=1) / math.sqrt(log_w.size)),
-                "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w)))}
+                "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w))), "judged_at_ode_steps": steps}
 
     flows, candidates = {}, {}
     for j, objective in enumerate(settings.flow_objectives):
@@ -466,7 +471,8 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
         flows[best], seconds = train(flows[best], best, rest, jax.random.fold_in(key, 50 + j))
         c = candidates[best]
         pilot = {f"pilot_{name}": c[name] for name in ("mean_log_weight", "mean_log_weight_error",
-                                                        "importance_ess_per_sample", "train_seconds")}
+                                                        "importance_ess_per_sample", "train_seconds",
+                                                        "judged_at_ode_steps")}
         c.update(steps=first + rest, train_seconds=c["train_seconds"] + seconds, **pilot,
                  **judge(flows[best], jax.random.fold_in(key, 150 + j)))
     steps, roundtrip = sampling_steps(flows[best], scheme, jax.random.fold_in(key, 200), settings.flow_ode_steps)
@@ -649,7 +655,12 @@ def tunnelling(fields: np.ndarray, lattice) -> dict:
     Poisson error, and <M> (exactly 0 by phi -> -phi symmetry) with the between-chain error
     std(chain means) / sqrt(chains), which stays honest when chains are stuck in one vacuum.
     <|M|> (the same in both vacua, so a check of each sampler's exactness where it does not
-    tunnel) carries its Gamma-method error, chains as replicas: "mean_abs_M_error"."""
+    tunnel) carries its Gamma-method error, chains as replicas: "mean_abs_M_error".
+
+    <M>'s "error" is the larger of the between-chain error ("error_between_chains") and the
+    Gamma-method error ("error_gamma"): the first alone sees chains stuck in different vacua, but
+    from 4 chains it is itself uncertain by about 40% (3 degrees of freedom); the second alone is
+    blind to a vacuum no chain left."""
     from rgdiff.observables.estimators import vacuum_changes
     from rgdiff.observables.stats import tau_int
 
@@ -659,10 +670,14 @@ def tunnelling(fields: np.ndarray, lattice) -> dict:
     total = sum(changes)
     per = 1000.0 / (chains * sweeps)
     means = m.mean(axis=1)
+    between = float(means.std(ddof=1) / math.sqrt(chains)) if chains > 1 else None
+    gamma = _gamma_error(m, tau_int)
+    known = [e for e in (between, gamma) if e is not None]
     return {
         "vacuum_changes_per_1000_sweeps": {"value": total * per, "error": math.sqrt(max(total, 1)) * per},
         "vacuum_changes_per_chain": changes,
-        "mean_M": {"value": float(m.mean()), "error": float(means.std(ddof=1) / math.sqrt(chains)) if chains > 1 else None},
+        "mean_M": {"value": float(m.mean()), "error": max(known) if known else None,
+                   "error_between_chains": between, "error_gamma": gamma},
         "mean_abs_M": float(np.abs(m).mean()),
         "mean_abs_M_error": _gamma_error(np.abs(m), tau_int),
         "chains": int(chains),
