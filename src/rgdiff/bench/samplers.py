@@ -64,7 +64,8 @@ Samplers:
   - `flow-bridge`: the bridge with that CNF as its proposal, at the same steps.
 
 Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
-sweeps and <M> (exactly 0 by symmetry) with a between-chain error (`tunnelling`).
+sweeps and <M> (exactly 0 by symmetry) with the larger of its between-chain and Gamma-method
+errors (`tunnelling`).
 
 Observables per configuration: |M|, the chi-type V M^2 (the series of G2(0) = L^d <M^2> up to a
 constant factor) and max|phi|. tau_int (and its error) by the Gamma method (pyerrors), ESS =
