@@ -53,12 +53,11 @@ Samplers:
     Batch 32 (600 x 5e-3: 86 +- 14) and 3 sine features instead of 6 (106 +- 19) did worse.
     400 steps leaves room for N = 32, where the acceptance levelled off later (0.3-0.4 at
     500-550 steps at 5e-3, stop 24). The 75-step pilot at 1e-2 moves the weights about as far
-    as stop 26's 150 steps at 5e-3. Training with `flow_ode_steps` = 4 RK4 steps instead of 8
-    halves its cost and lost no acceptance (400 x 1e-2, reverse KL alone: 51 s against 99 s and
-    acceptance 0.55 against 0.51 at N = 20; 124 s against 224 s, 0.32 against 0.28, tau_int
-    7.1 +- 1.5 against 11.7 +- 3.0 at N = 32); log q is not converged at 4 steps (round trip
-    0.18 and 0.51 rms), so the samplers draw at 8 (0.007 and 0.054 rms), as `sampling_steps`
-    finds by itself.
+    as stop 26's 150 steps at 5e-3. Do not train with fewer than 8 RK4 steps: at 4 the training
+    cost halves and the benchmark line lost no acceptance (0.50 and 0.30 at N = 20 and 32), but
+    at the broken-phase points the flow learns a map that is good only as its own coarse
+    discretization; sampled where log q is converged (64 steps) its IMH acceptance fell to
+    0.007 and 0.025, the flow-bridge's to 0, and neither tunnelled (stop 27, full settings).
     The flow trains and samples in `flow_dtype` (float32): 1.5x faster per training step than
     float64 at N = 20 with the same acceptance curve (0.51 and 0.54 at 250 and 300 steps against
     0.51 and 0.47); the IMH weights -S - log q are formed in float64 from the float32 proposals.
@@ -155,7 +154,7 @@ class SamplerBenchSettings:
     flow_pilot_steps: int = 75
     flow_learning_rate: float = 1e-2
     flow_dtype: str = "float32"
-    flow_ode_steps: int = 4
+    flow_ode_steps: int = 8
     flow_samples: int = 4000
     amortize_samples: int = 100_000
     chunks: int = 20
@@ -172,7 +171,7 @@ class SamplerBenchSettings:
 QUICK = SamplerBenchSettings(
     sizes=(8, 12, 20), learned_sizes=(8, 12, 20), learned_points=BROKEN_POINTS, chains=4, samples=2000, warmup=300, train_steps=500,
     bridge_samples=200, bridge_warmup=50, ode_steps=32, flow_objectives=("reverse-kl",), flow_train_steps=300,
-    flow_samples=1000, chunks=10,
+    flow_ode_steps=8, flow_samples=1000, chunks=10,
 )
 TINY = SamplerBenchSettings(
     sizes=(8,), learned_sizes=(), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20, hmc_steps=4,
