@@ -172,7 +172,10 @@ def test_bench_learned_samplers_tiny(tmp_path):
     steps = flow["ode_steps"]  # the fewest steps from 2 (doubling) whose log q round trip is within tolerance
     # each pilot is judged where its own log q is converged, the final flow where it samples
     assert objectives[chosen]["judged_at_ode_steps"] == steps
-    assert all(c.get("pilot_judged_at_ode_steps", c["judged_at_ode_steps"]) >= 2 for c in objectives.values())
+    for prefix, c in [("", c) for c in objectives.values()] + [("pilot_", objectives[chosen])]:
+        judged = {int(k): v for k, v in c[f"{prefix}log_q_roundtrip_rms_by_steps"].items()}
+        assert min(judged) == 2 and c[f"{prefix}judged_at_ode_steps"] == max(judged)
+        assert all(v > samplers.LOG_Q_TOLERANCE for k, v in judged.items() if k < max(judged))
     tried = {int(k): v for k, v in flow["log_q_roundtrip_rms_by_steps"].items()}
     assert min(tried) == 2 and max(tried) == steps and row["samplers"]["flow-bridge"]["ode_steps"] == steps
     assert all(v > samplers.LOG_Q_TOLERANCE for k, v in tried.items() if k < steps)

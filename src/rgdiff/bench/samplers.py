@@ -449,8 +449,10 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
 
     Returns {"flow", "scheme", "objective", "training_seconds", "candidates": {objective:
     {"steps", "train_seconds", "mean_log_weight", "mean_log_weight_error",
-    "importance_ess_per_sample", "judged_at_ode_steps" (after its last step), and for the one
-    trained on the last five after its pilot, prefixed "pilot_"}}}."""
+    "importance_ess_per_sample", "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps" (after its
+    last step; `sampling_steps`), and for the one trained on the last six after its pilot,
+    prefixed "pilot_"}}, "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps"} (the
+    best flow's, as trained to the end)."""
     from rgdiff.train.cnf import FlowTrainSettings, initial_flow, train_flow
     from rgdiff.train.score import default_horizon
 
@@ -473,12 +475,13 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
 
     def judge(flow, k) -> dict:
         # at the steps the flow would sample with: an unconverged log q biases the mean log weight
-        steps, _ = sampling_steps(flow, scheme, jax.random.fold_in(k, 1), settings.flow_ode_steps)
+        steps, roundtrip = sampling_steps(flow, scheme, jax.random.fold_in(k, 1), settings.flow_ode_steps)
         phi, log_q = _flow_proposals(flow, scheme, k, PILOT_PROPOSALS, steps)
         log_w = np.asarray(-theory.action(phi) - log_q, dtype=np.float64)
         return {"mean_log_weight": float(log_w.mean()),
                 "mean_log_weight_error": float(log_w.std(ddof=1) / math.sqrt(log_w.size)),
-                "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w))), "judged_at_ode_steps": steps}
+                "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w))), "judged_at_ode_steps": steps,
+                "log_q_roundtrip_rms_by_steps": roundtrip}
 
     flows, candidates = {}, {}
     for j, objective in enumerate(settings.flow_objectives):
@@ -493,10 +496,11 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
         c = candidates[best]
         pilot = {f"pilot_{name}": c[name] for name in ("mean_log_weight", "mean_log_weight_error",
                                                         "importance_ess_per_sample", "train_seconds",
-                                                        "judged_at_ode_steps")}
+                                                        "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps")}
         c.update(steps=first + rest, train_seconds=c["train_seconds"] + seconds, **pilot,
                  **judge(flows[best], jax.random.fold_in(key, 150 + j)))
-    steps, roundtrip = sampling_steps(flows[best], scheme, jax.random.fold_in(key, 200), settings.flow_ode_steps)
+    # the best flow's last judgement was of the flow as trained to the end: its steps are the sampler's
+    steps, roundtrip = candidates[best]["judged_at_ode_steps"], candidates[best]["log_q_roundtrip_rms_by_steps"]
     return {"flow": flows[best], "scheme": scheme, "objective": best,
             "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates,
             "ode_steps": steps, "log_q_roundtrip_rms": roundtrip[steps], "log_q_roundtrip_rms_by_steps": roundtrip}
@@ -673,13 +677,13 @@ def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes
 
 def tunnelling(fields: np.ndarray, lattice) -> dict:
     """Vacuum changes (`rgdiff.observables.estimators.vacuum_changes`) per 1000 sweeps, with a
-    Poisson error, and <M> (exactly 0 by phi -> -phi symmetry) with the between-chain error
-    std(chain means) / sqrt(chains), which stays honest when chains are stuck in one vacuum.
+    Poisson error, and <M> (exactly 0 by phi -> -phi symmetry) with an error (below) that stays
+    honest when chains are stuck in one vacuum.
     <|M|> (the same in both vacua, so a check of each sampler's exactness where it does not
     tunnel) carries its Gamma-method error, chains as replicas: "mean_abs_M_error".
 
-    <M>'s "error" is the larger of the between-chain error ("error_between_chains") and the
-    Gamma-method error ("error_gamma"): the first alone sees chains stuck in different vacua, but
+    <M>'s "error" is the larger of the between-chain error std(chain means) / sqrt(chains)
+    ("error_between_chains") and the Gamma-method error ("error_gamma"): the first alone sees chains stuck in different vacua, but
     from 4 chains it is itself uncertain by about 40% (3 degrees of freedom); the second alone is
     blind to a vacuum no chain left."""
     from rgdiff.observables.estimators import vacuum_changes
