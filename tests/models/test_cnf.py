@@ -119,3 +119,35 @@ def test_build_model_round_trip_and_bad_arguments(getkey):
         with pytest.raises(InvalidModelError):
             ContinuousFlow(lat, **bad)
 
+
+
+@pytest.mark.parametrize("dim,small,large", [(2, 8, 20), (2, 7, 12), (3, 4, 6)])
+def test_on_lattice_keeps_the_kernel_and_the_zero_mode_rate(dim, small, large, getkey):
+    """A flow moved to a larger lattice of the same spacing (`on_lattice`) acts on a field
+    supported in a patch as it did on the small lattice wherever the displacements fit both,
+    and on a constant field exactly as before, site for site (the kernel's sum is kept, the
+    boundary displacements shared between +r and -r)."""
+    a = 0.25
+    flow = perturbed(ContinuousFlow(Lattice(dim, small, a * small), 2.0, frequencies=3, time_bumps=3,
+                                    field_scale=(1.0, 0.5)), getkey())
+    moved = flow.on_lattice(Lattice(dim, large, a * large))
+    assert moved.lattice.size == large and moved.horizon == flow.horizon and moved.field_scale == flow.field_scale
+    patch = (slice(0, 2),) * dim  # every displacement inside the patch has |r_i| <= 1 < small / 2
+    bump = jax.random.normal(getkey(), (2,) * dim)
+    phi_small = jnp.zeros((small,) * dim).at[patch].set(bump)
+    phi_large = jnp.zeros((large,) * dim).at[patch].set(bump)
+    for s in (0.1, 0.8):
+        np.testing.assert_allclose(moved.velocity(phi_large, s)[patch], flow.velocity(phi_small, s)[patch], atol=1e-12)
+        const = 0.7
+        v_small = flow.velocity(jnp.full((small,) * dim, const), s)
+        v_large = moved.velocity(jnp.full((large,) * dim, const), s)
+        np.testing.assert_allclose(v_large, jnp.full_like(v_large, v_small.reshape(-1)[0]), rtol=1e-10)
+        assert float(moved.divergence(jnp.full((large,) * dim, const), s)) / large**dim == pytest.approx(
+            float(flow.divergence(jnp.full((small,) * dim, const), s)) / small**dim, rel=1e-10)
+
+
+def test_on_lattice_refuses_another_spacing_dimension_or_a_smaller_lattice():
+    flow = ContinuousFlow(Lattice(2, 8, 2.0), 1.0)
+    for bad in (Lattice(2, 12, 12.0), Lattice(3, 12, 3.0), Lattice(2, 6, 1.5), "N = 12"):
+        with pytest.raises(InvalidModelError, match="same dimension and spacing"):
+            flow.on_lattice(bad)
