@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rgdiff.lattice.geometry import Lattice
-from rgdiff.samplers.imh import importance_ess
+from rgdiff.samplers.imh import expected_acceptance, importance_ess
 from rgdiff.samplers.hmc import hmc_refresh
 from rgdiff.theory.phi4 import Phi4
 
@@ -17,6 +17,23 @@ LAT = Lattice(2, 4, 1.0)
 def test_importance_ess_limits():
     assert float(importance_ess(jnp.array([0.0, -1e3, -1e3, -1e3]))) == pytest.approx(0.25)
     assert float(importance_ess(jnp.zeros(10))) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("width", [0.7, 1.5, 3.0])
+def test_expected_acceptance_matches_the_imh_acceptance_integral(width):
+    """`expected_acceptance` from proposals q = N(0, width^2) for pi = N(0, 1) against the double
+    integral int pi(x) q(x') min(1, w(x') / w(x)) by quadrature; and its limits."""
+    grid = np.linspace(-12 * max(width, 1.0), 12 * max(width, 1.0), 3001)
+    dx = grid[1] - grid[0]
+    pi = np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi)
+    q = np.exp(-grid**2 / (2 * width**2)) / np.sqrt(2 * np.pi * width**2)
+    w = pi / q
+    exact = np.sum(pi[:, None] * q[None, :] * np.minimum(1.0, w[None, :] / w[:, None])) * dx * dx
+    x = width * jax.random.normal(jax.random.key(3), (40_000,))
+    log_w = -x**2 / 2 + x**2 / (2 * width**2) + jnp.log(width)
+    assert float(expected_acceptance(log_w)) == pytest.approx(exact, abs=0.01)
+    assert float(expected_acceptance(jnp.zeros(7))) == pytest.approx(1.0)  # q = pi: every proposal accepted
+    assert float(expected_acceptance(jnp.array([0.0, -jnp.inf, -jnp.inf]))) == 0.0  # one state holds all the weight
 
 
 def test_hmc_keeps_the_free_field_variance():

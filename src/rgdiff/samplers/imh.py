@@ -92,3 +92,23 @@ def importance_ess(log_w: jax.Array) -> jax.Array:
     log_w = log_w - jnp.max(log_w)
     w = jnp.exp(log_w)
     return jnp.sum(w) ** 2 / (log_w.shape[0] * jnp.sum(w**2))
+
+
+def expected_acceptance(log_w: jax.Array) -> jax.Array:
+    """The stationary IMH acceptance rate estimated from n independent proposals' log weights.
+
+    In equilibrium the state is distributed as pi = q w / E_q[w] and the proposal as q, so ::
+
+        E[min(1, w' / w)] = E_{q x q}[min(w, w')] / E_q[w],
+
+    estimated by the U-statistic over the n (n - 1) / 2 distinct pairs (sorted weights: the k-th
+    smallest is the minimum of the n - k pairs with a larger one). Unlike the importance ESS it
+    is the quantity an IMH chain's cost depends on, and both use only the proposals. Non-finite
+    log weights count as w = 0.
+    """
+    n = log_w.shape[0]
+    log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
+    w = jnp.sort(jnp.exp(log_w - jnp.max(log_w)))
+    larger = jnp.arange(n - 1, -1, -1, dtype=w.dtype)  # pairs in which the k-th smallest is the minimum
+    pair_mean = jnp.sum(w * larger) / (n * (n - 1) / 2)
+    return pair_mean / jnp.mean(w)
