@@ -608,3 +608,25 @@ def test_eft_zero_mode_term_divergence_and_action(lattice, rng):
     # and the description rebuilds the same model
     desc = {k: v for k, v in model.describe().items() if k not in ("model", "lattice")}
     assert EFTScore(lattice, **desc, key=KEY).zero_mode_scale_flow == ((3.5, 1.0),)
+
+
+def test_float32_sincos_matches_float64_and_its_derivative():
+    """The float32 sin and cos of the sine features (`_layers.sincos`, not XLA's) agree with
+    float64 to float32 precision over the range the features see and beyond, are odd and even,
+    and the cos is the derivative of the sin (what makes the CNF's and EFT's divergences exact)."""
+    from rgdiff.models._layers import sincos
+
+    x = jnp.concatenate([jnp.linspace(-200.0, 200.0, 400_001, dtype=jnp.float32),
+                         jnp.array([0.0, np.pi / 4, np.pi / 2, np.pi, 1e3], dtype=jnp.float32)])
+    s, c = sincos(x)
+    assert s.dtype == c.dtype == jnp.float32
+    x64 = np.asarray(x, dtype=np.float64)
+    np.testing.assert_allclose(s, np.sin(x64), rtol=0, atol=1.5e-7)
+    np.testing.assert_allclose(c, np.cos(x64), rtol=0, atol=1.5e-7)
+    np.testing.assert_array_equal(sincos(-x)[0], -s)
+    np.testing.assert_array_equal(sincos(-x)[1], c)
+    grid = jnp.linspace(-30.0, 30.0, 20_001, dtype=jnp.float32)
+    derivative = jax.vmap(jax.grad(lambda v: sincos(v)[0]))(grid)
+    np.testing.assert_allclose(derivative, sincos(grid)[1], rtol=0, atol=3e-7)
+    s64, c64 = sincos(jnp.asarray(x64))  # float64 goes to jnp.sin / jnp.cos
+    np.testing.assert_allclose(s64, np.sin(x64), rtol=0, atol=1e-15)
