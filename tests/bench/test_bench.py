@@ -16,6 +16,7 @@ from rgdiff.bench.training import power_law_exponent
 from rgdiff.cli.app import main
 from rgdiff.lattice.geometry import Lattice
 from rgdiff.rg import make_scheme
+from rgdiff.theory.phi4 import Phi4
 
 
 def test_bench_quick_kernel_writes_valid_json(tmp_path, capsys):
@@ -150,7 +151,7 @@ def test_bench_learned_samplers_tiny(tmp_path):
         sizes=(8,), learned_sizes=(8,), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20,
         hmc_steps=4, train_steps=20, bridge_samples=16, bridge_chains=2, bridge_warmup=10, ode_steps=4,
         imh_per_block=2, tempering_levels=2, flow_objectives=("reverse-kl", "rg"), flow_train_steps=3,
-        flow_pilot_steps=2, flow_ode_steps=2, flow_samples=32, chunks=4,
+        flow_pilot_steps=2, flow_ode_steps=2, flow_pilot_size=4, flow_samples=32, chunks=4,
     )
     result = samplers.run(settings)
     (row,) = result["rows"]
@@ -168,18 +169,21 @@ def test_bench_learned_samplers_tiny(tmp_path):
     pilots = {o: {k: c[f"pilot_{k}" if o == chosen else k] for k in keys} for o, c in objectives.items()}
     assert samplers.choose_objective({o: {**p, "steps": 2} for o, p in pilots.items()}) == chosen  # the pilot's choice
     assert all(c["mean_log_weight_error"] > 0 for c in objectives.values())
+    # the pilots ran on the 4^2 lattice; the winner moved to 8^2 and was judged there
+    assert row["samplers"]["flow"]["pilot_lattice_size"] == 4 and objectives[chosen]["lattice_size"] == 8
+    assert all(c["lattice_size"] == 4 for o, c in objectives.items() if o != chosen) and objectives[chosen]["pilot_lattice_size"] == 4
     flow = row["samplers"]["flow"]
-    steps = flow["ode_steps"]  # the fewest steps from 2 (doubling) whose log q round trip is within tolerance
+    steps = flow["ode_steps"]
     # each pilot is judged where its own log q is converged, the final flow where it samples
     assert objectives[chosen]["judged_at_ode_steps"] == steps
     for prefix, c in [("", c) for c in objectives.values()] + [("pilot_", objectives[chosen])]:
         judged = {int(k): v for k, v in c[f"{prefix}log_q_roundtrip_rms_by_steps"].items()}
-        assert min(judged) == 2 and c[f"{prefix}judged_at_ode_steps"] == max(judged)
-        assert all(v > samplers.LOG_Q_TOLERANCE for k, v in judged.items() if k < max(judged))
-    tried = {int(k): v for k, v in flow["log_q_roundtrip_rms_by_steps"].items()}
-    assert min(tried) == 2 and max(tried) == steps and row["samplers"]["flow-bridge"]["ode_steps"] == steps
-    assert all(v > samplers.LOG_Q_TOLERANCE for k, v in tried.items() if k < steps)
-    assert tried[steps] <= samplers.LOG_Q_TOLERANCE or steps * 2 > samplers.MAX_SAMPLING_STEPS
+        converged = [k for k, v in judged.items() if v <= samplers.LOG_Q_TOLERANCE]
+        assert min(judged) == samplers.SAMPLING_STEPS[0]
+        assert c[f"{prefix}judged_at_ode_steps"] in (min(converged, default=max(judged)), max(judged))
+        assert set(c[f"{prefix}expected_imh_acceptance_by_steps"]) == set(c[f"{prefix}log_q_roundtrip_rms_by_steps"])
+    assert row["samplers"]["flow-bridge"]["ode_steps"] == steps
+    assert flow["log_q_roundtrip_rms"] == objectives[chosen]["log_q_roundtrip_rms_by_steps"][steps]
     assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
     assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0
@@ -329,25 +333,33 @@ def test_objective_pilot_ties_go_to_the_cheaper_objective():
 
 
 def test_log_q_roundtrip_measures_the_ode_solvers_error():
-    """`_log_q_roundtrip` (encode minus decode log q of the same proposals, what flags a CNF sampler
-    as not exact): zero for the identity flow, and for a generic flow it falls as the RK4 steps grow."""
+    """`_proposal_check`'s round trip (encode minus decode log q of the same proposals, what flags
+    a CNF sampler as not exact): zero for the identity flow, and for a generic flow it falls as the
+    RK4 steps grow. `sampling_steps` takes the fewest converged steps or twice as many, whichever
+    costs less per expected IMH acceptance."""
     import equinox as eqx
 
-    from rgdiff.bench.samplers import LOG_Q_TOLERANCE, _log_q_roundtrip, sampling_steps
+    from rgdiff.bench.samplers import LOG_Q_TOLERANCE, _proposal_check, sampling_steps
     from rgdiff.models.cnf import ContinuousFlow
 
     lattice, scheme = Lattice(2, 4, 4.0), make_scheme("carosso", M=1.0)
+    theory = Phi4(lattice, 0.5, 0.1)
     identity = ContinuousFlow(lattice, 2.0, frequencies=3, time_bumps=3)
     key = jax.random.key(0)
-    assert float(jnp.max(jnp.abs(_log_q_roundtrip(identity, scheme, key, 16, 2)))) < 1e-10
+    assert float(jnp.max(jnp.abs(_proposal_check(identity, theory, scheme, key, 16, 2)[0]))) < 1e-10
     w = 0.5 * jax.random.normal(jax.random.key(1), identity.weights.shape)
     flow = eqx.tree_at(lambda m: m.weights, identity, w)
-    rms = {k: float(jnp.sqrt(jnp.mean(_log_q_roundtrip(flow, scheme, key, 16, k) ** 2))) for k in (1, 4, 32)}
+    rms = {k: float(jnp.sqrt(jnp.mean(_proposal_check(flow, theory, scheme, key, 16, k)[0] ** 2))) for k in (1, 4, 32)}
     assert rms[1] > 1e-3, rms  # a generic flow: the coarse solver does not invert itself
     assert rms[32] < 0.1 * rms[4] < 0.1 * rms[1], rms
-    steps, tried = sampling_steps(flow, scheme, key, 1)  # doubles from 1 until the round trip is within 0.1
-    assert list(tried) == [1 << i for i in range(len(tried))] and steps == max(tried)
-    assert tried[steps] <= LOG_Q_TOLERANCE < min(v for k, v in tried.items() if k < steps)
+    ladder = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+    steps, tried, acceptance = sampling_steps(flow, theory, scheme, key, ladder)  # up the ladder to a converged round trip
+    assert list(tried) == list(ladder[: len(tried)]) == list(acceptance)
+    converged = min(k for k, v in tried.items() if v <= LOG_Q_TOLERANCE)
+    assert all(v > LOG_Q_TOLERANCE for k, v in tried.items() if k < converged)
+    assert max(tried) == ladder[ladder.index(converged) + 1]
+    assert all(0 < a <= 1 for a in acceptance.values())
+    assert steps == min((converged, max(tried)), key=lambda k: k / acceptance[k])
 
 
 def test_chains_shorter_than_fifty_tau_int_are_flagged_unreliable():

@@ -27,8 +27,9 @@ Samplers:
     levels of the same score model, the ladder re-placed once from a pilot's exchange rates;
   - `flow`: the RG-time CNF (`rgdiff.models.cnf`) trained by the better objective of
     `flow_objectives` (reverse KL [5.5], the RG objective [5.22]) as an exact independence
-    sampler: each objective trains `flow_pilot_steps` steps, and the one with the larger mean log
-    weight E_q[log w] trains on to `flow_train_steps` (all of it counts as setup; `_flows`).
+    sampler: each objective trains `flow_pilot_steps` steps on an N = `flow_pilot_size` lattice of
+    the same spacing, and the one with the larger mean log weight E_q[log w] moves to N and trains
+    on to `flow_train_steps` in all (all of it counts as setup; `_flows`).
     Trained to the end, reverse KL won at every benchmark size (importance ESS 0.90/0.85,
     0.84/0.41, 0.49/0.26, 0.33/0.04 at N = 8, 12, 20, 32, full settings, stop 25), and the RG
     objective cost 2.3-2.8x as much per step, so training both to the end spent two thirds of the
@@ -61,9 +62,9 @@ Samplers:
     The flow trains and samples in `flow_dtype` (float32): 1.5x faster per training step than
     float64 at N = 20 with the same acceptance curve (0.51 and 0.54 at 250 and 300 steps against
     0.51 and 0.47); the IMH weights -S - log q are formed in float64 from the float32 proposals.
-    It trains with `flow_ode_steps` RK4 steps and samples with the fewest steps (`flow_ode_steps`
-    doubled until `MAX_SAMPLING_STEPS`) whose log q is converged to `LOG_Q_TOLERANCE`
-    (`sampling_steps`); a sampler whose log q is not converged at the most steps is noted as NOT
+    It trains with `flow_ode_steps` RK4 steps and samples with the fewest steps of
+    `SAMPLING_STEPS` whose log q is converged to `LOG_Q_TOLERANCE`, or the next where that is
+    cheaper per expected IMH acceptance (`sampling_steps`); a sampler whose log q is not converged at the most steps is noted as NOT
     EXACT in the run's notes;
   - `flow-bridge`: the bridge with that CNF as its proposal, at the same steps.
 
@@ -124,8 +125,12 @@ NAMED_POINTS = {  # the points off the benchmark line's z fit: label -> theory
 BROKEN_POINTS = ("paper_broken", "benchmark_broken_N20")  # where vacuum tunnelling is measured
 LEARNED = ("bridge", "tempering", "flow", "flow-bridge")  # the learned samplers, run at learned sizes and points
 PILOT_PROPOSALS = 512  # flow proposals that judge each objective's pilot (`_flows`)
-LOG_Q_TOLERANCE = 0.1  # rms log q error (`_log_q_roundtrip`) above which a CNF sampler is flagged not exact
-MAX_SAMPLING_STEPS = 128  # the most RK4 steps `sampling_steps` tries for a CNF sampler
+# rms log q error (`_proposal_check`) above which a CNF sampler is flagged not exact. An error eps
+# in log q biases <O> by cov(O, eps) <= sigma_O rms(eps) (Cauchy-Schwarz), below the statistical
+# error sigma_O / sqrt(ESS) of a run of ESS effective samples if rms(eps) < ESS^-1/2: 0.01 for the
+# 1e4 effective samples of the bench's 1e5-sample amortization (0.1 before stop 28 covered 100)
+LOG_Q_TOLERANCE = 0.01
+SAMPLING_STEPS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)  # the RK4 steps `sampling_steps` tries, in order
 MIN_CHAIN_TAUS = 50  # chains shorter than this many tau_int give no reliable estimate (`efficiency`)
 PILOT_SIGMAS = 2.0  # pilots closer than this many standard errors are a tie, won by the cheaper objective
 
@@ -155,6 +160,7 @@ class SamplerBenchSettings:
     flow_learning_rate: float = 1e-2
     flow_dtype: str = "float32"
     flow_ode_steps: int = 8
+    flow_pilot_size: int | None = 8
     flow_samples: int = 4000
     amortize_samples: int = 100_000
     chunks: int = 20
@@ -163,6 +169,8 @@ class SamplerBenchSettings:
         unknown = [n for n in self.learned_samplers if n not in LEARNED]
         if unknown:
             raise RgdiffError(f"unknown learned samplers {unknown}; known: {', '.join(LEARNED)}")
+        if self.flow_pilot_size is not None and (isinstance(self.flow_pilot_size, bool) or self.flow_pilot_size < 2):
+            raise RgdiffError(f"flow_pilot_size must be a lattice size >= 2 or None (pilot at N), got {self.flow_pilot_size!r}")
         if not self.flow_objectives or not 1 <= self.flow_pilot_steps <= self.flow_train_steps:
             raise RgdiffError("the flow needs at least one objective and 1 <= flow_pilot_steps <= flow_train_steps, got "
                               f"{self.flow_objectives}, {self.flow_pilot_steps}, {self.flow_train_steps}")
@@ -431,7 +439,7 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     """The RG-time CNF (`rgdiff.models.cnf`, `rgdiff.train.cnf.train_flow`; the RG objective's UV
     chains start on the FA-HMC data) trained by the better objective of `settings.flow_objectives`.
 
-    With one objective it trains `flow_train_steps` steps. With more, each trains
+    With one objective it trains `flow_train_steps` steps at N. With more, each trains
     `flow_pilot_steps` steps, and the one with the larger mean log weight
     E_q[log w] = log Z - KL(q || p), w = exp(-S) / q, on `PILOT_PROPOSALS` proposals trains on to
     `flow_train_steps` (a fresh Adam state: at b1 = 0.8, b2 = 0.9 its moments remember about 10
@@ -447,12 +455,25 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     it is to resolve. All training counts as setup; the choosing proposals do not (about 1% of the
     training).
 
+    The pilots run on an N = `flow_pilot_size` lattice of the same spacing and couplings where that
+    is smaller than N (a training step there costs about (n / N)^2 of one at N), and the winner
+    moves to N (`ContinuousFlow.on_lattice`, the volume transfer of Gerdes et al.) to train on:
+    the RG objective's pilot was a third of the flow's setup at N = 32 (stop 27). The RG
+    objective's UV chains there start on the FA-HMC configurations cut to n^d sites: not samples
+    of the small lattice's exp(-S) (a seam at the cut), but the chains move by exact IMH and HMC
+    steps from the first training step on, and the configurations keep the data's vacua.
+
     Returns {"flow", "scheme", "objective", "training_seconds", "candidates": {objective:
-    {"steps", "train_seconds", "mean_log_weight", "mean_log_weight_error",
-    "importance_ess_per_sample", "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps" (after its
-    last step; `sampling_steps`), and for the one trained on the last six after its pilot,
-    prefixed "pilot_"}}, "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps"} (the
-    best flow's, as trained to the end)."""
+    {"steps", "train_seconds", "lattice_size" (where it was judged), "mean_log_weight",
+    "mean_log_weight_error", "importance_ess_per_sample", "judged_at_ode_steps",
+    "log_q_roundtrip_rms_by_steps", "expected_imh_acceptance_by_steps" (after its last step;
+    `sampling_steps`), and for the one trained on the last eight after its pilot, prefixed
+    "pilot_"}}, "pilot_lattice_size", "ode_steps", "log_q_roundtrip_rms",
+    "log_q_roundtrip_rms_by_steps", "expected_imh_acceptance_by_steps"} (the best flow's, as
+    trained to the end)."""
+    from rgdiff.lattice.geometry import Lattice
+    from rgdiff.models.base import cast_model
+    from rgdiff.models.cnf import ContinuousFlow
     from rgdiff.train.cnf import FlowTrainSettings, initial_flow, train_flow
     from rgdiff.train.score import default_horizon
 
@@ -463,76 +484,112 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     several = len(settings.flow_objectives) > 1
     first = settings.flow_pilot_steps if several else settings.flow_train_steps
 
-    def train(flow, objective, steps, k):
-        ts = FlowTrainSettings(steps=steps, batch=64, ode_steps=settings.flow_ode_steps, objective=objective,
-                               learning_rate=settings.flow_learning_rate, log_every=steps, dtype=settings.flow_dtype)
+    def train_settings(objective, steps):
+        return FlowTrainSettings(steps=steps, batch=64, ode_steps=settings.flow_ode_steps, objective=objective,
+                                 learning_rate=settings.flow_learning_rate, log_every=steps, dtype=settings.flow_dtype)
+
+    start = initial_flow(lattice, scheme, fields, horizon, train_settings("reverse-kl", 1))
+    pilot_theory, pilot_fields = theory, fields
+    n = settings.flow_pilot_size
+    if several and n is not None and n < lattice.size:
+        small = Lattice(lattice.dim, n, lattice.spacing * n)
+        pilot_theory = dataclasses.replace(theory, lattice=small)
+        pilot_fields = fields[(...,) + (slice(0, n),) * lattice.dim]
+        start = cast_model(ContinuousFlow(small, horizon, start.frequencies.shape[0], start.weights.shape[0],
+                                          start.time_floor, start.field_scale), settings.flow_dtype)
+
+    def train(flow, on, objective, steps, k, uv):
         clock = ChunkClock()
         clock("train", 0, steps)
-        flow = train_flow(flow if flow is not None else initial_flow(lattice, scheme, fields, horizon, ts), scheme,
-                          theory, ts, key=k, uv_start=fields, callback=clock)
+        flow = train_flow(flow, scheme, on, train_settings(objective, steps), key=k, uv_start=uv, callback=clock)
         per_step, _ = clock.per_item_seconds("train")
         return flow, steps * float(np.median(per_step))
 
-    def judge(flow, k) -> dict:
+    def judge(flow, on, k) -> dict:
         # at the steps the flow would sample with: an unconverged log q biases the mean log weight
-        steps, roundtrip = sampling_steps(flow, scheme, jax.random.fold_in(k, 1), settings.flow_ode_steps)
+        steps, roundtrip, acceptance = sampling_steps(flow, on, scheme, jax.random.fold_in(k, 1))
         phi, log_q = _flow_proposals(flow, scheme, k, PILOT_PROPOSALS, steps)
-        log_w = np.asarray(-theory.action(phi) - log_q, dtype=np.float64)
-        return {"mean_log_weight": float(log_w.mean()),
+        log_w = np.asarray(-on.action(phi.astype(jnp.float64)) - log_q.astype(jnp.float64), dtype=np.float64)
+        return {"lattice_size": on.lattice.size, "mean_log_weight": float(log_w.mean()),
                 "mean_log_weight_error": float(log_w.std(ddof=1) / math.sqrt(log_w.size)),
                 "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w))), "judged_at_ode_steps": steps,
-                "log_q_roundtrip_rms_by_steps": roundtrip}
+                "log_q_roundtrip_rms_by_steps": roundtrip, "expected_imh_acceptance_by_steps": acceptance}
 
     flows, candidates = {}, {}
     for j, objective in enumerate(settings.flow_objectives):
-        flows[objective], seconds = train(None, objective, first, jax.random.fold_in(key, j))
+        flows[objective], seconds = train(start, pilot_theory, objective, first, jax.random.fold_in(key, j), pilot_fields)
         candidates[objective] = {"steps": first, "train_seconds": seconds,
-                                 **judge(flows[objective], jax.random.fold_in(key, 100 + j))}
+                                 **judge(flows[objective], pilot_theory, jax.random.fold_in(key, 100 + j))}
     best = choose_objective(candidates)
     rest = settings.flow_train_steps - first
-    if rest > 0:
+    flow = flows[best]
+    if rest > 0 or flow.lattice != lattice:
         j = settings.flow_objectives.index(best)
-        flows[best], seconds = train(flows[best], best, rest, jax.random.fold_in(key, 50 + j))
+        flow = flow.on_lattice(lattice) if flow.lattice != lattice else flow
+        seconds = 0.0
+        if rest > 0:
+            flow, seconds = train(flow, theory, best, rest, jax.random.fold_in(key, 50 + j), fields)
         c = candidates[best]
-        pilot = {f"pilot_{name}": c[name] for name in ("mean_log_weight", "mean_log_weight_error",
+        pilot = {f"pilot_{name}": c[name] for name in ("lattice_size", "mean_log_weight", "mean_log_weight_error",
                                                         "importance_ess_per_sample", "train_seconds",
-                                                        "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps")}
+                                                        "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps",
+                                                        "expected_imh_acceptance_by_steps")}
         c.update(steps=first + rest, train_seconds=c["train_seconds"] + seconds, **pilot,
-                 **judge(flows[best], jax.random.fold_in(key, 150 + j)))
+                 **judge(flow, theory, jax.random.fold_in(key, 150 + j)))
     # the best flow's last judgement was of the flow as trained to the end: its steps are the sampler's
-    steps, roundtrip = candidates[best]["judged_at_ode_steps"], candidates[best]["log_q_roundtrip_rms_by_steps"]
-    return {"flow": flows[best], "scheme": scheme, "objective": best,
+    c = candidates[best]
+    steps = c["judged_at_ode_steps"]
+    return {"flow": flow, "scheme": scheme, "objective": best, "pilot_lattice_size": pilot_theory.lattice.size,
             "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates,
-            "ode_steps": steps, "log_q_roundtrip_rms": roundtrip[steps], "log_q_roundtrip_rms_by_steps": roundtrip}
+            "ode_steps": steps, "log_q_roundtrip_rms": c["log_q_roundtrip_rms_by_steps"][steps],
+            "log_q_roundtrip_rms_by_steps": c["log_q_roundtrip_rms_by_steps"],
+            "expected_imh_acceptance_by_steps": c["expected_imh_acceptance_by_steps"]}
 
 
-def sampling_steps(flow, scheme, key, first: int) -> tuple[int, dict]:
-    """The fewest RK4 steps (`first`, 2 `first`, ... up to `MAX_SAMPLING_STEPS`) at which the CNF's
-    log q is converged: encoding `PILOT_PROPOSALS` of its own proposals changes their log q by at
-    most `LOG_Q_TOLERANCE` rms (`_log_q_roundtrip`). A CNF sampler is exact only up to its error in
-    log q, and the steps it trained with need not be enough: at `paper_broken` (full settings,
-    stop 26) the round trip was 17 rms at 8 steps, 0.13 at 16 and 0.004 at 32, and the decode's log
-    q differed from the exact density of the discrete map (log p_T - log|det J|, J by jacfwd) by
-    0.23, 0.018 and 0.0007 rms. Returns (steps, {steps tried: rms}); the last tried if none passes."""
-    tried = {}
-    steps = first
-    while True:
-        error = np.asarray(_log_q_roundtrip(flow, scheme, key, PILOT_PROPOSALS, steps), dtype=np.float64)
-        tried[steps] = float(np.sqrt(np.mean(np.square(error))))
-        if tried[steps] <= LOG_Q_TOLERANCE or 2 * steps > MAX_SAMPLING_STEPS:
-            return steps, tried
-        steps *= 2
+def sampling_steps(flow, theory, scheme, key, ladder: tuple[int, ...] = SAMPLING_STEPS) -> tuple[int, dict, dict]:
+    """The RK4 steps a CNF sampler samples with. A CNF sampler is exact only up to its error in
+    log q, and neither the steps it trained with nor fewer need be enough: at `paper_broken`
+    (full settings, stop 26) the round trip (`_proposal_check`) was 17 rms at 8 steps, 0.13 at
+    16 and 0.004 at 32. Where the flow is smooth, fewer steps than it trained with are as good:
+    at N = 20 on the benchmark line (trained with 8) the round trip was 0.10 at 4 steps and
+    0.003 at 8, and the expected IMH acceptance 0.488 and 0.490 (stop 28).
+
+    The steps climb `ladder` to the fewest whose round trip on `PILOT_PROPOSALS` proposals is
+    within `LOG_Q_TOLERANCE` rms; of those and the next rung (the same prior draws), the sampler
+    takes the cheaper per accepted proposal, steps / `imh.expected_acceptance`: a coarse map can
+    be converged in log q and still a worse proposal. Returns (steps, {steps tried: round trip
+    rms}, {steps tried: expected IMH acceptance}); the most steps tried if none passes (the run
+    notes the sampler as NOT EXACT)."""
+    roundtrip, acceptance = {}, {}
+
+    def check(steps):
+        error, log_w = _proposal_check(flow, theory, scheme, key, PILOT_PROPOSALS, steps)
+        roundtrip[steps] = float(np.sqrt(np.mean(np.square(np.asarray(error, dtype=np.float64)))))
+        acceptance[steps] = float(imh.expected_acceptance(log_w))
+        return roundtrip[steps] <= LOG_Q_TOLERANCE
+
+    rung = 0
+    while not check(ladder[rung]) and rung + 1 < len(ladder):
+        rung += 1
+    steps = ladder[rung]
+    if roundtrip[steps] <= LOG_Q_TOLERANCE and rung + 1 < len(ladder) and check(ladder[rung + 1]):
+        finer = ladder[rung + 1]
+        if finer / max(acceptance[finer], 1e-12) < steps / max(acceptance[steps], 1e-12):
+            steps = finer
+    return steps, roundtrip, acceptance
 
 
-@functools.partial(jax.jit, static_argnums=(1, 3, 4))
-def _log_q_roundtrip(flow, scheme, key, n, steps):
-    """log q of `n` proposals as the encode (field -> prior, what the flow-bridge computes after
-    local moves) gives it, minus log q as their decode gave it. Both integrate the same ODE, so
-    they differ by the solver's error: zero for a converged solver, and what an exact chain needs."""
+@functools.partial(jax.jit, static_argnums=(1, 2, 4, 5))
+def _proposal_check(flow, theory, scheme, key, n, steps):
+    """For `n` proposals: the log q round trip, log q as the encode (field -> prior, what the
+    flow-bridge computes after local moves) gives it minus log q as their decode gave it (both
+    integrate the same ODE, so they differ by the solver's error: zero for a converged solver,
+    and what an exact chain needs); and their log weights -S - log q (float64 from float32)."""
     from rgdiff.generate.transport import encode
 
     phi, log_q = _flow_proposals(flow, scheme, key, n, steps)
-    return encode(flow, scheme, phi, 0.0, steps=steps)[1] - log_q
+    roundtrip = encode(flow, scheme, phi, 0.0, steps=steps)[1] - log_q
+    return roundtrip, -theory.action(phi.astype(jnp.float64)) - log_q.astype(jnp.float64)
 
 
 def choose_objective(candidates: dict, sigmas: float = PILOT_SIGMAS) -> str:
@@ -616,9 +673,11 @@ def _flow_bridge(theory, data: dict, flows: dict, settings: SamplerBenchSettings
 
 
 def _flow_record(flows: dict) -> dict:
-    """What both CNF samplers record of their flow (`_flows`): its objective, the RK4 steps it
-    samples with and its log q round trip there (which `_learned_runs` checks)."""
-    return {key: flows[key] for key in ("objective", "ode_steps", "log_q_roundtrip_rms")}
+    """What both CNF samplers record of their flow (`_flows`): its objective, the lattice its
+    objective was chosen on, the RK4 steps it samples with, its log q round trip there (which
+    `_learned_runs` checks) and the expected IMH acceptance at each steps tried."""
+    return {key: flows[key] for key in ("objective", "pilot_lattice_size", "ode_steps", "log_q_roundtrip_rms",
+                                        "expected_imh_acceptance_by_steps")}
 
 
 @functools.partial(jax.jit, static_argnums=0)
