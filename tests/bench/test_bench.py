@@ -333,8 +333,8 @@ def test_objective_pilot_ties_go_to_the_cheaper_objective():
 def test_log_q_roundtrip_measures_the_ode_solvers_error():
     """`_proposal_check`'s round trip (encode minus decode log q of the same proposals, what flags
     a CNF sampler as not exact): zero for the identity flow, and for a generic flow it falls as the
-    RK4 steps grow. `sampling_steps` takes the fewest converged steps or twice as many, whichever
-    costs less per expected IMH acceptance."""
+    RK4 steps grow. `sampling_steps` takes the fewest converged steps or the next rung of its
+    ladder, whichever costs less per expected IMH acceptance."""
     import equinox as eqx
 
     from rgdiff.bench.samplers import LOG_Q_TOLERANCE, _proposal_check, sampling_steps
@@ -351,7 +351,7 @@ def test_log_q_roundtrip_measures_the_ode_solvers_error():
     assert rms[1] > 1e-3, rms  # a generic flow: the coarse solver does not invert itself
     assert rms[32] < 0.1 * rms[4] < 0.1 * rms[1], rms
     ladder = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-    steps, tried, acceptance = sampling_steps(flow, theory, scheme, key, ladder)  # up the ladder to a converged round trip
+    steps, tried, acceptance, _ = sampling_steps(flow, theory, scheme, key, ladder)  # up the ladder to a converged round trip
     assert list(tried) == list(ladder[: len(tried)]) == list(acceptance)
     converged = min(k for k, v in tried.items() if v <= LOG_Q_TOLERANCE)
     assert all(v > LOG_Q_TOLERANCE for k, v in tried.items() if k < converged)

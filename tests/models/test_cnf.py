@@ -120,7 +120,6 @@ def test_build_model_round_trip_and_bad_arguments(getkey):
             ContinuousFlow(lat, **bad)
 
 
-
 @pytest.mark.parametrize("dim,small,large", [(2, 8, 20), (2, 7, 12), (3, 4, 6)])
 def test_on_lattice_keeps_the_kernel_and_the_zero_mode_rate(dim, small, large, getkey):
     """A flow moved to a larger lattice of the same spacing (`on_lattice`) acts on a field

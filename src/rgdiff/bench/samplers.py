@@ -67,8 +67,8 @@ Samplers:
     0.51 and 0.47); the IMH weights -S - log q are formed in float64 from the float32 proposals.
     It trains with `flow_ode_steps` RK4 steps and samples with the fewest steps of
     `SAMPLING_STEPS` whose log q is converged to `LOG_Q_TOLERANCE`, or the next where that is
-    cheaper per expected IMH acceptance (`sampling_steps`); a sampler whose log q is not converged at the most steps is noted as NOT
-    EXACT in the run's notes;
+    cheaper per expected IMH acceptance (`sampling_steps`); a sampler whose log q is not
+    converged at the most steps is noted as NOT EXACT in the run's notes;
   - `flow-bridge`: the bridge with that CNF as its proposal, at the same steps.
 
 Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
@@ -477,12 +477,12 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     steps from the first training step on, and the configurations keep the data's vacua.
 
     Returns {"flow", "scheme", "objective", "training_seconds", "candidates": {objective:
-    {"steps", "train_seconds", "mean_log_weight" (at N), "mean_log_weight_error", "importance_ess_per_sample", "judged_at_ode_steps",
-    "log_q_roundtrip_rms_by_steps", "expected_imh_acceptance_by_steps" (after its last step;
-    `sampling_steps`), and for the one trained on the last eight after its pilot, prefixed
-    "pilot_"}}, "pilot_lattice_size", "ode_steps", "log_q_roundtrip_rms",
-    "log_q_roundtrip_rms_by_steps", "expected_imh_acceptance_by_steps"} (the best flow's, as
-    trained to the end)."""
+    {"steps", "train_seconds", "mean_log_weight" (at N), "mean_log_weight_error",
+    "importance_ess_per_sample", "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps",
+    "expected_imh_acceptance_by_steps" (after its last step; `sampling_steps`), and for the one
+    trained on the last seven after its pilot, prefixed "pilot_"}}, "pilot_lattice_size",
+    "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps",
+    "expected_imh_acceptance_by_steps"} (the best flow's, as trained to the end)."""
     from rgdiff.lattice.geometry import Lattice
     from rgdiff.models.base import cast_model
     from rgdiff.models.cnf import ContinuousFlow
@@ -519,9 +519,8 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
 
     def judge(flow, k) -> dict:
         # at the steps the flow would sample with: an unconverged log q biases the mean log weight
-        steps, roundtrip, acceptance = sampling_steps(flow, theory, scheme, jax.random.fold_in(k, 1))
-        phi, log_q = _flow_proposals(flow, scheme, k, PILOT_PROPOSALS, steps)
-        log_w = np.asarray(-theory.action(phi.astype(jnp.float64)) - log_q.astype(jnp.float64), dtype=np.float64)
+        steps, roundtrip, acceptance, log_w = sampling_steps(flow, theory, scheme, k)
+        log_w = np.asarray(log_w, dtype=np.float64)
         return {"mean_log_weight": float(log_w.mean()),
                 "mean_log_weight_error": float(log_w.std(ddof=1) / math.sqrt(log_w.size)),
                 "importance_ess_per_sample": float(imh.importance_ess(jnp.asarray(log_w))), "judged_at_ode_steps": steps,
@@ -556,7 +555,7 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
             "expected_imh_acceptance_by_steps": c["expected_imh_acceptance_by_steps"]}
 
 
-def sampling_steps(flow, theory, scheme, key, ladder: tuple[int, ...] = SAMPLING_STEPS) -> tuple[int, dict, dict]:
+def sampling_steps(flow, theory, scheme, key, ladder: tuple[int, ...] = SAMPLING_STEPS) -> tuple[int, dict, dict, jax.Array]:
     """The RK4 steps a CNF sampler samples with. A CNF sampler is exact only up to its error in
     log q, and neither the steps it trained with nor fewer need be enough: at `paper_broken`
     (full settings, stop 26) the round trip (`_proposal_check`) was 17 rms at 8 steps, 0.13 at
@@ -568,14 +567,14 @@ def sampling_steps(flow, theory, scheme, key, ladder: tuple[int, ...] = SAMPLING
     within `LOG_Q_TOLERANCE` rms; of those and the next rung (the same prior draws), the sampler
     takes the cheaper per accepted proposal, steps / `imh.expected_acceptance`: a coarse map can
     be converged in log q and still a worse proposal. Returns (steps, {steps tried: round trip
-    rms}, {steps tried: expected IMH acceptance}); the most steps tried if none passes (the run
-    notes the sampler as NOT EXACT)."""
-    roundtrip, acceptance = {}, {}
+    rms}, {steps tried: expected IMH acceptance}, the log weights of the proposals at those
+    steps); the most steps tried if none passes (the run notes the sampler as NOT EXACT)."""
+    roundtrip, acceptance, log_weights = {}, {}, {}
 
     def check(steps):
-        error, log_w = _proposal_check(flow, theory, scheme, key, PILOT_PROPOSALS, steps)
+        error, log_weights[steps] = _proposal_check(flow, theory, scheme, key, PILOT_PROPOSALS, steps)
         roundtrip[steps] = float(np.sqrt(np.mean(np.square(np.asarray(error, dtype=np.float64)))))
-        acceptance[steps] = float(imh.expected_acceptance(log_w))
+        acceptance[steps] = float(imh.expected_acceptance(log_weights[steps]))
         return roundtrip[steps] <= LOG_Q_TOLERANCE
 
     rung = 0
@@ -586,7 +585,7 @@ def sampling_steps(flow, theory, scheme, key, ladder: tuple[int, ...] = SAMPLING
         finer = ladder[rung + 1]
         if finer / max(acceptance[finer], 1e-12) < steps / max(acceptance[steps], 1e-12):
             steps = finer
-    return steps, roundtrip, acceptance
+    return steps, roundtrip, acceptance, log_weights[steps]
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 4, 5))

@@ -153,12 +153,13 @@ class ContinuousFlow(AbstractVelocityField):
         The vector field is a convolution whose kernel K_{s,k}(r) is learned per displacement
         class, so a flow trained on a small, cheap lattice is also a flow on a large one: the
         new kernel is the old one at every displacement the old lattice holds (|r_i| <= N_old / 2
-        for all i) and zero beyond. Its infrared is that of the small volume and needs training
-        at the new size (benchmark line, N = 20, reverse KL: 150 steps at N = 8 and 300 at N = 20
-        gave the IMH acceptance and tau_int(|M|) of 300 steps at N = 20 alone, 0.50 and 1.6 +- 0.2
-        against 0.49 and 1.7 +- 0.2; 300 at N = 8 and 100 at N = 20 gave 0.50 but tau_int 3.8 +- 0.7). A displacement with |r_i| = N_old / 2 is one site of the old
+        for all i) and zero beyond. A displacement with |r_i| = N_old / 2 is one site of the old
         lattice but two of the new (+r_i and -r_i), so its weight is shared between them and the
-        kernel's sum over r, the zero mode's rate, is unchanged. Time, field scale and sine
+        kernel's sum over r, the zero mode's rate, is unchanged. The infrared is still that of
+        the small volume and needs training at the new size (benchmark line, N = 20, reverse KL:
+        150 steps at N = 8 and 300 at N = 20 gave the IMH acceptance and tau_int(|M|) of 300
+        steps at N = 20 alone, 0.50 and 1.6 +- 0.2 against 0.49 and 1.7 +- 0.2; 300 at N = 8 and
+        100 at N = 20 gave 0.50 but tau_int 3.8 +- 0.7). Time, field scale and sine
         frequencies are kept. Raises `InvalidModelError` unless `lattice` has the same dimension
         and spacing and at least as many sites per side.
         """
