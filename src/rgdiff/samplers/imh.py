@@ -103,8 +103,10 @@ def expected_acceptance(log_w: jax.Array) -> jax.Array:
 
     estimated by the U-statistic over the n (n - 1) / 2 distinct pairs (sorted weights: the k-th
     smallest is the minimum of the n - k pairs with a larger one). Unlike the importance ESS it
-    is the quantity an IMH chain's cost depends on, and both use only the proposals. Non-finite
-    log weights count as w = 0.
+    is the quantity an IMH chain's cost depends on, and both use only the proposals. Like any
+    ratio over importance weights it reads low when a few proposals carry very large weights: for
+    a CNF at N = 32 it gave 0.117 from 512 proposals where the IMH chains accepted 0.265 of 4000
+    (stop 28; for a lighter-tailed flow 0.289 against 0.264). Non-finite log weights count as w = 0.
     """
     n = log_w.shape[0]
     log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
