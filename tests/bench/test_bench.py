@@ -151,11 +151,13 @@ def test_bench_learned_samplers_tiny(tmp_path):
         sizes=(8,), learned_sizes=(8,), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20,
         hmc_steps=4, train_steps=20, bridge_samples=16, bridge_chains=2, bridge_warmup=10, ode_steps=4,
         imh_per_block=2, tempering_levels=2, flow_objectives=("reverse-kl", "rg"), flow_train_steps=3,
-        flow_pilot_steps=2, flow_ode_steps=2, flow_pilot_size=4, flow_samples=32, chunks=4,
+        flow_pilot_steps=2, flow_ode_steps=2, flow_pilot_size=4, flow_chains=2, flow_samples=32, flow_bridge_samples=16,
+        chunks=4,
     )
     result = samplers.run(settings)
     (row,) = result["rows"]
-    assert all(": UNRELIABLE: tau_int" in note for note in result["notes"])  # 40-sample chains; nothing failed
+    # 40-sample chains and a flow trained 3 steps; nothing failed
+    assert all(": UNRELIABLE: tau_int" in note or ": HEAVY-TAILED weights" in note for note in result["notes"])
     assert set(samplers.LEARNED) <= set(row["samplers"])
     for name in samplers.LEARNED:
         s = row["samplers"][name]
@@ -182,6 +184,8 @@ def test_bench_learned_samplers_tiny(tmp_path):
         assert set(c[f"{prefix}expected_imh_acceptance_by_steps"]) == set(c[f"{prefix}log_q_roundtrip_rms_by_steps"])
     assert row["samplers"]["flow-bridge"]["ode_steps"] == steps
     assert flow["log_q_roundtrip_rms"] == objectives[chosen]["log_q_roundtrip_rms_by_steps"][steps]
+    # the trained flow's weight tail, from TAIL_PROPOSALS proposals, is both CNF samplers' own
+    assert isinstance(flow["weight_pareto_k"], float) and flow["weight_pareto_k"] == row["samplers"]["flow-bridge"]["weight_pareto_k"]
     assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
     assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0

@@ -57,7 +57,21 @@ Samplers:
     Batch 32 (600 x 5e-3: 86 +- 14) and 3 sine features instead of 6 (106 +- 19) did worse.
     400 steps leaves room for N = 32, where the acceptance levelled off later (0.3-0.4 at
     500-550 steps at 5e-3, stop 24). The 75-step pilot at 1e-2 moves the weights about as far
-    as stop 26's 150 steps at 5e-3. Do not train with fewer than 8 RK4 steps: at 4 the training
+    as stop 26's 150 steps at 5e-3. At N = 32 training on past 400 steps does not help: from 500
+    to 800 steps the mean log weight wandered between 735.67 and 736.13 (+- 0.025) and the
+    weights' Pareto k-hat between 0.37 and 0.71, and at 800 the flow IMH's tau_int was 64 +- 12
+    (stop 29): at 1e-2 the last iterate is a draw from a noisy plateau, and which one sets the
+    flow IMH's tail. Decaying the learning rate (`flow_learning_rate_decay`, over the run) did
+    not narrow the draw: two trainings each at N = 32 (8 x 5000 steps) gave
+
+    | decay over 400 steps | k-hat | flow tau_int | flow-bridge tau_int |
+    |---|---|---|---|
+    | 0.89 (the default; 0.1 per 8000 steps) | 0.54, 0.42 | 19.6 +- 2.4, 9.1 +- 0.8 | 7.4 +- 0.6, 4.8 +- 0.3 |
+    | 0.1 | 0.39, 0.50 | 8.8 +- 0.8, 17.9 +- 2.1 | 4.6 +- 0.4, 5.5 +- 0.5 |
+    | 0.01 (undertrained) | 0.82, 0.88 | 42 +- 7, 98 +- 22 | 21 +- 3, 20 +- 3 |
+
+    The flow-bridge's local moves make it the steadier of the two (its single chains' tau_int
+    4-8 where the flow IMH's ranged over 6-76). Do not train with fewer than 8 RK4 steps: at 4 the training
     cost halves and the benchmark line lost no acceptance (0.50 and 0.30 at N = 20 and 32), but
     at the broken-phase points the flow learns a map that is good only as its own coarse
     discretization; sampled where log q is converged (64 steps) its IMH acceptance fell to
@@ -70,6 +84,12 @@ Samplers:
     cheaper per expected IMH acceptance (`sampling_steps`); a sampler whose log q is not
     converged at the most steps is noted as NOT EXACT in the run's notes;
   - `flow-bridge`: the bridge with that CNF as its proposal, at the same steps.
+
+  Both CNF samplers run `flow_chains` chains as long as the local samplers' (8 x 5000; a sweep
+  costs about a millisecond at N = 32, against 250 s of training). Shorter chains do not see
+  how often an IMH chain sticks: at N = 32 a flow with heavy-tailed weights (Pareto k-hat 0.54,
+  `imh.pareto_k`) gave its flow IMH tau_int(|M|) 19.6 +- 2.4 over 8 x 4800 steps, with single
+  chains from 6.5 to 74, and 49 +- 18 over the first 4 x 1000 (stop 29).
 
 Tunnelling: at the broken-phase points (`BROKEN_POINTS`) every sampler's vacuum changes per 1000
 sweeps and <M> (exactly 0 by symmetry) with the larger of its between-chain and Gamma-method
@@ -128,12 +148,18 @@ NAMED_POINTS = {  # the points off the benchmark line's z fit: label -> theory
 BROKEN_POINTS = ("paper_broken", "benchmark_broken_N20")  # where vacuum tunnelling is measured
 LEARNED = ("bridge", "tempering", "flow", "flow-bridge")  # the learned samplers, run at learned sizes and points
 PILOT_PROPOSALS = 512  # flow proposals that judge each objective's pilot (`_flows`)
+# flow proposals whose weights' Pareto k-hat (`weight_tail`) judges a trained flow's tail: from
+# 512 it scattered too much (0.68 where 8192 gave 0.415, N = 32, stop 29)
+TAIL_PROPOSALS = 8192
 # rms log q error (`_proposal_check`) above which a CNF sampler is flagged not exact. An error eps
 # in log q biases <O> by cov(O, eps) <= sigma_O rms(eps) (Cauchy-Schwarz), below the statistical
 # error sigma_O / sqrt(ESS) of a run of ESS effective samples if rms(eps) < ESS^-1/2: 0.01 for the
 # 1e4 effective samples of the bench's 1e5-sample amortization (0.1 before stop 28 covered 100)
 LOG_Q_TOLERANCE = 0.01
 SAMPLING_STEPS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)  # the RK4 steps `sampling_steps` tries, in order
+# Pareto k-hat of a CNF's proposal weights at and above which E_q[w^2] is infinite and so is its
+# IMH chains' mean holding time (`imh.pareto_k`): its chains stick now and then (noted in the run)
+HEAVY_TAIL_K = 0.5
 MIN_CHAIN_TAUS = 50  # chains shorter than this many tau_int give no reliable estimate (`efficiency`)
 PILOT_SIGMAS = 2.0  # pilots closer than this many standard errors are a tie, won by the cheaper objective
 
@@ -150,7 +176,7 @@ class SamplerBenchSettings:
     warmup: int = 500
     hmc_steps: int = 10
     train_steps: int = 2000
-    bridge_samples: int = 1000
+    bridge_samples: int = 1000  # sweeps per chain of the EFT bridge and tempering
     bridge_chains: int = 4
     bridge_warmup: int = 200
     ode_steps: int = 32
@@ -161,10 +187,13 @@ class SamplerBenchSettings:
     flow_train_steps: int = 400
     flow_pilot_steps: int = 75
     flow_learning_rate: float = 1e-2
+    flow_learning_rate_decay: float = 0.1 ** (400 / 8000)  # the factor by which it falls (exponentially) over flow_train_steps
     flow_dtype: str = "float32"
     flow_ode_steps: int = 8
     flow_pilot_size: int | None = 8
-    flow_samples: int = 4000
+    flow_chains: int = 8  # chains of both CNF samplers
+    flow_samples: int = 40_000  # flow IMH proposals, shared out over `flow_chains` chains
+    flow_bridge_samples: int = 5000  # sweeps per chain of the flow-bridge
     amortize_samples: int = 100_000
     chunks: int = 20
 
@@ -182,7 +211,7 @@ class SamplerBenchSettings:
 QUICK = SamplerBenchSettings(
     sizes=(8, 12, 20), learned_sizes=(8, 12, 20), learned_points=BROKEN_POINTS, chains=4, samples=2000, warmup=300, train_steps=500,
     bridge_samples=200, bridge_warmup=50, ode_steps=32, flow_objectives=("reverse-kl",), flow_train_steps=300,
-    flow_ode_steps=8, flow_samples=1000, chunks=10,
+    flow_ode_steps=8, flow_chains=4, flow_samples=4000, flow_bridge_samples=1000, chunks=10,
 )
 TINY = SamplerBenchSettings(
     sizes=(8,), learned_sizes=(), paper_points=(), learned_points=(), chains=2, samples=40, warmup=20, hmc_steps=4,
@@ -341,9 +370,9 @@ def _score_model(theory, data: dict, settings: SamplerBenchSettings, key) -> dic
             "training_seconds": settings.train_steps * float(np.median(per_step)), "train_compile_seconds": train_compile}
 
 
-def _learned_chunk(settings: SamplerBenchSettings) -> int:
-    """Sweeps per jitted call of the bridge and tempering runs: `chunks` timed chunks."""
-    return max(2, -(-settings.bridge_samples // settings.chunks))
+def _learned_chunk(samples: int, settings: SamplerBenchSettings) -> int:
+    """Sweeps per jitted call of a bridge or tempering run of `samples` sweeps: `chunks` timed chunks."""
+    return max(2, -(-samples // settings.chunks))
 
 
 def _seconds_per_sample(clock: ChunkClock, chains: int) -> tuple[Figure, float]:
@@ -360,20 +389,21 @@ def equilibrated_starts(data: dict, chains: int) -> np.ndarray:
     return np.stack([fields[i % fields.shape[0], -1 - i // fields.shape[0]] for i in range(chains)])
 
 
-def _bridge_run(proposal, theory, data: dict, settings: SamplerBenchSettings, setup: dict, key) -> dict:
-    """The bridge (`rgdiff.samplers.bridge.sample_bridge`) with `proposal`: blocks of
-    `imh_per_block` IMH steps, one FA-HMC trajectory and one encode per block. `setup`: the
-    seconds it took to have the proposal (training data, training), by part."""
+def _bridge_run(proposal, theory, data: dict, settings: SamplerBenchSettings, setup: dict, key, chains: int,
+                samples: int) -> dict:
+    """The bridge (`rgdiff.samplers.bridge.sample_bridge`) with `proposal`, `chains` chains of
+    `samples` sweeps: blocks of `imh_per_block` IMH steps, one FA-HMC trajectory and one encode
+    per block. `setup`: the seconds it took to have the proposal (training data, training), by part."""
     from rgdiff.samplers.bridge import BridgeSettings, sample_bridge
 
-    bs = BridgeSettings(chains=settings.bridge_chains, samples=settings.bridge_samples, hmc_steps_between=1,
+    bs = BridgeSettings(chains=chains, samples=samples, hmc_steps_between=1,
                         imh_per_block=settings.imh_per_block, warmup=settings.bridge_warmup,
-                        chunk=_learned_chunk(settings))
+                        chunk=_learned_chunk(samples, settings))
     clock = ChunkClock()
     res = sample_bridge(proposal, theory, bs, key=key, callback=clock, start=equilibrated_starts(data, bs.chains))
-    per_sample, compile_s = _seconds_per_sample(clock, settings.bridge_chains)
+    per_sample, compile_s = _seconds_per_sample(clock, chains)
     # the bridge warm-up is the window adaptation of its local moves (FA-HMC) plus one encode
-    warm_seconds = settings.bridge_warmup * settings.bridge_chains * data["seconds_per_sample"].median
+    warm_seconds = settings.bridge_warmup * chains * data["seconds_per_sample"].median
     parts = {**setup, "warmup": warm_seconds}
     return {
         "fields": res.fields,
@@ -397,7 +427,8 @@ def _bridge(theory, data: dict, score: dict, settings: SamplerBenchSettings, key
     proposal = ode_proposal(cast_model(score["model"], settings.ode_dtype), score["scheme"], T=score["horizon"],
                             steps=settings.ode_steps, dtype=settings.ode_dtype)
     out = _bridge_run(proposal, theory, data, settings,
-                      {"training_data": _data_seconds(data), "training": score["training_seconds"]}, key)
+                      {"training_data": _data_seconds(data), "training": score["training_seconds"]}, key,
+                      settings.bridge_chains, settings.bridge_samples)
     return {**out, "horizon": score["horizon"], "train_compile_seconds": score["train_compile_seconds"],
             "ode": {"steps": settings.ode_steps, "dtype": settings.ode_dtype, "solver": "tsit5"}}
 
@@ -411,7 +442,7 @@ def _tempering(theory, data: dict, score: dict, settings: SamplerBenchSettings, 
     ts = TemperingSettings(chains=settings.bridge_chains, samples=settings.bridge_samples,
                            n_levels=settings.tempering_levels, adapt_levels=1,
                            pilot_sweeps=max(20, settings.bridge_warmup // 2), warmup=settings.bridge_warmup,
-                           ode_steps=settings.ode_steps, chunk=_learned_chunk(settings))
+                           ode_steps=settings.ode_steps, chunk=_learned_chunk(settings.bridge_samples, settings))
     clock = ChunkClock()
     t0 = time.perf_counter()
     res = run_tempering(score["model"], score["scheme"], theory, ts, key=key, T=score["horizon"], callback=clock,
@@ -481,8 +512,9 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     "importance_ess_per_sample", "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps",
     "expected_imh_acceptance_by_steps" (after its last step; `sampling_steps`), and for the one
     trained on the last seven after its pilot, prefixed "pilot_"}}, "pilot_lattice_size",
-    "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps",
-    "expected_imh_acceptance_by_steps"} (the best flow's, as trained to the end)."""
+    "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps", "weight_pareto_k",
+    "expected_imh_acceptance_by_steps"} (the best flow's, as trained to the end; k-hat from the
+    `PILOT_PROPOSALS` proposals at its sampling steps)."""
     from rgdiff.lattice.geometry import Lattice
     from rgdiff.models.base import cast_model
     from rgdiff.models.cnf import ContinuousFlow
@@ -496,9 +528,12 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     several = len(settings.flow_objectives) > 1
     first = settings.flow_pilot_steps if several else settings.flow_train_steps
 
-    def train_settings(objective, steps):
+    def train_settings(objective, steps, done=0):
+        # one exponential decay over all `flow_train_steps`, `done` of them already taken
+        total, decay = settings.flow_train_steps, settings.flow_learning_rate_decay
         return FlowTrainSettings(steps=steps, batch=64, ode_steps=settings.flow_ode_steps, objective=objective,
-                                 learning_rate=settings.flow_learning_rate, log_every=steps, dtype=settings.flow_dtype)
+                                 learning_rate=settings.flow_learning_rate * decay ** (done / total),
+                                 transition_steps=total, decay_rate=decay, log_every=steps, dtype=settings.flow_dtype)
 
     start = initial_flow(lattice, scheme, fields, horizon, train_settings("reverse-kl", 1))
     pilot_theory, pilot_fields = theory, fields
@@ -510,10 +545,10 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
         start = cast_model(ContinuousFlow(small, horizon, start.frequencies.shape[0], start.weights.shape[0],
                                           start.time_floor, start.field_scale), settings.flow_dtype)
 
-    def train(flow, on, objective, steps, k, uv):
+    def train(flow, on, objective, steps, k, uv, done=0):
         clock = ChunkClock()
         clock("train", 0, steps)
-        flow = train_flow(flow, scheme, on, train_settings(objective, steps), key=k, uv_start=uv, callback=clock)
+        flow = train_flow(flow, scheme, on, train_settings(objective, steps, done), key=k, uv_start=uv, callback=clock)
         per_step, _ = clock.per_item_seconds("train")
         return flow, steps * float(np.median(per_step))
 
@@ -537,7 +572,7 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     flow = flows[best]
     if rest > 0:
         j = settings.flow_objectives.index(best)
-        flow, seconds = train(flow, theory, best, rest, jax.random.fold_in(key, 50 + j), fields)
+        flow, seconds = train(flow, theory, best, rest, jax.random.fold_in(key, 50 + j), fields, first)
         c = candidates[best]
         pilot = {f"pilot_{name}": c[name] for name in ("mean_log_weight", "mean_log_weight_error",
                                                         "importance_ess_per_sample", "train_seconds",
@@ -551,6 +586,7 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     return {"flow": flow, "scheme": scheme, "objective": best, "pilot_lattice_size": pilot_theory.lattice.size,
             "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates,
             "ode_steps": steps, "log_q_roundtrip_rms": c["log_q_roundtrip_rms_by_steps"][steps],
+            "weight_pareto_k": _json_number(weight_tail(flow, theory, scheme, jax.random.fold_in(key, 200), steps)),
             "log_q_roundtrip_rms_by_steps": c["log_q_roundtrip_rms_by_steps"],
             "expected_imh_acceptance_by_steps": c["expected_imh_acceptance_by_steps"]}
 
@@ -598,7 +634,25 @@ def _proposal_check(flow, theory, scheme, key, n, steps):
 
     phi, log_q = _flow_proposals(flow, scheme, key, n, steps)
     roundtrip = encode(flow, scheme, phi, 0.0, steps=steps)[1] - log_q
-    return roundtrip, -theory.action(phi.astype(jnp.float64)) - log_q.astype(jnp.float64)
+    return roundtrip, _log_weights(theory, phi, log_q)
+
+
+def _log_weights(theory, phi, log_q):
+    """log w = -S - log q of float32 proposals, formed in float64."""
+    return -theory.action(phi.astype(jnp.float64)) - log_q.astype(jnp.float64)
+
+
+def weight_tail(flow, theory, scheme, key, steps: int, n: int = TAIL_PROPOSALS, batch: int = 1024) -> float:
+    """The Pareto k-hat (`imh.pareto_k`) of the importance weights of `n` proposals of `flow` at
+    `steps` RK4 steps, drawn `batch` at a time."""
+    log_w = [_proposal_log_weights(flow, theory, scheme, jax.random.fold_in(key, i), batch, steps)
+             for i in range(-(-n // batch))]
+    return imh.pareto_k(np.concatenate([np.asarray(w) for w in log_w])[:n])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 4, 5))
+def _proposal_log_weights(flow, theory, scheme, key, n, steps):
+    return _log_weights(theory, *_flow_proposals(flow, scheme, key, n, steps))
 
 
 def choose_objective(candidates: dict, sigmas: float = PILOT_SIGMAS) -> str:
@@ -645,7 +699,7 @@ def _flow(theory, data: dict, flows: dict, settings: SamplerBenchSettings, key) 
         phis.append(phi)
         log_qs.append(log_q)
         log_w.append(-action - log_q)
-    chains = settings.bridge_chains
+    chains = settings.flow_chains
     per_chain = sum(p.shape[0] for p in phis) // chains
     used = chains * per_chain
     phi = jnp.concatenate(phis)[:used].reshape(chains, per_chain, *lattice.shape).astype(jnp.float64)
@@ -677,16 +731,23 @@ def _flow_bridge(theory, data: dict, flows: dict, settings: SamplerBenchSettings
     proposal = FlowProposal(flows["flow"], flows["scheme"], steps=flows["ode_steps"],
                             dtype=flows["flow"].weights.dtype)
     out = _bridge_run(proposal, theory, data, settings,
-                      {"training_data": _data_seconds(data), "training": flows["training_seconds"]}, key)
+                      {"training_data": _data_seconds(data), "training": flows["training_seconds"]}, key,
+                      settings.flow_chains, settings.flow_bridge_samples)
     return {**out, **_flow_record(flows)}
+
+
+def _json_number(x: float) -> float | None:
+    """`x`, or None where it is not finite (JSON has no NaN or infinity)."""
+    return x if math.isfinite(x) else None
 
 
 def _flow_record(flows: dict) -> dict:
     """What both CNF samplers record of their flow (`_flows`): its objective, the lattice its
     objective was chosen on, the RK4 steps it samples with, its log q round trip there (which
-    `_learned_runs` checks) and the expected IMH acceptance at each steps tried."""
+    `_learned_runs` checks), the Pareto k-hat of its proposals' weights (`imh.pareto_k`, which
+    `_learned_runs` checks too) and the expected IMH acceptance at each steps tried."""
     return {key: flows[key] for key in ("objective", "pilot_lattice_size", "ode_steps", "log_q_roundtrip_rms",
-                                        "expected_imh_acceptance_by_steps")}
+                                        "weight_pareto_k", "expected_imh_acceptance_by_steps")}
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -741,6 +802,11 @@ def _learned_runs(theory, runs: dict, settings: SamplerBenchSettings, key, notes
             notes.append(f"{name} at {where}: NOT EXACT: at {runs[name]['ode_steps']} ODE steps (the most tried) encoding "
                          f"its proposals changes their log q by {error:.2g} rms (tolerance {LOG_Q_TOLERANCE}); its chain "
                          "targets exp(-S) only up to that error")
+        k = runs[name].get("weight_pareto_k")
+        if k is not None and k >= HEAVY_TAIL_K:
+            notes.append(f"{name} at {where}: HEAVY-TAILED weights: Pareto k-hat {k:.2f} >= {HEAVY_TAIL_K} "
+                         "(`imh.pareto_k`), so its IMH holding times have an infinite mean: its chains can stick for "
+                         "long stretches, and its tau_int and ESS/s may scatter between runs beyond their error bars")
 
 
 def tunnelling(fields: np.ndarray, lattice) -> dict:
