@@ -186,7 +186,10 @@ def test_bench_learned_samplers_tiny(tmp_path):
     assert flow["log_q_roundtrip_rms"] == objectives[chosen]["log_q_roundtrip_rms_by_steps"][steps]
     # the trained flow's weight tail, from TAIL_PROPOSALS proposals, is both CNF samplers' own
     assert isinstance(flow["weight_pareto_k"], float) and flow["weight_pareto_k"] == row["samplers"]["flow-bridge"]["weight_pareto_k"]
-    assert row["samplers"]["flow"]["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()))
+    retraining = flow.get("other_training", {}).get("training_seconds", 0.0)  # a stiff flow trained twice (`_flows`)
+    assert flow["training_ode_steps"] in (2, 4) and ("other_training" in flow) == (flow["training_ode_steps"] == 4 or
+                                                                                  flow["ode_steps"] > 2 * 2)
+    assert flow["setup_parts"]["training"] == pytest.approx(sum(c["train_seconds"] for c in objectives.values()) + retraining)
     assert row["samplers"]["flow"]["warmup_sweeps"] == 4  # a quarter of its 16 IMH steps per chain, discarded
     assert row["samplers"]["flow"]["setup_parts"]["warmup"] > 0
     ratios = samplers.ratios(result)
@@ -380,3 +383,23 @@ def test_chains_shorter_than_fifty_tau_int_are_flagged_unreliable():
     slow = efficiency(ar1_fields(0.99, 4, 2000, 1), lattice, clock, 0.0, 1000)["abs_M"]  # tau_int = 99.5
     assert fast["reliable"] and fast["tau_int"] * MIN_CHAIN_TAUS < 2000
     assert not slow["reliable"] and slow["tau_int"] * MIN_CHAIN_TAUS > 2000
+
+
+@pytest.mark.parametrize("finer_acceptance, kept", [(0.6, 16), (0.01, 8)])
+def test_a_stiff_flow_is_trained_again_with_twice_the_steps(monkeypatch, finer_acceptance, kept):
+    """A flow needing more than STIFF_STEPS x its training's RK4 steps is trained again with
+    twice the steps; the one cheaper per accepted proposal is kept, and both trainings are setup."""
+    from rgdiff.bench import samplers
+    from rgdiff.bench.samplers import SamplerBenchSettings
+
+    def fake(theory, data, settings, key):
+        steps, acc = (48, 0.09) if settings.flow_ode_steps == 8 else (32, finer_acceptance)
+        return {"ode_steps": steps, "expected_imh_acceptance_by_steps": {steps: acc},
+                "training_seconds": 10.0 * settings.flow_ode_steps}
+
+    monkeypatch.setattr(samplers, "_trained_flows", fake)
+    out = samplers._flows(None, None, SamplerBenchSettings(flow_ode_steps=8), None)
+    assert out["training_ode_steps"] == kept and out["training_seconds"] == 80.0 + 160.0
+    assert out["other_training"]["training_ode_steps"] == 24 - kept
+    smooth = samplers._flows(None, None, SamplerBenchSettings(flow_ode_steps=16), None)  # 32 <= 2 x 16: kept as is
+    assert smooth["training_ode_steps"] == 16 and "other_training" not in smooth and smooth["training_seconds"] == 160.0
