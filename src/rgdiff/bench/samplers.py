@@ -482,13 +482,14 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     and accepted 0.47 (0.45, 227); with 16, 32 steps and 0.65 (0.64, 321). On the benchmark line
     the flows sample with at most their training's 8 steps, and nothing is retrained.
 
-    Adds "training_ode_steps" and, where it trained twice, "other_training" (the flow not kept:
-    its training and sampling steps, expected IMH acceptance and training seconds) to
-    `_trained_flows`' record; "training_seconds" is both trainings'."""
+    Adds to the kept flow's `_trained_flows` record "training_ode_steps", "weight_pareto_k"
+    (the Pareto k-hat of its weights at its sampling steps, `weight_tail`) and, where it trained
+    twice, "other_training" (the flow not kept: its training and sampling steps, expected IMH
+    acceptance and training seconds); "training_seconds" is both trainings'."""
     out = _trained_flows(theory, data, settings, key)
     out["training_ode_steps"] = settings.flow_ode_steps
     if out["ode_steps"] <= STIFF_STEPS * settings.flow_ode_steps:
-        return out
+        return _with_weight_tail(out, theory, key)
     finer = dataclasses.replace(settings, flow_ode_steps=2 * settings.flow_ode_steps)
     again = _trained_flows(theory, data, finer, key)
     again["training_ode_steps"] = finer.flow_ode_steps
@@ -500,7 +501,15 @@ def _flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
     dropped = {"training_ode_steps": other["training_ode_steps"], "ode_steps": other["ode_steps"],
                "expected_imh_acceptance": other["expected_imh_acceptance_by_steps"][other["ode_steps"]],
                "training_seconds": other["training_seconds"]}
-    return {**best, "training_seconds": best["training_seconds"] + other["training_seconds"], "other_training": dropped}
+    return _with_weight_tail({**best, "training_seconds": best["training_seconds"] + other["training_seconds"],
+                              "other_training": dropped}, theory, key)
+
+
+def _with_weight_tail(flows: dict, theory, key) -> dict:
+    """`flows` with the "weight_pareto_k" of its flow at its sampling steps (`weight_tail`;
+    None where it is not finite), for the kept flow only."""
+    k = weight_tail(flows["flow"], theory, flows["scheme"], jax.random.fold_in(key, 200), flows["ode_steps"])
+    return {**flows, "weight_pareto_k": _json_number(k)}
 
 
 def _trained_flows(theory, data: dict, settings: SamplerBenchSettings, key) -> dict:
@@ -546,9 +555,8 @@ def _trained_flows(theory, data: dict, settings: SamplerBenchSettings, key) -> d
     "importance_ess_per_sample", "judged_at_ode_steps", "log_q_roundtrip_rms_by_steps",
     "expected_imh_acceptance_by_steps" (after its last step; `sampling_steps`), and for the one
     trained on the last seven after its pilot, prefixed "pilot_"}}, "pilot_lattice_size",
-    "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps", "weight_pareto_k",
-    "expected_imh_acceptance_by_steps"} (the best flow's, as trained to the end; k-hat from the
-    `PILOT_PROPOSALS` proposals at its sampling steps)."""
+    "ode_steps", "log_q_roundtrip_rms", "log_q_roundtrip_rms_by_steps",
+    "expected_imh_acceptance_by_steps"} (the best flow's, as trained to the end)."""
     from rgdiff.lattice.geometry import Lattice
     from rgdiff.models.base import cast_model
     from rgdiff.models.cnf import ContinuousFlow
@@ -620,7 +628,6 @@ def _trained_flows(theory, data: dict, settings: SamplerBenchSettings, key) -> d
     return {"flow": flow, "scheme": scheme, "objective": best, "pilot_lattice_size": pilot_theory.lattice.size,
             "training_seconds": sum(c["train_seconds"] for c in candidates.values()), "candidates": candidates,
             "ode_steps": steps, "log_q_roundtrip_rms": c["log_q_roundtrip_rms_by_steps"][steps],
-            "weight_pareto_k": _json_number(weight_tail(flow, theory, scheme, jax.random.fold_in(key, 200), steps)),
             "log_q_roundtrip_rms_by_steps": c["log_q_roundtrip_rms_by_steps"],
             "expected_imh_acceptance_by_steps": c["expected_imh_acceptance_by_steps"]}
 
